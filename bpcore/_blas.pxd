@@ -1,0 +1,31 @@
+# Row-major BLAS over scipy.linalg.cython_blas (which is column-major Fortran).
+#
+# A C-contiguous matrix read column-major is its own transpose, so each row-major call below is
+# the column-major call with the operands, the dimensions and the transpose flags swapped.
+# Leading dimensions are stored row lengths. All wrappers skip the call when an output dimension
+# is zero (BLAS rejects a leading dimension of 0) and never run inside an OpenMP region.
+from cython cimport floating
+
+cpdef enum BLAS_Trans:
+    NoTrans = 110  # 'n'
+    Trans = 116    # 't'
+
+# C (m, n) = alpha * op(A) @ op(B) + beta * C;  op(A) is (m, k), op(B) is (k, n)
+cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+               floating alpha, const floating *A, int lda,
+               const floating *B, int ldb,
+               floating beta, floating *C, int ldc) noexcept nogil
+
+# y (m or n) = alpha * op(A) @ x + beta * y;  A is (m, n)
+cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
+               const floating *x, floating beta, floating *y) noexcept nogil
+
+# A (m, n) += alpha * x (m) outer y (n)
+cdef void ger(int m, int n, floating alpha, const floating *x, const floating *y,
+              floating *A, int lda) noexcept nogil
+
+# y (n) += alpha * x (n)
+cdef void axpy(int n, floating alpha, const floating *x, floating *y) noexcept nogil
+
+# x (n) *= alpha
+cdef void scal(int n, floating alpha, floating *x) noexcept nogil

@@ -1,0 +1,21 @@
+# Loss kernels: each returns the loss and writes its gradient with respect to the network
+# output in the same pass. Sums are taken in double over a fixed split of the rows, so the
+# value does not depend on the thread count.
+from cython cimport floating
+
+cpdef enum Reduction:
+    MEAN = 0       # over all elements for MSE (torch.nn.MSELoss), over rows for cross-entropy
+    SUM = 1
+    HALF_SUM = 2   # the 1986 paper's E = 1/2 sum over cases and outputs of (y - d)^2
+
+# loss of Y (n, m) against targets T (n, m);  dY (n, m) = dloss/dY
+cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY,
+                Reduction red) noexcept nogil
+
+# softmax cross-entropy of logits Z (n, c) against integer labels (n);  dZ (n, c) = dloss/dZ
+cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_t *labels,
+                                floating *dZ, Reduction red) noexcept nogil
+
+# the same against target distributions T (n, c) (one-hot rows, or any rows of weights)
+cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *T,
+                               floating *dZ, Reduction red) noexcept nogil

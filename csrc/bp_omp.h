@@ -1,0 +1,20 @@
+/* OpenMP shim: the same names whether or not the compiler had OpenMP turned on, so the
+ * Cython modules never need an #ifdef of their own. Without OpenMP, prange loops compile
+ * to plain serial loops and these report a single thread. */
+#ifndef BP_OMP_H
+#define BP_OMP_H
+
+#ifdef _OPENMP
+#include <omp.h>
+#define BP_HAVE_OPENMP 1
+static inline int bp_omp_max_threads(void) { return omp_get_max_threads(); }
+static inline int bp_omp_num_procs(void) { return omp_get_num_procs(); }
+static inline int bp_omp_version(void) { return _OPENMP; }
+#else
+#define BP_HAVE_OPENMP 0
+static inline int bp_omp_max_threads(void) { return 1; }
+static inline int bp_omp_num_procs(void) { return 1; }
+static inline int bp_omp_version(void) { return 0; }
+#endif
+
+#endif /* BP_OMP_H */

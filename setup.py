@@ -1,0 +1,122 @@
+"""Build the native modules of bpcore.
+
+Environment variables:
+  BPCORE_FAIL_NO_OPENMP=1  make a missing OpenMP a build error instead of a warning
+                           (wheel builds set it, so no wheel ships single-threaded by accident).
+  BPCORE_DEBUG=1           Cython bounds/wraparound checks on, -O0 -g: for hunting memory bugs.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULES = ["_threads", "_blas", "_layers", "_losses", "_optim", "_rng"]
+
+OPENMP_PROBE = r"""
+#include <omp.h>
+#include <stdio.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    printf("%d\n", n);
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def openmp_flags(compiler_type):
+    """The (compile, link) flags that turn on OpenMP for this compiler and platform."""
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang has no -fopenmp driver flag; it needs libomp (Homebrew or a pinned build)
+        # whose prefix the wheel build passes in through CPPFLAGS/LDFLAGS.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def probe_openmp(compiler, cflags, ldflags):
+    """Compile, link and run a tiny OpenMP program; True only if all three succeed."""
+    tmp = tempfile.mkdtemp(prefix="bpcore-omp-")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("probe.c", "w") as f:
+            f.write(OPENMP_PROBE)
+        objects = compiler.compile(["probe.c"], output_dir=tmp, extra_postargs=cflags)
+        exe = os.path.join(tmp, "probe" + (".exe" if sys.platform == "win32" else ""))
+        compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=ldflags)
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0 and int(out.stdout.strip() or 0) >= 1
+    except Exception as exc:  # any failure means: no usable OpenMP
+        print(f"bpcore: OpenMP probe failed: {exc}", file=sys.stderr)
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        cflags, ldflags = openmp_flags(ctype)
+        has_openmp = probe_openmp(self.compiler, cflags, ldflags)
+        if not has_openmp:
+            msg = "bpcore: no working OpenMP found; building single-threaded elementwise loops."
+            if _flag("BPCORE_FAIL_NO_OPENMP"):
+                raise RuntimeError(msg + " (BPCORE_FAIL_NO_OPENMP=1 forbids that)")
+            print("WARNING: " + msg, file=sys.stderr)
+            cflags, ldflags = [], []
+        else:
+            print(f"bpcore: building with OpenMP ({' '.join(cflags)})", file=sys.stderr)
+
+        if ctype == "msvc":
+            opt = ["/Od", "/Zi"] if _flag("BPCORE_DEBUG") else ["/O2"]
+        else:
+            # -O3 for the vectoriser on the elementwise loops; never -march=native or -ffast-math
+            # here: wheels run on CPUs other than the build machine and rely on IEEE semantics.
+            opt = ["-O0", "-g"] if _flag("BPCORE_DEBUG") else ["-O3"]
+        for ext in self.extensions:
+            ext.extra_compile_args = opt + cflags + ext.extra_compile_args
+            ext.extra_link_args = ldflags + ext.extra_link_args
+        super().build_extensions()
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    debug = _flag("BPCORE_DEBUG")
+    exts = [
+        Extension(
+            f"bpcore.{name}",
+            [os.path.join("bpcore", f"{name}.pyx")],
+            include_dirs=[os.path.join(HERE, "csrc")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for name in MODULES
+    ]
+    return cythonize(
+        exts,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": debug,
+            "wraparound": debug,
+            "initializedcheck": debug,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+        include_path=[os.path.join(HERE, "bpcore")],
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
