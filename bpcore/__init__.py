@@ -1,1 +1,21 @@
-"""bpcore"""
+"""bpcore: multilayer perceptrons trained by back-propagation, fast, on the CPU.
+
+The hot path (dense layers, activations, losses, the SGD update) is native code: Cython over
+BLAS (through scipy.linalg.cython_blas) with OpenMP loops. This package is the thin Python
+layer over it.
+"""
+from bpcore._version import __version__
+from bpcore._config import show_config
+from bpcore.data import one_hot
+from bpcore.layers import Dense, Identity, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
+from bpcore.model import MLP
+from bpcore.optim import SGD
+from bpcore.threads import get_num_threads, num_threads, set_num_threads
+
+__all__ = [
+    "__version__", "show_config", "one_hot",
+    "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
+    "MSELoss", "SoftmaxCrossEntropyLoss", "SGD",
+    "set_num_threads", "get_num_threads", "num_threads",
+]

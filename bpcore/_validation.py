@@ -1,0 +1,112 @@
+"""Checks and conversions at the API boundary.
+
+Everything a user passes is checked here, once, before it reaches native code. Arrays that are
+not C-contiguous, are Fortran-ordered or have another numeric dtype are converted (one copy) to
+C-contiguous arrays of the model's dtype; arrays that already fit are used as they are, without
+a copy. Errors name the argument, what was expected and what was received.
+"""
+import math
+import numbers
+
+import numpy as np
+
+_INT_MAX = 2**31 - 1
+_FLOAT_DTYPES = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64}
+
+
+def resolve_dtype(dtype, name="dtype"):
+    """np.float32 or np.float64 for anything NumPy reads as one of them; TypeError otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got {dt.name!r}")
+    return _FLOAT_DTYPES[dt]
+
+
+def _numeric_array(a, name):
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype.name!r}")
+    return arr
+
+
+def as_matrix(a, name, dtype, cols=None, what="n_features", allow_empty=False, finite=True):
+    """a as a C-contiguous (n, cols) array of dtype, converted once if it has to be."""
+    arr = _numeric_array(a, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_samples, {what}), "
+                         f"got {arr.ndim}-D with shape {arr.shape}")
+    if cols is not None and arr.shape[1] != cols:
+        raise ValueError(f"{name}: expected {cols} columns ({what}), got shape {arr.shape}")
+    if arr.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name}: expected at least one row, got an empty batch of shape {arr.shape}")
+    if arr.shape[0] > _INT_MAX or arr.shape[1] > _INT_MAX:
+        raise ValueError(f"{name}: expected at most {_INT_MAX} rows and columns "
+                         f"(BLAS dimensions are 32-bit), got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    return arr
+
+
+def as_labels(y, name, n, n_classes):
+    """y as a C-contiguous intp vector of n class labels in [0, n_classes)."""
+    arr = _numeric_array(y, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of class labels, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} labels (one per row of the output), "
+                         f"got {arr.shape[0]}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
+            raise TypeError(f"{name}: expected integer class labels, got non-integral "
+                            f"values of dtype {arr.dtype.name!r}")
+    if n and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = arr[(arr < 0) | (arr >= n_classes)][0]
+        raise ValueError(f"{name}: expected class labels in [0, {n_classes}), got {bad!r}")
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def check_same_rows(n_expected, arr, name, other="X"):
+    if arr.shape[0] != n_expected:
+        raise ValueError(f"{name}: expected {n_expected} rows to match {other}, "
+                         f"got {arr.shape[0]}")
+
+
+def check_real(value, name, low=None, high=None, low_open=False, high_open=False):
+    """value as a finite float within [low, high] (or open at either end); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    bad = (not math.isfinite(v)
+           or (low is not None and (v <= low if low_open else v < low))
+           or (high is not None and (v >= high if high_open else v > high)))
+    if bad:
+        raise ValueError(f"{name}: expected a finite number in {rng}, got {value!r}")
+    return v
+
+
+def check_int(value, name, low=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if low is not None and v < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {v}")
+    if v > _INT_MAX:
+        raise ValueError(f"{name}: expected at most {_INT_MAX} (BLAS dimensions are 32-bit), got {v}")
+    return v
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, "
+                         f"got {value!r}")
+    return value

@@ -1,0 +1,87 @@
+"""Losses. ``loss(output, target)`` returns the loss as a float and keeps its gradient;
+``loss.backward()`` returns dloss/doutput, to hand to ``model.backward``."""
+import numpy as np
+
+from bpcore import _losses
+from bpcore._validation import as_labels, as_matrix, check_choice, check_same_rows
+
+__all__ = ["MSELoss", "SoftmaxCrossEntropyLoss"]
+
+_R = _losses.Reduction
+_REDUCTIONS = {"mean": _R.MEAN, "sum": _R.SUM, "half_sum": _R.HALF_SUM}
+
+
+class _Loss:
+    reductions = ("mean", "sum")
+
+    def __init__(self, reduction="mean"):
+        self.reduction = check_choice(reduction, "reduction", self.reductions)
+        self._grad = None
+
+    def __call__(self, output, target):
+        return self.forward(output, target)
+
+    def backward(self):
+        """dloss/doutput for the last forward."""
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        return self._grad
+
+    def _output(self, output):
+        out = np.asarray(output)
+        dtype = out.dtype if out.dtype in (np.float32, np.float64) else np.float64
+        return as_matrix(out, "output", dtype, what="n_outputs")
+
+    def __repr__(self):
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+
+class MSELoss(_Loss):
+    """Squared error between output and target, both (n, m).
+
+    reduction="mean": mean over all n*m elements (as torch.nn.MSELoss);
+    "sum": the plain sum; "half_sum": the 1986 paper's E = 1/2 sum (y - d)^2 over cases and
+    outputs, with which the paper's learning rates and momenta can be used as printed.
+    A target of shape (n,) is read as (n, 1) when the output has one column.
+    """
+    reductions = ("mean", "sum", "half_sum")
+
+    def forward(self, output, target):
+        Y = self._output(output)
+        T = np.asarray(target)
+        if T.ndim == 1 and Y.shape[1] == 1:
+            T = T.reshape(-1, 1)
+        T = as_matrix(T, "target", Y.dtype, cols=Y.shape[1], what="n_outputs")
+        check_same_rows(Y.shape[0], T, "target", "output")
+        dY = np.empty_like(Y)
+        loss = _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction])
+        self._grad = dY
+        return loss
+
+
+class SoftmaxCrossEntropyLoss(_Loss):
+    """Softmax of the output logits (n, c) and cross-entropy against the targets, fused.
+
+    target: integer class labels (n,), or (n, c) rows of target probabilities (one-hot rows for
+    hard labels). Stable for any logits (the row max is taken out before exp). reduction="mean"
+    averages over the n rows (as torch.nn.CrossEntropyLoss), "sum" adds them.
+    The gradient is (softmax - target) / n, handed to a network whose last layer is linear.
+    """
+
+    def forward(self, output, target):
+        Z = self._output(output)
+        n, c = Z.shape
+        T = np.asarray(target)
+        dZ = np.empty_like(Z)
+        red = _REDUCTIONS[self.reduction]
+        if T.ndim == 1:
+            loss = _losses.py_softmax_xent_labels(Z, as_labels(T, "target", n, c), dZ, red)
+        else:
+            T = as_matrix(T, "target", Z.dtype, cols=c, what="n_classes")
+            check_same_rows(n, T, "target", "output")
+            if (T < 0).any():
+                raise ValueError("target: expected non-negative class probabilities, "
+                                 "got a negative entry")
+            loss = _losses.py_softmax_xent_probs(Z, T, dZ, red)
+        self._grad = dZ
+        return loss
