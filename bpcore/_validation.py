@@ -16,6 +16,8 @@ _FLOAT_DTYPES = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.floa
 
 def resolve_dtype(dtype, name="dtype"):
     """np.float32 or np.float64 for anything NumPy reads as one of them; TypeError otherwise."""
+    if dtype is None:  # NumPy reads None as float64; here it would hide a forgotten argument
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -25,14 +27,25 @@ def resolve_dtype(dtype, name="dtype"):
     return _FLOAT_DTYPES[dt]
 
 
-def _numeric_array(a, name):
+def as_array(a, name):
+    """np.asarray(a), with a TypeError naming the argument for what NumPy cannot read."""
     try:
-        arr = np.asarray(a)
+        return np.asarray(a)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({exc})") from None
+
+
+def _numeric_array(a, name):
+    arr = as_array(a, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype.name!r}")
     return arr
+
+
+def float_dtype_of(arr):
+    """The dtype a standalone layer or loss computes in: the array's own if float32/float64,
+    else float64 (as NumPy would)."""
+    return arr.dtype.type if arr.dtype in _FLOAT_DTYPES else np.float64
 
 
 def as_matrix(a, name, dtype, cols=None, what="n_features", allow_empty=False, finite=True):
@@ -68,7 +81,7 @@ def as_labels(y, name, n, n_classes):
                             f"values of dtype {arr.dtype.name!r}")
     if n and (arr.min() < 0 or arr.max() >= n_classes):
         bad = arr[(arr < 0) | (arr >= n_classes)][0]
-        raise ValueError(f"{name}: expected class labels in [0, {n_classes}), got {bad!r}")
+        raise ValueError(f"{name}: expected class labels in [0, {n_classes}), got {bad}")
     return np.ascontiguousarray(arr, dtype=np.intp)
 
 

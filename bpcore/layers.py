@@ -15,7 +15,8 @@ import numpy as np
 
 from bpcore import _layers
 from bpcore._rng import Generator
-from bpcore._validation import as_matrix, check_choice, check_int, check_real, resolve_dtype
+from bpcore._validation import (as_array, as_matrix, check_choice, check_int, check_real,
+                                float_dtype_of, resolve_dtype)
 
 __all__ = ["Parameter", "Module", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential"]
 
@@ -62,6 +63,8 @@ def as_generator(seed, name="seed"):
 class Module:
     """Base class: parameters(), num_parameters, zero_grad(), and calling = forward."""
 
+    _owner = None  # the Sequential this layer belongs to: a layer keeps state for one network
+
     def parameters(self):
         return []
 
@@ -105,10 +108,10 @@ class Dense(Module):
             if mask.shape[0] != self.fan_in:
                 raise ValueError(f"mask: expected shape ({self.fan_in}, {self.fan_out}), "
                                  f"got {mask.shape}")
-            if not np.isin(mask, (0, 1)).all():
-                raise ValueError("mask: expected only 0 and 1 entries")
+            bad = mask[(mask != 0) & (mask != 1)]
+            if bad.size:
+                raise ValueError(f"mask: expected only 0 and 1 entries, got {bad[0]}")
         self.mask = mask
-        self._owner = None  # the Sequential whose flat buffers hold this layer's weights
         size = self.fan_in * self.fan_out + self.fan_out
         self._bind(np.zeros(size, dtype), np.zeros(size, dtype), 0)
         self.reset_parameters(init, seed)
@@ -232,9 +235,8 @@ class _Activation(Module):
 
 
 def _as_activation_input(Z, name):
-    arr = np.asarray(Z)
-    dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64
-    return as_matrix(arr, name, dtype, what="features")
+    arr = as_array(Z, name)
+    return as_matrix(arr, name, float_dtype_of(arr), what="features")
 
 
 class Identity(_Activation):
@@ -280,9 +282,9 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layers[{i}]: expected a bpcore layer, got {type(layer).__name__}")
-            if getattr(layer, "_owner", None) is not None or layers.index(layer) != i:
-                raise ValueError(f"layers[{i}]: {layer!r} already belongs to a network; "
-                                 "a layer's weights can live in only one")
+            if layer._owner is not None or layers.index(layer) != i:
+                raise ValueError(f"layers[{i}]: {layer!r} already belongs to a network; a layer "
+                                 "keeps its weights and its last input for one network only")
         self.layers = list(layers)
         dense = [m for m in self.layers if isinstance(m, Dense)]
         if not dense:
@@ -304,8 +306,9 @@ class Sequential(Module):
         offset = 0
         for m in dense:
             m._bind(self.flat_params, self.flat_grads, offset)
-            m._owner = self
             offset += m.size
+        for m in self.layers:
+            m._owner = self
         # layers before the first Dense have no weights: backward stops there unless the input
         # gradient is asked for, and the first Dense skips computing its dX
         self._first_dense = self.layers.index(dense[0])

@@ -3,7 +3,8 @@
 import numpy as np
 
 from bpcore import _losses
-from bpcore._validation import as_labels, as_matrix, check_choice, check_same_rows
+from bpcore._validation import (as_array, as_labels, as_matrix, check_choice, check_same_rows,
+                                float_dtype_of)
 
 __all__ = ["MSELoss", "SoftmaxCrossEntropyLoss"]
 
@@ -28,9 +29,8 @@ class _Loss:
         return self._grad
 
     def _output(self, output):
-        out = np.asarray(output)
-        dtype = out.dtype if out.dtype in (np.float32, np.float64) else np.float64
-        return as_matrix(out, "output", dtype, what="n_outputs")
+        out = as_array(output, "output")
+        return as_matrix(out, "output", float_dtype_of(out), what="n_outputs")
 
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -48,7 +48,7 @@ class MSELoss(_Loss):
 
     def forward(self, output, target):
         Y = self._output(output)
-        T = np.asarray(target)
+        T = as_array(target, "target")
         if T.ndim == 1 and Y.shape[1] == 1:
             T = T.reshape(-1, 1)
         T = as_matrix(T, "target", Y.dtype, cols=Y.shape[1], what="n_outputs")
@@ -71,7 +71,7 @@ class SoftmaxCrossEntropyLoss(_Loss):
     def forward(self, output, target):
         Z = self._output(output)
         n, c = Z.shape
-        T = np.asarray(target)
+        T = as_array(target, "target")
         dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
         if T.ndim == 1:
@@ -81,7 +81,7 @@ class SoftmaxCrossEntropyLoss(_Loss):
             check_same_rows(n, T, "target", "output")
             if (T < 0).any():
                 raise ValueError("target: expected non-negative class probabilities, "
-                                 "got a negative entry")
+                                 f"got {T[T < 0][0]}")
             loss = _losses.py_softmax_xent_probs(Z, T, dZ, red)
         self._grad = dZ
         return loss

@@ -49,6 +49,28 @@ def _segments(params):
     return segs
 
 
+def _as_parameter_list(params):
+    from bpcore.layers import Parameter
+
+    if hasattr(params, "parameters"):
+        params = params.parameters()
+    if isinstance(params, (str, bytes)) or not hasattr(params, "__iter__"):
+        raise TypeError(f"params: expected a model or a list of its Parameters, got "
+                        f"{type(params).__name__}")
+    params = list(params)
+    if not params:
+        raise ValueError("params: expected at least one parameter, got none")
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"params[{i}]: expected a bpcore Parameter, got {type(p).__name__}")
+        if p.data.dtype not in (np.float32, np.float64):
+            raise TypeError(f"params[{i}]: expected float32 or float64, got {p.data.dtype.name}")
+    dtypes = {p.data.dtype for p in params}
+    if len(dtypes) > 1:
+        raise TypeError(f"params: expected one dtype, got {sorted(d.name for d in dtypes)}")
+    return params
+
+
 class SGD:
     """Stochastic gradient descent with momentum, Nesterov, L2 and decoupled weight decay.
 
@@ -58,23 +80,25 @@ class SGD:
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
                  decay=0.0):
-        if hasattr(params, "parameters"):
-            params = params.parameters()
-        params = list(params)
-        if not params:
-            raise ValueError("params: expected at least one parameter, got none")
-        dtypes = {p.data.dtype for p in params}
-        if len(dtypes) > 1:
-            raise TypeError(f"params: expected one dtype, got {sorted(d.name for d in dtypes)}")
-        self.params = params
+        self.params = _as_parameter_list(params)
+        self.dtype = self.params[0].data.dtype
+        self.nesterov = False
         self.lr = lr
         self.momentum = momentum
-        self.nesterov = bool(nesterov)
-        self.weight_decay = check_real(weight_decay, "weight_decay", low=0)
-        self.decay = check_real(decay, "decay", low=0, high=1, high_open=True)
-        if self.nesterov and self.momentum == 0:
+        if nesterov and self._momentum == 0:
             raise ValueError("nesterov: expected momentum > 0 with Nesterov, got momentum=0")
-        self._segments = _segments(params)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = self._hyper(weight_decay, "weight_decay", low=0)
+        self.decay = self._hyper(decay, "decay", low=0, high=1, high_open=True)
+        self._segments = _segments(self.params)
+
+    def _hyper(self, value, name, **bounds):
+        v = check_real(value, name, **bounds)
+        with np.errstate(over="ignore"):
+            fits = np.isfinite(self.dtype.type(v))
+        if not fits:
+            raise ValueError(f"{name}: expected a value finite in {self.dtype.name}, got {value!r}")
+        return v
 
     @property
     def lr(self):
@@ -82,7 +106,7 @@ class SGD:
 
     @lr.setter
     def lr(self, value):
-        self._lr = check_real(value, "lr", low=0)
+        self._lr = self._hyper(value, "lr", low=0)
 
     @property
     def momentum(self):
@@ -90,7 +114,10 @@ class SGD:
 
     @momentum.setter
     def momentum(self, value):
-        self._momentum = check_real(value, "momentum", low=0)
+        m = self._hyper(value, "momentum", low=0)
+        if self.nesterov and m == 0:
+            raise ValueError("momentum: expected momentum > 0 with Nesterov, got momentum=0")
+        self._momentum = m
 
     def step(self):
         """Apply one update to every parameter from its accumulated gradient."""
