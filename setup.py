@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = ["_threads", "_blas", "_layers", "_losses", "_optim", "_rng"]
+MODULES = ["_threads", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine"]
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -93,6 +93,7 @@ class BuildExt(build_ext):
 
 
 def extensions():
+    import numpy
     from Cython.Build import cythonize
 
     debug = _flag("BPCORE_DEBUG")
@@ -100,7 +101,7 @@ def extensions():
         Extension(
             f"bpcore.{name}",
             [os.path.join("bpcore", f"{name}.pyx")],
-            include_dirs=[os.path.join(HERE, "csrc")],
+            include_dirs=[os.path.join(HERE, "csrc"), numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         for name in MODULES

@@ -37,3 +37,8 @@ cdef class Generator:
         if n > 1:
             shuffle(&self.state, n, &v[0])
         return idx
+
+    def shuffle(self, Py_ssize_t[::1] idx):
+        """Permute idx in place (the next permutation of an epoch loop)."""
+        if idx.shape[0] > 1:
+            shuffle(&self.state, idx.shape[0], &idx[0])

@@ -345,11 +345,24 @@ class Sequential(Module):
         return g if input_grad else None
 
     def predict(self, X):
-        """The network's output for X, computed without keeping anything for backward."""
-        X = as_matrix(X, "X", self.dtype, cols=self.n_inputs)
-        for m in self.layers:
-            X = m._forward(X, keep=False)
-        return X
+        """The network's output for X, computed natively in chunks; keeps no state for backward."""
+        from bpcore import training
+        return training.predict(self, X)
+
+    def train_step(self, X, y, loss, optimizer):
+        """One fused native step: forward, loss, backward, update. Returns the batch loss."""
+        from bpcore import training
+        return training.train_step(self, X, y, loss, optimizer)
+
+    def fit(self, X, y, **kwargs):
+        """Train natively for whole epochs; see bpcore.training.fit for the arguments."""
+        from bpcore import training
+        return training.fit(self, X, y, **kwargs)
+
+    def evaluate(self, X, y, loss):
+        """{"loss", "accuracy"} over all of X, computed natively."""
+        from bpcore import training
+        return training.evaluate(self, X, y, loss)
 
     def __repr__(self):
         lines = [f"{type(self).__name__}("]

@@ -2,7 +2,7 @@
 ``loss.backward()`` returns dloss/doutput, to hand to ``model.backward``."""
 import numpy as np
 
-from bpcore import _losses
+from bpcore import _engine, _losses
 from bpcore._validation import (as_array, as_labels, as_matrix, check_choice, check_same_rows,
                                 float_dtype_of)
 
@@ -32,6 +32,10 @@ class _Loss:
         out = as_array(output, "output")
         return as_matrix(out, "output", float_dtype_of(out), what="n_outputs")
 
+    @property
+    def reduction_code(self):
+        return _REDUCTIONS[self.reduction]
+
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
@@ -48,15 +52,20 @@ class MSELoss(_Loss):
 
     def forward(self, output, target):
         Y = self._output(output)
-        T = as_array(target, "target")
-        if T.ndim == 1 and Y.shape[1] == 1:
-            T = T.reshape(-1, 1)
-        T = as_matrix(T, "target", Y.dtype, cols=Y.shape[1], what="n_outputs")
-        check_same_rows(Y.shape[0], T, "target", "output")
+        _, T = self.target_for(target, Y.shape[0], Y.shape[1], Y.dtype)
         dY = np.empty_like(Y)
         loss = _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction])
         self._grad = dY
         return loss
+
+    def target_for(self, target, n, c, dtype, finite=True):
+        """(loss kind, target as a C-contiguous (n, c) array of dtype)."""
+        T = as_array(target, "target")
+        if T.ndim == 1 and c == 1:
+            T = T.reshape(-1, 1)
+        T = as_matrix(T, "target", dtype, cols=c, what="n_outputs", finite=finite)
+        check_same_rows(n, T, "target", "output")
+        return _engine.MSE_KIND, T
 
 
 class SoftmaxCrossEntropyLoss(_Loss):
@@ -70,18 +79,23 @@ class SoftmaxCrossEntropyLoss(_Loss):
 
     def forward(self, output, target):
         Z = self._output(output)
-        n, c = Z.shape
-        T = as_array(target, "target")
+        kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
         dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
-        if T.ndim == 1:
-            loss = _losses.py_softmax_xent_labels(Z, as_labels(T, "target", n, c), dZ, red)
+        if kind == _engine.XENT_LABELS_KIND:
+            loss = _losses.py_softmax_xent_labels(Z, T, dZ, red)
         else:
-            T = as_matrix(T, "target", Z.dtype, cols=c, what="n_classes")
-            check_same_rows(n, T, "target", "output")
-            if (T < 0).any():
-                raise ValueError("target: expected non-negative class probabilities, "
-                                 f"got {T[T < 0][0]}")
             loss = _losses.py_softmax_xent_probs(Z, T, dZ, red)
         self._grad = dZ
         return loss
+
+    def target_for(self, target, n, c, dtype, finite=True):
+        """(loss kind, target): intp labels (n,) or a C-contiguous (n, c) array of dtype."""
+        T = as_array(target, "target")
+        if T.ndim == 1:
+            return _engine.XENT_LABELS_KIND, as_labels(T, "target", n, c)
+        T = as_matrix(T, "target", dtype, cols=c, what="n_classes", finite=finite)
+        check_same_rows(n, T, "target", "output")
+        if (T < 0).any():
+            raise ValueError(f"target: expected non-negative class probabilities, got {T[T < 0][0]}")
+        return _engine.XENT_PROBS_KIND, T

@@ -1,0 +1,612 @@
+# cython: language_level=3
+"""The fused training engine.
+
+One native call runs a whole training step (forward, loss, backward, update) without the GIL;
+``run_epoch`` runs many, gathering shuffled rows into the batch buffer itself. Activations and
+deltas live in workspaces sized for the largest batch seen, so a step in steady state
+allocates nothing.
+
+The Python layer (bpcore.model) checks dtypes, shapes and layouts and hands over arrays that
+fit; the engine still checks the shapes it relies on (cheaply), and checks that values are
+finite and labels in range in native loops, so nothing it is given can make it write out of
+bounds.
+"""
+cimport numpy as cnp
+from cpython.exc cimport PyErr_CheckSignals
+from cython.parallel cimport prange
+from libc.math cimport isfinite
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+import numpy as np
+
+from bpcore._blas cimport gemm, NoTrans, Trans
+from bpcore._layers cimport Activation, dense_forward, dense_backward
+from bpcore._layers cimport activation_forward, activation_backward
+from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
+from bpcore._optim cimport sgd_update, sgd_update_outer
+from bpcore._threads cimport threads_for
+
+cnp.import_array()
+
+cdef enum:
+    # the epoch loop goes back for the GIL every this many batches, to let Ctrl-C through
+    SIGNAL_EVERY = 16
+    PREDICT_CHUNK = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# the step, generic over float/double
+
+cdef inline floating *_A(Net *net, floating *acts, int l) noexcept nogil:
+    return acts + net.aoff[l]
+
+
+cdef void forward(Net *net, int n, const floating *X, const floating *P,
+                  floating *acts) noexcept nogil:
+    """A_l (n, sizes[l+1]) = act_l(A_{l-1} @ W_l + b_l) for every layer, A_{-1} = X."""
+    cdef int l, fi, fo
+    cdef const floating *inp = X
+    cdef floating *A
+    for l in range(net.L):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        A = _A(net, acts, l)
+        dense_forward(n, fi, fo, inp, P + net.woff[l], P + net.woff[l] + <Py_ssize_t>fi * fo, A)
+        activation_forward(<Activation>net.act[l], <Py_ssize_t>n * fo, A, A)
+        inp = A
+
+
+cdef double loss_and_delta(LossConf lc, int n, int c, const floating *Y, const floating *T,
+                           const Py_ssize_t *labels, floating *dY) noexcept nogil:
+    if lc.kind == LOSS_MSE:
+        return mse(n, c, Y, T, dY, <Reduction>lc.reduction)
+    if lc.kind == LOSS_XENT_LABELS:
+        return softmax_xent_labels(n, c, Y, labels, dY, <Reduction>lc.reduction)
+    return softmax_xent_probs(n, c, Y, T, dY, <Reduction>lc.reduction)
+
+
+cdef double train_step(Net *net, int n, const floating *X, const floating *T,
+                       const Py_ssize_t *labels, LossConf lc, SGDConf oc, int fused_max_batch,
+                       floating *P, floating *G, floating *V, floating *acts,
+                       floating *d0, floating *d1) noexcept nogil:
+    """Forward, loss, backward and SGD update for one batch; returns the loss.
+
+    Backward runs from the top layer down. At each layer dX (for the layer below) is taken
+    before the layer's own weights move, then the layer is updated at once while its gradient
+    is hot in cache: through G and the flat update for large batches, or fused (the gradient
+    never stored) for batches up to fused_max_batch.
+    """
+    cdef int l, fi, fo, L = net.L
+    cdef floating *d = d0
+    cdef floating *dn = d1
+    cdef floating *tmp
+    cdef floating *W
+    cdef floating *b
+    cdef const floating *Xl
+    cdef const floating *mask
+    cdef Py_ssize_t nw
+    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
+    cdef floating wd = <floating>oc.weight_decay, decay = <floating>oc.decay
+    cdef double loss
+
+    forward(net, n, X, P, acts)
+    loss = loss_and_delta(lc, n, net.sizes[L], _A(net, acts, L - 1), T, labels, d)
+    for l in range(L - 1, -1, -1):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        nw = <Py_ssize_t>fi * fo
+        W = P + net.woff[l]
+        b = W + nw
+        mask = <const floating *>net.mask[l]
+        Xl = X if l == 0 else _A(net, acts, l - 1)
+        activation_backward(<Activation>net.act[l], <Py_ssize_t>n * fo, _A(net, acts, l), d, d)
+        if l > 0:  # dX = dZ @ W.T, with W as the forward pass saw it
+            gemm(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, W, fo, <floating>0, dn, fi)
+        if n <= fused_max_batch:
+            sgd_update_outer(n, fi, fo, Xl, d, W, b, V + net.woff[l], V + net.woff[l] + nw,
+                             mask, lr, mom, oc.nesterov, wd, decay)
+        else:
+            # dW, db overwritten (not accumulated): the gradient buffer is scratch here
+            gemm(Trans, NoTrans, fi, fo, n, <floating>1, Xl, fi, d, fo, <floating>0,
+                 G + net.woff[l], fo)
+            _column_sums(n, fo, d, G + net.woff[l] + nw)
+            if mask != NULL:
+                _mul(nw, G + net.woff[l], mask)
+            sgd_update(nw + fo, W, G + net.woff[l], V + net.woff[l], lr, mom, oc.nesterov,
+                       wd, decay)
+        tmp = d
+        d = dn
+        dn = tmp
+    return loss
+
+
+cdef void _column_sums(int n, int fo, const floating *D, floating *out) noexcept nogil:
+    cdef int i, j
+    for j in range(fo):
+        out[j] = 0
+    for i in range(n):
+        for j in range(fo):
+            out[j] = out[j] + D[i * fo + j]
+
+
+cdef void _mul(Py_ssize_t size, floating *a, const floating *m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in prange(size, num_threads=threads_for(size), schedule="static"):
+        a[i] = a[i] * m[i]
+
+
+cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_t *idx,
+                      floating *dst) noexcept nogil:
+    """dst[r] = src[idx[r]] for r < nrows (rows of width elements)."""
+    cdef Py_ssize_t r
+    for r in prange(nrows, num_threads=threads_for(<Py_ssize_t>nrows * width),
+                    schedule="static"):
+        memcpy(&dst[r * width], &src[idx[r] * width], width * sizeof(floating))
+
+
+cdef Py_ssize_t first_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(size):
+        if not isfinite(a[i]):
+            return i
+    return -1
+
+
+cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, int c) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if y[i] < 0 or y[i] >= c:
+            return i
+    return -1
+
+
+cdef double run_batches(Net *net, int first, int last, int batch_size, Py_ssize_t N,
+                        const floating *X, const floating *T, const Py_ssize_t *labels,
+                        const Py_ssize_t *idx, LossConf lc, SGDConf oc, int fused_max_batch,
+                        floating *P, floating *G, floating *V, floating *acts,
+                        floating *d0, floating *d1, floating *xb, floating *tb,
+                        Py_ssize_t *lb) noexcept nogil:
+    """Batches first..last-1 of an epoch over N rows (in the order idx, or in order if idx is
+    NULL); returns the sum of batch losses, each weighted by its rows for mean reductions."""
+    cdef int bi, rows, fi = net.sizes[0], c = net.sizes[net.L]
+    cdef Py_ssize_t start, r
+    cdef const floating *xs
+    cdef const floating *ts = NULL
+    cdef const Py_ssize_t *ls = NULL
+    cdef double loss, total = 0
+    for bi in range(first, last):
+        start = <Py_ssize_t>bi * batch_size
+        rows = <int>min(<Py_ssize_t>batch_size, N - start)
+        if idx == NULL:  # in order: the batch is a slice, nothing to copy
+            xs = X + start * fi
+            if T != NULL:
+                ts = T + start * c
+            if labels != NULL:
+                ls = labels + start
+        else:
+            gather_rows(rows, fi, X, idx + start, xb)
+            xs = xb
+            if T != NULL:
+                gather_rows(rows, c, T, idx + start, tb)
+                ts = tb
+            if labels != NULL:
+                for r in range(rows):
+                    lb[r] = labels[idx[start + r]]
+                ls = lb
+        loss = train_step(net, rows, xs, ts, ls, lc, oc, fused_max_batch, P, G, V, acts, d0, d1)
+        total += loss * rows if lc.reduction == MEAN else loss
+    return total
+
+
+cdef void predict_rows(Net *net, Py_ssize_t N, int chunk, const floating *X, const floating *P,
+                       floating *acts, floating *out) noexcept nogil:
+    cdef Py_ssize_t start
+    cdef int rows, c = net.sizes[net.L]
+    start = 0
+    while start < N:
+        rows = <int>min(<Py_ssize_t>chunk, N - start)
+        forward(net, rows, X + start * net.sizes[0], P, acts)
+        memcpy(out + start * c, _A(net, acts, net.L - 1), <Py_ssize_t>rows * c * sizeof(floating))
+        start += rows
+
+
+cdef double evaluate_rows(Net *net, Py_ssize_t N, int chunk, const floating *X,
+                          const floating *T, const Py_ssize_t *labels, int loss_kind,
+                          const floating *P, floating *acts, floating *d,
+                          Py_ssize_t *correct) noexcept nogil:
+    """Summed loss over N rows (Reduction.SUM), and the count of rows whose output argmax is
+    the label (or the target's argmax)."""
+    cdef LossConf lc
+    cdef Py_ssize_t start, i
+    cdef int rows, j, c = net.sizes[net.L], best, want
+    cdef double total = 0
+    cdef floating *Y
+    lc.kind = loss_kind
+    lc.reduction = SUM
+    correct[0] = 0
+    start = 0
+    while start < N:
+        rows = <int>min(<Py_ssize_t>chunk, N - start)
+        forward(net, rows, X + start * net.sizes[0], P, acts)
+        Y = _A(net, acts, net.L - 1)
+        total += loss_and_delta(lc, rows, c, Y, T + start * c if T != NULL else NULL,
+                                labels + start if labels != NULL else NULL, d)
+        for i in range(rows):
+            best = 0
+            for j in range(1, c):
+                if Y[i * c + j] > Y[i * c + best]:
+                    best = j
+            if labels != NULL:
+                want = <int>labels[start + i]
+            else:
+                want = 0
+                for j in range(1, c):
+                    if T[(start + i) * c + j] > T[(start + i) * c + want]:
+                        want = j
+            correct[0] += best == want
+        start += rows
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype dispatch: the engine keeps untyped pointers and picks the specialisation once per call
+
+cdef struct Buffers:
+    void *P
+    void *G
+    void *V
+    void *acts
+    void *d0
+    void *d1
+    void *xb
+    void *tb
+    Py_ssize_t *lb
+
+
+cdef double _train_step(Net *net, bint f64, int n, void *X, void *T, Py_ssize_t *labels,
+                        LossConf lc, SGDConf oc, int fmb, Buffers *B) noexcept nogil:
+    if f64:
+        return train_step(net, n, <double *>X, <double *>T, labels, lc, oc, fmb, <double *>B.P,
+                          <double *>B.G, <double *>B.V, <double *>B.acts, <double *>B.d0,
+                          <double *>B.d1)
+    return train_step(net, n, <float *>X, <float *>T, labels, lc, oc, fmb, <float *>B.P,
+                      <float *>B.G, <float *>B.V, <float *>B.acts, <float *>B.d0, <float *>B.d1)
+
+
+cdef double _run_batches(Net *net, bint f64, int first, int last, int bs, Py_ssize_t N,
+                         void *X, void *T, Py_ssize_t *labels, Py_ssize_t *idx, LossConf lc,
+                         SGDConf oc, int fmb, Buffers *B) noexcept nogil:
+    if f64:
+        return run_batches(net, first, last, bs, N, <double *>X, <double *>T, labels, idx, lc,
+                           oc, fmb, <double *>B.P, <double *>B.G, <double *>B.V,
+                           <double *>B.acts, <double *>B.d0, <double *>B.d1, <double *>B.xb,
+                           <double *>B.tb, B.lb)
+    return run_batches(net, first, last, bs, N, <float *>X, <float *>T, labels, idx, lc,
+                       oc, fmb, <float *>B.P, <float *>B.G, <float *>B.V,
+                       <float *>B.acts, <float *>B.d0, <float *>B.d1, <float *>B.xb,
+                       <float *>B.tb, B.lb)
+
+
+cdef Py_ssize_t _first_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
+    if f64:
+        return first_nonfinite(size, <double *>a)
+    return first_nonfinite(size, <float *>a)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Python-facing engine
+
+_TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp"}
+
+
+cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim, Py_ssize_t rows,
+                             Py_ssize_t cols, bint writable=False):
+    """a as an ndarray of exactly this type, rank, layout and shape (-1: any); else raise."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name}: expected dtype {_TYPENAMES[typenum]}, got {a.dtype.name}")
+    if arr.ndim != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name}: expected a C-contiguous {ndim}-D array, got shape {a.shape}")
+    if (rows >= 0 and arr.shape[0] != rows) or (ndim == 2 and cols >= 0 and arr.shape[1] != cols):
+        want = f"({rows if rows >= 0 else 'n'}" + (f", {cols})" if ndim == 2 else ",)")
+        raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name}: expected a writable array")
+    return arr
+
+
+cdef class Engine:
+    """The native training state of one network: its layout, and workspaces for a batch.
+
+    sizes: layer widths; acts: the Activation after each Dense; params/grads: the network's
+    flat buffers (W_l then b_l for each layer, in order); masks: per layer, a (fan_in, fan_out)
+    array or None. Not safe to use from two threads at once (it says so if tried).
+    """
+    cdef Net net
+    cdef Buffers buf
+    cdef readonly object dtype
+    cdef int typenum
+    cdef bint f64
+    cdef object params, grads, masks, acts_ws, delta_ws, xbuf, tbuf, lbuf
+    cdef public int fused_max_batch
+    cdef bint busy
+
+    def __cinit__(self, sizes, acts, params, grads, masks, int fused_max_batch=4):
+        cdef int L = len(sizes) - 1
+        if L < 1 or len(acts) != L or len(masks) != L:
+            raise ValueError(f"sizes/acts/masks: expected L + 1 sizes and L of each, got "
+                             f"{len(sizes)}, {len(acts)}, {len(masks)}")
+        self.net.L = L
+        self.net.sizes = <int *>calloc(L + 1, sizeof(int))
+        self.net.act = <int *>calloc(L, sizeof(int))
+        self.net.woff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
+        self.net.aoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
+        self.net.mask = <void **>calloc(L, sizeof(void *))
+        self.net.capacity = 0
+        if (self.net.sizes == NULL or self.net.act == NULL or self.net.woff == NULL
+                or self.net.aoff == NULL or self.net.mask == NULL):
+            raise MemoryError()
+
+    def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=4):
+        cdef int l, L = self.net.L
+        cdef Py_ssize_t off = 0
+        self.dtype = np.dtype(params.dtype)
+        if self.dtype == np.float32:
+            self.typenum, self.f64 = cnp.NPY_FLOAT32, False
+        elif self.dtype == np.float64:
+            self.typenum, self.f64 = cnp.NPY_FLOAT64, True
+        else:
+            raise TypeError(f"params: expected float32 or float64, got {self.dtype.name}")
+        for l in range(L + 1):
+            if not 0 < sizes[l] < 2**31:
+                raise ValueError(f"sizes[{l}]: expected a positive 32-bit size, got {sizes[l]}")
+            self.net.sizes[l] = sizes[l]
+        for l in range(L):
+            if not 0 <= acts[l] <= 3:
+                raise ValueError(f"acts[{l}]: expected an Activation, got {acts[l]}")
+            self.net.act[l] = acts[l]
+            self.net.woff[l] = off
+            off += <Py_ssize_t>sizes[l] * sizes[l + 1] + sizes[l + 1]
+        self.params = _arr(params, "params", self.typenum, 1, off, -1, True)
+        self.grads = _arr(grads, "grads", self.typenum, 1, off, -1, True)
+        self.buf.P = cnp.PyArray_DATA(self.params)
+        self.buf.G = cnp.PyArray_DATA(self.grads)
+        self.masks = [None if m is None else
+                      _arr(m, f"masks[{l}]", self.typenum, 2, sizes[l], sizes[l + 1])
+                      for l, m in enumerate(masks)]
+        for l in range(L):
+            if self.masks[l] is not None:
+                self.net.mask[l] = cnp.PyArray_DATA(self.masks[l])
+        self.fused_max_batch = fused_max_batch
+
+    def __dealloc__(self):
+        free(self.net.sizes)
+        free(self.net.act)
+        free(self.net.woff)
+        free(self.net.aoff)
+        free(self.net.mask)
+
+    @property
+    def capacity(self):
+        """Rows the workspaces hold now (the largest batch seen)."""
+        return self.net.capacity
+
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        """Grow the workspaces to hold n rows; no-op when they already do."""
+        cdef int l, L = self.net.L, widest = 0
+        cdef Py_ssize_t off = 0
+        if n <= self.net.capacity:
+            return 0
+        if n > 2**31 - 1:
+            raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
+        for l in range(L):
+            self.net.aoff[l] = off
+            off += n * self.net.sizes[l + 1]
+            widest = max(widest, self.net.sizes[l + 1])
+        self.acts_ws = np.empty(off, self.dtype)
+        self.delta_ws = np.empty(2 * n * widest, self.dtype)
+        self.xbuf = np.empty(n * self.net.sizes[0], self.dtype)
+        self.tbuf = np.empty(n * self.net.sizes[L], self.dtype)
+        self.lbuf = np.empty(n, np.intp)
+        self.buf.acts = cnp.PyArray_DATA(self.acts_ws)
+        self.buf.d0 = cnp.PyArray_DATA(self.delta_ws)
+        cdef Py_ssize_t itemsize = 8 if self.f64 else 4
+        self.buf.d1 = <void *>((<char *>self.buf.d0) + n * widest * itemsize)
+        self.buf.xb = cnp.PyArray_DATA(self.xbuf)
+        self.buf.tb = cnp.PyArray_DATA(self.tbuf)
+        self.buf.lb = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
+        self.net.capacity = <int>n
+        return 0
+
+    cdef int _enter(self) except -1:
+        if self.busy:
+            raise RuntimeError("this model is already training or predicting in another thread")
+        self.busy = True
+        return 0
+
+    cdef cnp.ndarray _X(self, X, bint check=True):
+        cdef cnp.ndarray Xa = _arr(X, "X", self.typenum, 2, -1, self.net.sizes[0])
+        if Xa.shape[0] == 0:
+            raise ValueError(f"X: expected at least one row, got shape {X.shape}")
+        if check and _first_nonfinite(self.f64, Xa.size, cnp.PyArray_DATA(Xa)) >= 0:
+            raise ValueError("X: expected finite values, got NaN or infinity")
+        return Xa
+
+    cdef cnp.ndarray _target(self, target, Py_ssize_t n, int loss_kind, bint check=True):
+        """target checked for the loss kind: finite values, or labels in range."""
+        cdef int c = self.net.sizes[self.net.L]
+        cdef cnp.ndarray T
+        cdef Py_ssize_t bad
+        if loss_kind == LOSS_XENT_LABELS:
+            T = _arr(target, "target", cnp.NPY_INTP, 1, n, -1)
+            bad = first_bad_label(n, <Py_ssize_t *>cnp.PyArray_DATA(T), c) if check else -1
+            if bad >= 0:
+                raise ValueError(f"target: expected class labels in [0, {c}), "
+                                 f"got {T[bad]} at index {bad}")
+        elif loss_kind == LOSS_MSE or loss_kind == LOSS_XENT_PROBS:
+            T = _arr(target, "target", self.typenum, 2, n, c)
+            if check and _first_nonfinite(self.f64, T.size, cnp.PyArray_DATA(T)) >= 0:
+                raise ValueError("target: expected finite values, got NaN or infinity")
+        else:
+            raise ValueError(f"loss_kind: expected 0, 1 or 2, got {loss_kind}")
+        return T
+
+    cdef int _configure(self, LossConf *lc, SGDConf *oc, int loss_kind, int reduction, velocity,
+                        double lr, double momentum, bint nesterov, double weight_decay,
+                        double decay) except -1:
+        cdef cnp.ndarray V = _arr(velocity, "velocity", self.typenum, 1,
+                                  cnp.PyArray_SIZE(self.params), -1, True)
+        if not 0 <= reduction <= 2 or (reduction == HALF_SUM and loss_kind != LOSS_MSE):
+            raise ValueError(f"reduction: expected a Reduction valid for the loss, got {reduction}")
+        self.buf.V = cnp.PyArray_DATA(V)
+        lc.kind, lc.reduction = loss_kind, reduction
+        oc.lr, oc.momentum, oc.nesterov = lr, momentum, nesterov
+        oc.weight_decay, oc.decay = weight_decay, decay
+        return 0
+
+    def train_step(self, X, target, int loss_kind, int reduction, velocity, double lr,
+                   double momentum, bint nesterov, double weight_decay, double decay):
+        """One fused step on the batch X; returns the loss (of the weights before the step)."""
+        cdef cnp.ndarray Xa = self._X(X)
+        cdef Py_ssize_t n = Xa.shape[0]
+        cdef cnp.ndarray T = self._target(target, n, loss_kind)
+        cdef void *pX = cnp.PyArray_DATA(Xa)
+        cdef void *pT = NULL
+        cdef Py_ssize_t *pl = NULL
+        cdef LossConf lc
+        cdef SGDConf oc
+        cdef double loss
+        if loss_kind == LOSS_XENT_LABELS:
+            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
+        else:
+            pT = cnp.PyArray_DATA(T)
+        self._enter()
+        try:
+            self._configure(&lc, &oc, loss_kind, reduction, velocity, lr, momentum, nesterov,
+                            weight_decay, decay)
+            self.reserve(n)
+            with nogil:
+                loss = _train_step(&self.net, self.f64, <int>n, pX, pT, pl, lc, oc,
+                                   self.fused_max_batch, &self.buf)
+        finally:
+            self.busy = False
+        return loss
+
+    def check_data(self, X, target, int loss_kind):
+        """Raise unless X and target fit this network and the loss, with finite values and
+        labels in range (fit checks once, then runs its epochs with check=False)."""
+        Xa = self._X(X)
+        self._target(target, Xa.shape[0], loss_kind)
+
+    def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
+                  velocity, double lr, double momentum, bint nesterov, double weight_decay,
+                  double decay, bint check=True):
+        """Train one epoch over the rows of X in the given order (an intp permutation, or None
+        for the stored order); returns the summed batch losses, each weighted by its rows for
+        mean reductions. Between every few batches it checks for Ctrl-C, raising
+        KeyboardInterrupt with the model consistent (only whole batches are applied).
+        check=False skips the pass over the data for finite values and labels in range."""
+        cdef cnp.ndarray Xa = self._X(X, check)
+        cdef Py_ssize_t N = Xa.shape[0]
+        cdef cnp.ndarray T = self._target(target, N, loss_kind, check)
+        cdef cnp.ndarray idx
+        cdef void *pX = cnp.PyArray_DATA(Xa)
+        cdef void *pT = NULL
+        cdef Py_ssize_t *pl = NULL
+        cdef Py_ssize_t *pidx = NULL
+        cdef LossConf lc
+        cdef SGDConf oc
+        cdef int first, last, nb
+        cdef double total = 0
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        if order is not None:
+            idx = _arr(order, "order", cnp.NPY_INTP, 1, N, -1)
+            pidx = <Py_ssize_t *>cnp.PyArray_DATA(idx)
+            if first_bad_label(N, pidx, <int>N) >= 0:
+                raise ValueError("order: expected row indices in [0, n)")
+        if loss_kind == LOSS_XENT_LABELS:
+            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
+        else:
+            pT = cnp.PyArray_DATA(T)
+        nb = <int>((N + batch_size - 1) // batch_size)
+        self._enter()
+        try:
+            self._configure(&lc, &oc, loss_kind, reduction, velocity, lr, momentum, nesterov,
+                            weight_decay, decay)
+            self.reserve(min(<Py_ssize_t>batch_size, N))
+            first = 0
+            while first < nb:
+                last = min(first + SIGNAL_EVERY, nb)
+                with nogil:
+                    total += _run_batches(&self.net, self.f64, first, last, batch_size, N, pX,
+                                          pT, pl, pidx, lc, oc, self.fused_max_batch, &self.buf)
+                first = last
+                PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
+        finally:
+            self.busy = False
+        return total
+
+    def predict(self, X, out):
+        """out (n, outputs) = the network's output for X, computed in chunks of rows."""
+        cdef cnp.ndarray Xa = self._X(X)
+        cdef Py_ssize_t N = Xa.shape[0]
+        cdef cnp.ndarray O = _arr(out, "out", self.typenum, 2, N,
+                                  self.net.sizes[self.net.L], True)
+        cdef void *pX = cnp.PyArray_DATA(Xa)
+        cdef void *pO = cnp.PyArray_DATA(O)
+        cdef int chunk
+        self._enter()
+        try:
+            self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
+            chunk = self.net.capacity
+            with nogil:
+                if self.f64:
+                    predict_rows(&self.net, N, chunk, <double *>pX, <double *>self.buf.P,
+                                 <double *>self.buf.acts, <double *>pO)
+                else:
+                    predict_rows(&self.net, N, chunk, <float *>pX, <float *>self.buf.P,
+                                 <float *>self.buf.acts, <float *>pO)
+        finally:
+            self.busy = False
+        return out
+
+    def evaluate(self, X, target, int loss_kind):
+        """(summed loss, correct argmax count) over all rows of X, in chunks."""
+        cdef cnp.ndarray Xa = self._X(X)
+        cdef Py_ssize_t N = Xa.shape[0], correct = 0
+        cdef cnp.ndarray T = self._target(target, N, loss_kind)
+        cdef void *pX = cnp.PyArray_DATA(Xa)
+        cdef void *pT = NULL
+        cdef Py_ssize_t *pl = NULL
+        cdef int chunk
+        cdef double total
+        if loss_kind == LOSS_XENT_LABELS:
+            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
+        else:
+            pT = cnp.PyArray_DATA(T)
+        self._enter()
+        try:
+            self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
+            chunk = self.net.capacity
+            with nogil:
+                if self.f64:
+                    total = evaluate_rows(&self.net, N, chunk, <double *>pX, <double *>pT, pl,
+                                          loss_kind, <double *>self.buf.P,
+                                          <double *>self.buf.acts, <double *>self.buf.d0,
+                                          &correct)
+                else:
+                    total = evaluate_rows(&self.net, N, chunk, <float *>pX, <float *>pT, pl,
+                                          loss_kind, <float *>self.buf.P,
+                                          <float *>self.buf.acts, <float *>self.buf.d0,
+                                          &correct)
+        finally:
+            self.busy = False
+        return total, correct
+
+
+# the loss kinds, for the Python layer
+MSE_KIND = LOSS_MSE
+XENT_LABELS_KIND = LOSS_XENT_LABELS
+XENT_PROBS_KIND = LOSS_XENT_PROBS

@@ -1,0 +1,227 @@
+"""The fused engine: train_step equals the layer API, fit equals a loop of train_step,
+evaluate and predict equal their definitions, Ctrl-C leaves a usable model."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import bpcore
+
+TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
+
+OPTS = {
+    "plain": dict(lr=0.05),
+    "momentum": dict(lr=0.05, momentum=0.9),
+    "nesterov": dict(lr=0.05, momentum=0.9, nesterov=True),
+    "l2+decay": dict(lr=0.05, momentum=0.5, weight_decay=0.01, decay=0.002),
+}
+
+
+def _data(rng, n, n_in, n_out, kind, dtype):
+    X = rng.uniform(-1, 1, (n, n_in)).astype(dtype)
+    if kind == "mse":
+        return X, rng.uniform(0, 1, (n, n_out)).astype(dtype)
+    if kind == "labels":
+        return X, rng.integers(0, n_out, n)
+    return X, bpcore.one_hot(rng.integers(0, n_out, n), n_out, dtype)
+
+
+def _loss(kind, reduction="mean"):
+    return bpcore.MSELoss(reduction) if kind == "mse" else bpcore.SoftmaxCrossEntropyLoss(reduction)
+
+
+def _layer_api_step(model, X, y, loss, opt):
+    model.zero_grad()
+    value = loss(model.forward(X), y)
+    model.backward(loss.backward())
+    opt.step()
+    return value
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 17, 64])  # both sides of the fused small-batch path
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_train_step_equals_layer_api(rng, dtype, n, opt):
+    a = bpcore.MLP([7, 12, 9, 4], activation="tanh", dtype=dtype, seed=3)
+    b = bpcore.MLP([7, 12, 9, 4], activation="tanh", dtype=dtype, seed=3)
+    oa, ob = bpcore.SGD(a, **OPTS[opt]), bpcore.SGD(b, **OPTS[opt])
+    loss = _loss("labels")
+    for step in range(6):
+        X, y = _data(rng, n, 7, 4, "labels", dtype)
+        la = a.train_step(X, y, loss, oa)
+        lb = _layer_api_step(b, X, y, loss, ob)
+        np.testing.assert_allclose(la, lb, **TOL[dtype])
+    np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
+
+
+@pytest.mark.parametrize("kind,reduction,act,out", [
+    ("mse", "mean", "relu", None), ("mse", "half_sum", "sigmoid", "sigmoid"),
+    ("mse", "sum", "tanh", "tanh"), ("labels", "sum", "relu", None),
+    ("probs", "mean", "sigmoid", None)])
+@pytest.mark.parametrize("n", [2, 33])
+def test_train_step_losses_and_activations(rng, kind, reduction, act, out, n):
+    a = bpcore.MLP([5, 8, 3], activation=act, output_activation=out, dtype="float64", seed=4)
+    b = bpcore.MLP([5, 8, 3], activation=act, output_activation=out, dtype="float64", seed=4)
+    oa, ob = bpcore.SGD(a, lr=0.02, momentum=0.9), bpcore.SGD(b, lr=0.02, momentum=0.9)
+    loss = _loss(kind, reduction)
+    for _ in range(5):
+        X, y = _data(rng, n, 5, 3, kind, "float64")
+        np.testing.assert_allclose(a.train_step(X, y, loss, oa), _layer_api_step(b, X, y, loss, ob),
+                                   **TOL["float64"])
+    np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL["float64"])
+
+
+@pytest.mark.parametrize("n", [1, 8, 40])
+def test_train_step_keeps_masked_weights_at_zero(rng, n):
+    mask = (rng.uniform(size=(6, 5)) > 0.5).astype(float)
+    def net():
+        return bpcore.Sequential(bpcore.Dense(6, 5, mask=mask, dtype="float64", seed=1),
+                                 bpcore.Sigmoid(), bpcore.Dense(5, 2, dtype="float64", seed=2),
+                                 bpcore.Sigmoid())
+    a, b = net(), net()
+    kw = dict(lr=0.3, momentum=0.9, weight_decay=0.01, decay=0.002)
+    oa, ob = bpcore.SGD(a, **kw), bpcore.SGD(b, **kw)
+    loss = bpcore.MSELoss("half_sum")
+    for _ in range(5):
+        X, y = _data(rng, n, 6, 2, "mse", "float64")
+        a.train_step(X, y, loss, oa)
+        _layer_api_step(b, X, y, loss, ob)
+    np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL["float64"])
+    np.testing.assert_array_equal(a.layers[0].W[mask == 0], 0)
+
+
+def test_workspaces_grow_to_the_largest_batch_and_stay(rng):
+    model = bpcore.MLP([4, 6, 2], seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.1), bpcore.MSELoss()
+    for n, cap in [(3, 3), (10, 10), (2, 10), (7, 10)]:
+        model.train_step(*_data(rng, n, 4, 2, "mse", "float32"), loss, opt)
+        assert model._engine.capacity == cap
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 100])
+def test_fit_without_shuffle_equals_a_loop_of_train_step(rng, batch_size):
+    X, y = _data(rng, 100, 6, 3, "labels", "float64")
+    a = bpcore.MLP([6, 10, 3], dtype="float64", seed=5)
+    b = bpcore.MLP([6, 10, 3], dtype="float64", seed=5)
+    oa, ob = bpcore.SGD(a, lr=0.05, momentum=0.9), bpcore.SGD(b, lr=0.05, momentum=0.9)
+    loss = bpcore.SoftmaxCrossEntropyLoss()
+    hist = a.fit(X, y, loss=loss, optimizer=oa, epochs=3, batch_size=batch_size, shuffle=False)
+    for epoch in range(3):
+        total = 0.0
+        for s in range(0, 100, batch_size):
+            total += b.train_step(X[s:s + batch_size], y[s:s + batch_size], loss, ob) * \
+                len(X[s:s + batch_size])
+        np.testing.assert_allclose(hist["loss"][epoch], total / 100, rtol=1e-12)
+    np.testing.assert_allclose(a.flat_params, b.flat_params, rtol=1e-12, atol=1e-14)
+
+
+def test_fit_shuffles_with_its_seed_and_is_bitwise_reproducible(rng):
+    X, y = _data(rng, 300, 8, 4, "mse", "float32")
+
+    def run(seed):
+        m = bpcore.MLP([8, 16, 4], seed=1)
+        h = m.fit(X, y, loss=bpcore.MSELoss(), optimizer=bpcore.SGD(m, lr=0.1, momentum=0.9),
+                  epochs=3, batch_size=16, seed=seed)
+        return h["loss"], m.flat_params.copy()
+
+    l1, w1 = run(7)
+    l2, w2 = run(7)
+    l3, w3 = run(8)
+    assert l1 == l2
+    np.testing.assert_array_equal(w1, w2)
+    assert not np.array_equal(w1, w3)
+
+
+def test_full_batch_schedule_and_history(rng):
+    X, y = _data(rng, 64, 6, 1, "mse", "float64")
+    model = bpcore.MLP([6, 2, 1], activation="sigmoid", output_activation="sigmoid",
+                       dtype="float64", seed=0, init=0.3)
+    opt = bpcore.SGD(model, lr=0.1, momentum=0.9)
+    seen = []
+    hist = model.fit(X, y, loss=bpcore.MSELoss("half_sum"), optimizer=opt, epochs=30,
+                     batch_size=len(X), shuffle=False,
+                     schedule=lambda e: {"lr": 0.005, "momentum": 0.5} if e < 20 else
+                     {"lr": 0.01, "momentum": 0.9},
+                     callbacks=[lambda e, logs: seen.append((opt.lr, opt.momentum))])
+    assert len(hist["loss"]) == 30
+    assert seen[19] == (0.005, 0.5) and seen[20] == (0.01, 0.9)
+    # with the whole set as one batch, the epoch loss is the paper's E before the sweep
+    ref = bpcore.MLP([6, 2, 1], activation="sigmoid", output_activation="sigmoid",
+                     dtype="float64", seed=0, init=0.3)
+    E0 = bpcore.MSELoss("half_sum")(ref.predict(X), y)
+    assert hist["loss"][0] == pytest.approx(E0, rel=1e-12)
+
+
+def test_callback_can_stop_and_validation_is_reported(rng):
+    X, y = _data(rng, 200, 5, 3, "labels", "float32")
+    model = bpcore.MLP([5, 16, 3], seed=0)
+    hist = model.fit(X, y, loss=bpcore.SoftmaxCrossEntropyLoss(),
+                     optimizer=bpcore.SGD(model, lr=0.1, momentum=0.9), epochs=10,
+                     validation_data=(X[:50], y[:50]), callbacks=[lambda e, logs: e == 3])
+    assert len(hist["loss"]) == len(hist["val_loss"]) == len(hist["val_accuracy"]) == 4
+    ev = model.evaluate(X[:50], y[:50], bpcore.SoftmaxCrossEntropyLoss())
+    assert ev["loss"] == pytest.approx(hist["val_loss"][-1], rel=1e-6)
+    assert ev["accuracy"] == hist["val_accuracy"][-1]
+
+
+@pytest.mark.parametrize("kind,reduction", [("mse", "mean"), ("mse", "half_sum"),
+                                            ("labels", "mean"), ("probs", "sum")])
+def test_evaluate_and_predict_equal_their_definitions(rng, kind, reduction):
+    model = bpcore.MLP([9, 20, 4], dtype="float64", seed=2)
+    X, y = _data(rng, 2500, 9, 4, kind, "float64")  # more rows than one predict chunk
+    loss = _loss(kind, reduction)
+    out = model.predict(X)
+    ref = X
+    for m in model.layers:
+        ref = m._forward(ref, keep=False)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-14)
+    ev = model.evaluate(X, y, loss)
+    assert ev["loss"] == pytest.approx(loss(out, y), rel=1e-10)
+    want = y if kind == "labels" else np.asarray(y).argmax(axis=1)
+    assert ev["accuracy"] == (out.argmax(axis=1) == want).mean()
+
+
+def test_engine_rejects_an_optimizer_over_other_parameters(rng):
+    model = bpcore.MLP([3, 4, 2], seed=0)
+    other = bpcore.SGD(model.layers[0].parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer: expected an SGD over all"):
+        model.train_step(*_data(rng, 2, 3, 2, "mse", "float32"), bpcore.MSELoss(), other)
+
+
+def test_engine_rejects_bad_values_natively(rng):
+    model = bpcore.MLP([3, 4, 2], seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.1), bpcore.SoftmaxCrossEntropyLoss()
+    X = np.ones((2, 3), np.float32)
+    X[1, 1] = np.nan
+    with pytest.raises(ValueError, match="X: expected finite"):
+        model.train_step(X, np.array([0, 1]), loss, opt)
+    with pytest.raises(ValueError, match=r"target: expected class labels in \[0, 2\), got 2"):
+        model.train_step(np.ones((2, 3), np.float32), np.array([0, 2]), loss, opt)
+    with pytest.raises(ValueError, match=r"target: expected class labels in \[0, 2\), got 5"):
+        model.fit(np.ones((2, 3), np.float32), np.array([5, 0]), loss=loss, optimizer=opt)
+
+
+def test_ctrl_c_during_fit_raises_and_leaves_a_usable_model(rng):
+    X, y = _data(rng, 20000, 64, 10, "labels", "float32")
+    model = bpcore.MLP([64, 256, 10], seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.01, momentum=0.9), bpcore.SoftmaxCrossEntropyLoss()
+    done = []
+
+    def interrupt():
+        time.sleep(0.3)
+        done.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1000, batch_size=8)
+    latency = time.perf_counter() - done[0]
+    assert latency < 1.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
+    assert np.isfinite(model.flat_params).all()
+    before = model.evaluate(X, y, loss)["loss"]
+    model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=64)
+    assert model.evaluate(X, y, loss)["loss"] < before
+    assert model.predict(X[:3]).shape == (3, 10)
