@@ -1,11 +1,24 @@
 # cython: language_level=3
 """SGD with momentum (the 1986 paper's eq. 9), Nesterov, L2 and decoupled weight decay."""
 from cython.parallel cimport prange
+from libc.float cimport DBL_MIN, FLT_MIN
+from libc.math cimport fabs, fabsf
 
 from bpcore._threads cimport threads_for
 
 cdef enum:
     BLOCK = 256  # elements per task: fits the stack and L1, long enough to vectorise
+
+
+cdef inline floating _flush(floating x) noexcept nogil:
+    """x, or 0 if x is subnormal. A weight whose gradient stays 0 (a pixel that is always
+    blank) has its velocity decay geometrically into subnormal numbers, which x86 CPUs
+    process about a hundred times slower; flushing them keeps the update at full speed.
+    Branch-free, so the loops still vectorise."""
+    if floating is float:
+        return x if fabsf(x) >= FLT_MIN else 0
+    else:
+        return x if fabs(x) >= DBL_MIN else 0
 
 
 cdef inline void _sgd_block(Py_ssize_t n, floating *w, const floating *g, floating *v,
@@ -17,19 +30,19 @@ cdef inline void _sgd_block(Py_ssize_t n, floating *w, const floating *g, floati
     if momentum == 0:
         for i in range(n):
             gi = g[i] + weight_decay * w[i]
-            w[i] = (w[i] - lr * gi) * keep
+            w[i] = _flush((w[i] - lr * gi) * keep)
     elif nesterov:
         for i in range(n):
             gi = g[i] + weight_decay * w[i]
-            vi = momentum * v[i] - lr * gi
+            vi = _flush(momentum * v[i] - lr * gi)
             v[i] = vi
-            w[i] = (w[i] + momentum * vi - lr * gi) * keep
+            w[i] = _flush((w[i] + momentum * vi - lr * gi) * keep)
     else:
         for i in range(n):
             gi = g[i] + weight_decay * w[i]
-            vi = momentum * v[i] - lr * gi
+            vi = _flush(momentum * v[i] - lr * gi)
             v[i] = vi
-            w[i] = (w[i] + vi) * keep
+            w[i] = _flush((w[i] + vi) * keep)
 
 
 cdef void sgd_update(Py_ssize_t size, floating *w, const floating *g, floating *v,

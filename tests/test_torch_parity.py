@@ -6,8 +6,9 @@ walking ``model.layers``), so a bpcore MLP with a wrong structure fails here too
 initial weights are copied across (torch.nn.Linear.weight is (out, in), bpcore's W is
 (in, out), so the torch weight is W.T).
 
-Tolerances: float64 runs agree to about 1e-13 relative; float32 runs to about 1e-6. The
-asserted bounds leave a margin over what is observed (see RTOL/ATOL below).
+Losses, forward outputs and gradients are compared at every step, weights and biases at the
+end. Tolerances: float64 runs agree to about 1e-13 relative, float32 runs to a few 1e-6; the
+asserted bounds (TOL below) leave a margin of 10x or more over what is observed.
 """
 import numpy as np
 import pytest
@@ -20,9 +21,13 @@ import bpcore  # noqa: E402
 N_STEPS = 20
 
 # (rtol, atol) per dtype for losses, weights and gradients
+# (checked elementwise as |actual - expected| <= rtol * (|expected| + max|expected|) + atol,
+# see assert_close). Worst observed over this file: float64 6e-14 (relative to the array's
+# scale), float32 4e-6, plus float32 cross-entropy losses near 1e-3 that are off by 7e-8
+# absolute (the log-sum-exp minus the logit cancels; torch does the same).
 TOL = {
-    "float64": (1e-10, 1e-12),
-    "float32": (2e-5, 2e-6),
+    "float64": (1e-11, 1e-13),
+    "float32": (5e-5, 1e-6),
 }
 
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
@@ -122,7 +127,7 @@ def torch_target(T, dtype):
     return torch.from_numpy(T).to(TORCH_DTYPE[dtype])
 
 
-_STATS = {}
+_STATS = None  # set to a dict to record the worst error per dtype (tuning aid)
 
 
 def assert_close(actual, expected, dtype, what):
@@ -309,7 +314,7 @@ def test_parity_sigmoid_output_mse_random(dtype, optim):
 # ---------------------------------------------------------------------------------------------
 # thread counts: one thread and several give the torch result
 
-@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parity_thread_counts(dtype, threads):
     # big enough that the OpenMP loops and BLAS could split the work
