@@ -15,7 +15,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = ["_threads", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine"]
+MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine"]
+# plain C compiled into a module beside its .pyx
+C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -100,7 +102,7 @@ def extensions():
     exts = [
         Extension(
             f"bpcore.{name}",
-            [os.path.join("bpcore", f"{name}.pyx")],
+            [os.path.join("bpcore", f"{name}.pyx")] + C_SOURCES.get(name, []),
             include_dirs=[os.path.join(HERE, "csrc"), numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )

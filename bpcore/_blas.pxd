@@ -16,6 +16,19 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                const floating *B, int ldb,
                floating beta, floating *C, int ldc) noexcept nogil
 
+# One part of a GEMM split among nparts threads: the rows of C when it has enough of them, else
+# its columns. Returns the block of C the part wrote, so the caller can work on it next.
+ctypedef struct Block:
+    int r0
+    int r1
+    int c0
+    int c1
+
+cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                     floating alpha, const floating *A, int lda,
+                     const floating *B, int ldb,
+                     floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil
+
 # y (m or n) = alpha * op(A) @ x + beta * y;  A is (m, n)
 cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
                const floating *x, floating beta, floating *y) noexcept nogil

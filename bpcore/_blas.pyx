@@ -27,6 +27,38 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
               &beta, C, &ldc)
 
 
+cdef enum:
+    SPLIT_ALIGN = 16  # column blocks start on 64-byte boundaries (16 floats)
+
+
+cdef inline void _split(int total, int part, int nparts, int align, int *lo, int *hi) noexcept nogil:
+    cdef int step = (total + nparts - 1) // nparts
+    step = ((step + align - 1) // align) * align
+    lo[0] = min(part * step, total)
+    hi[0] = min(lo[0] + step, total)
+
+
+cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                     floating alpha, const floating *A, int lda,
+                     const floating *B, int ldb,
+                     floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil:
+    cdef Block blk
+    blk.r0, blk.r1, blk.c0, blk.c1 = 0, m, 0, n
+    if nparts > 1 and (m >= 16 * nparts or m >= n):
+        _split(m, part, nparts, 1, &blk.r0, &blk.r1)
+        # rows r0:r1 of op(A): A's rows if untransposed, else its columns
+        A = A + (<Py_ssize_t>blk.r0 * lda if ta == NoTrans else blk.r0)
+        C = C + <Py_ssize_t>blk.r0 * ldc
+    elif nparts > 1:
+        _split(n, part, nparts, SPLIT_ALIGN, &blk.c0, &blk.c1)
+        # columns c0:c1 of op(B): B's columns if untransposed, else its rows
+        B = B + (blk.c0 if tb == NoTrans else <Py_ssize_t>blk.c0 * ldb)
+        C = C + blk.c0
+    if blk.r1 > blk.r0 and blk.c1 > blk.c0:
+        gemm(ta, tb, blk.r1 - blk.r0, blk.c1 - blk.c0, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    return blk
+
+
 cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
                const floating *x, floating beta, floating *y) noexcept nogil:
     # A (m, n) row-major is A^T (n, m) column-major, so the transpose flag flips

@@ -13,21 +13,22 @@ bounds.
 """
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
-from cython.parallel cimport prange
-from libc.math cimport isfinite
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 import numpy as np
 
-from bpcore._blas cimport gemm, NoTrans, Trans
-from bpcore._layers cimport Activation, dense_forward, dense_backward
-from bpcore._layers cimport activation_forward, activation_backward
+from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
+from bpcore._layers cimport Activation, activation_backward, colsum_rows, dact_rows, dense_forward
 from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
-from bpcore._optim cimport sgd_update, sgd_update_outer
-from bpcore._threads cimport threads_for
+from bpcore._optim cimport sgd_block, sgd_update_outer
+from bpcore._simd cimport bp_simd_table, simd
+from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for
 
 cnp.import_array()
+
+cdef bp_simd_table *K = simd()
 
 cdef enum:
     # the epoch loop goes back for the GIL every this many batches, to let Ctrl-C through
@@ -51,8 +52,8 @@ cdef void forward(Net *net, int n, const floating *X, const floating *P,
     for l in range(net.L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
         A = _A(net, acts, l)
-        dense_forward(n, fi, fo, inp, P + net.woff[l], P + net.woff[l] + <Py_ssize_t>fi * fo, A)
-        activation_forward(<Activation>net.act[l], <Py_ssize_t>n * fo, A, A)
+        dense_forward(n, fi, fo, inp, P + net.woff[l], P + net.woff[l] + <Py_ssize_t>fi * fo, A,
+                      <Activation>net.act[l])
         inp = A
 
 
@@ -65,73 +66,104 @@ cdef double loss_and_delta(LossConf lc, int n, int c, const floating *Y, const f
     return softmax_xent_probs(n, c, Y, T, dY, <Reduction>lc.reduction)
 
 
+cdef inline void _delta_below_part(int part, int nparts, int n, int fi, int fo,
+                                   const floating *dZ, const floating *W, const floating *A,
+                                   floating *dZb, Activation act) noexcept nogil:
+    """dZb = (dZ @ W.T) * act'(A): the delta of the layer below, one block per part."""
+    cdef Block blk = gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo,
+                               <floating>0, dZb, fi, part, nparts)
+    dact_rows(blk.r0, blk.r1, blk.c0, blk.c1, fi, A, dZb, dZb, act)
+
+
+cdef void delta_below(int n, int fi, int fo, const floating *dZ, const floating *W,
+                      const floating *A, floating *dZb, Activation act) noexcept nogil:
+    cdef int nt = gemm_parts(n, fi, fo)
+    if nt == 1:
+        _delta_below_part(0, 1, n, fi, fo, dZ, W, A, dZb, act)
+        return
+    with parallel(num_threads=nt):
+        _delta_below_part(threadid(), nt, n, fi, fo, dZ, W, A, dZb, act)
+
+
+cdef inline void _update_part(int part, int nparts, int n, int fi, int fo, const floating *X,
+                              const floating *dZ, floating *W, floating *G, floating *V,
+                              const floating *mask, SGDConf oc) noexcept nogil:
+    """Rows of dW = X.T @ dZ into G, then the SGD update of those rows of W at once; and the
+    bias (after W in the flat buffers) for this part's share of the columns."""
+    cdef Py_ssize_t nw = <Py_ssize_t>fi * fo, r, j, off
+    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
+    cdef floating wd = <floating>oc.weight_decay, keep = <floating>(1 - oc.decay)
+    cdef int c0, c1
+    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo,
+                               <floating>0, G, fo, part, nparts)
+    for r in range(blk.r0, blk.r1):
+        off = r * fo + blk.c0
+        if mask != NULL:
+            for j in range(blk.c1 - blk.c0):
+                G[off + j] *= mask[off + j]
+        sgd_block(blk.c1 - blk.c0, W + off, G + off, V + off, lr, mom, oc.nesterov, wd, keep)
+    c0 = <int>(<Py_ssize_t>fo * part // nparts)
+    c1 = <int>(<Py_ssize_t>fo * (part + 1) // nparts)
+    for j in range(c0, c1):
+        G[nw + j] = 0
+    colsum_rows(n, c0, c1, fo, dZ, G + nw)
+    sgd_block(c1 - c0, W + nw + c0, G + nw + c0, V + nw + c0, lr, mom, oc.nesterov, wd, keep)
+
+
+cdef void update_layer(int n, int fi, int fo, const floating *X, const floating *dZ,
+                       floating *W, floating *G, floating *V, const floating *mask,
+                       SGDConf oc, int fused_max_batch) noexcept nogil:
+    """The SGD update of a Dense layer (W then b in the flat buffers) from its input X and
+    delta dZ. Batches up to fused_max_batch never store the gradient (sgd_update_outer)."""
+    cdef Py_ssize_t nw = <Py_ssize_t>fi * fo
+    cdef int nt
+    if n <= fused_max_batch:
+        sgd_update_outer(n, fi, fo, X, dZ, W, W + nw, V, V + nw, mask, <floating>oc.lr,
+                         <floating>oc.momentum, oc.nesterov, <floating>oc.weight_decay,
+                         <floating>oc.decay)
+        return
+    nt = gemm_parts(fi, fo, n)
+    if nt == 1:
+        _update_part(0, 1, n, fi, fo, X, dZ, W, G, V, mask, oc)
+        return
+    with parallel(num_threads=nt):
+        _update_part(threadid(), nt, n, fi, fo, X, dZ, W, G, V, mask, oc)
+
+
 cdef double train_step(Net *net, int n, const floating *X, const floating *T,
                        const Py_ssize_t *labels, LossConf lc, SGDConf oc, int fused_max_batch,
                        floating *P, floating *G, floating *V, floating *acts,
                        floating *d0, floating *d1) noexcept nogil:
     """Forward, loss, backward and SGD update for one batch; returns the loss.
 
-    Backward runs from the top layer down. At each layer dX (for the layer below) is taken
-    before the layer's own weights move, then the layer is updated at once while its gradient
-    is hot in cache: through G and the flat update for large batches, or fused (the gradient
-    never stored) for batches up to fused_max_batch.
+    Backward runs from the top layer down. At each layer the delta of the layer below is taken
+    first, with the weights the forward pass saw; then the layer is updated at once, while its
+    gradient is in cache. Nothing is allocated.
     """
     cdef int l, fi, fo, L = net.L
     cdef floating *d = d0
     cdef floating *dn = d1
     cdef floating *tmp
-    cdef floating *W
-    cdef floating *b
-    cdef const floating *Xl
-    cdef const floating *mask
-    cdef Py_ssize_t nw
-    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
-    cdef floating wd = <floating>oc.weight_decay, decay = <floating>oc.decay
     cdef double loss
+    cdef Py_ssize_t off
 
     forward(net, n, X, P, acts)
-    loss = loss_and_delta(lc, n, net.sizes[L], _A(net, acts, L - 1), T, labels, d)
+    fo = net.sizes[L]
+    loss = loss_and_delta(lc, n, fo, _A(net, acts, L - 1), T, labels, d)
+    activation_backward(<Activation>net.act[L - 1], <Py_ssize_t>n * fo, _A(net, acts, L - 1),
+                        d, d)
     for l in range(L - 1, -1, -1):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        nw = <Py_ssize_t>fi * fo
-        W = P + net.woff[l]
-        b = W + nw
-        mask = <const floating *>net.mask[l]
-        Xl = X if l == 0 else _A(net, acts, l - 1)
-        activation_backward(<Activation>net.act[l], <Py_ssize_t>n * fo, _A(net, acts, l), d, d)
-        if l > 0:  # dX = dZ @ W.T, with W as the forward pass saw it
-            gemm(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, W, fo, <floating>0, dn, fi)
-        if n <= fused_max_batch:
-            sgd_update_outer(n, fi, fo, Xl, d, W, b, V + net.woff[l], V + net.woff[l] + nw,
-                             mask, lr, mom, oc.nesterov, wd, decay)
-        else:
-            # dW, db overwritten (not accumulated): the gradient buffer is scratch here
-            gemm(Trans, NoTrans, fi, fo, n, <floating>1, Xl, fi, d, fo, <floating>0,
-                 G + net.woff[l], fo)
-            _column_sums(n, fo, d, G + net.woff[l] + nw)
-            if mask != NULL:
-                _mul(nw, G + net.woff[l], mask)
-            sgd_update(nw + fo, W, G + net.woff[l], V + net.woff[l], lr, mom, oc.nesterov,
-                       wd, decay)
+        off = net.woff[l]
+        if l > 0:
+            delta_below(n, fi, fo, d, P + off, _A(net, acts, l - 1), dn,
+                        <Activation>net.act[l - 1])
+        update_layer(n, fi, fo, X if l == 0 else _A(net, acts, l - 1), d, P + off, G + off,
+                     V + off, <const floating *>net.mask[l], oc, fused_max_batch)
         tmp = d
         d = dn
         dn = tmp
     return loss
-
-
-cdef void _column_sums(int n, int fo, const floating *D, floating *out) noexcept nogil:
-    cdef int i, j
-    for j in range(fo):
-        out[j] = 0
-    for i in range(n):
-        for j in range(fo):
-            out[j] = out[j] + D[i * fo + j]
-
-
-cdef void _mul(Py_ssize_t size, floating *a, const floating *m) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in prange(size, num_threads=threads_for(size), schedule="static"):
-        a[i] = a[i] * m[i]
 
 
 cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_t *idx,
@@ -143,12 +175,11 @@ cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_
         memcpy(&dst[r * width], &src[idx[r] * width], width * sizeof(floating))
 
 
-cdef Py_ssize_t first_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(size):
-        if not isfinite(a[i]):
-            return i
-    return -1
+cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
+    if floating is float:
+        return K.nonfinite_f32(size, a)
+    else:
+        return K.nonfinite_f64(size, a)
 
 
 cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, int c) noexcept nogil:
@@ -286,10 +317,10 @@ cdef double _run_batches(Net *net, bint f64, int first, int last, int bs, Py_ssi
                        <float *>B.tb, B.lb)
 
 
-cdef Py_ssize_t _first_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
+cdef bint _any_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
     if f64:
-        return first_nonfinite(size, <double *>a)
-    return first_nonfinite(size, <float *>a)
+        return any_nonfinite(size, <double *>a)
+    return any_nonfinite(size, <float *>a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +460,7 @@ cdef class Engine:
         cdef cnp.ndarray Xa = _arr(X, "X", self.typenum, 2, -1, self.net.sizes[0])
         if Xa.shape[0] == 0:
             raise ValueError(f"X: expected at least one row, got shape {X.shape}")
-        if check and _first_nonfinite(self.f64, Xa.size, cnp.PyArray_DATA(Xa)) >= 0:
+        if check and _any_nonfinite(self.f64, Xa.size, cnp.PyArray_DATA(Xa)):
             raise ValueError("X: expected finite values, got NaN or infinity")
         return Xa
 
@@ -446,7 +477,7 @@ cdef class Engine:
                                  f"got {T[bad]} at index {bad}")
         elif loss_kind == LOSS_MSE or loss_kind == LOSS_XENT_PROBS:
             T = _arr(target, "target", self.typenum, 2, n, c)
-            if check and _first_nonfinite(self.f64, T.size, cnp.PyArray_DATA(T)) >= 0:
+            if check and _any_nonfinite(self.f64, T.size, cnp.PyArray_DATA(T)):
                 raise ValueError("target: expected finite values, got NaN or infinity")
         else:
             raise ValueError(f"loss_kind: expected 0, 1 or 2, got {loss_kind}")
@@ -477,6 +508,7 @@ cdef class Engine:
         cdef LossConf lc
         cdef SGDConf oc
         cdef double loss
+        cdef int pinned
         if loss_kind == LOSS_XENT_LABELS:
             pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
         else:
@@ -487,8 +519,10 @@ cdef class Engine:
                             weight_decay, decay)
             self.reserve(n)
             with nogil:
+                pinned = blas_pin()
                 loss = _train_step(&self.net, self.f64, <int>n, pX, pT, pl, lc, oc,
                                    self.fused_max_batch, &self.buf)
+                blas_unpin(pinned)
         finally:
             self.busy = False
         return loss
@@ -517,7 +551,7 @@ cdef class Engine:
         cdef Py_ssize_t *pidx = NULL
         cdef LossConf lc
         cdef SGDConf oc
-        cdef int first, last, nb
+        cdef int first, last, nb, pinned
         cdef double total = 0
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -540,8 +574,10 @@ cdef class Engine:
             while first < nb:
                 last = min(first + SIGNAL_EVERY, nb)
                 with nogil:
+                    pinned = blas_pin()
                     total += _run_batches(&self.net, self.f64, first, last, batch_size, N, pX,
                                           pT, pl, pidx, lc, oc, self.fused_max_batch, &self.buf)
+                    blas_unpin(pinned)
                 first = last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
         finally:
@@ -556,18 +592,20 @@ cdef class Engine:
                                   self.net.sizes[self.net.L], True)
         cdef void *pX = cnp.PyArray_DATA(Xa)
         cdef void *pO = cnp.PyArray_DATA(O)
-        cdef int chunk
+        cdef int chunk, pinned
         self._enter()
         try:
             self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
             chunk = self.net.capacity
             with nogil:
+                pinned = blas_pin()
                 if self.f64:
                     predict_rows(&self.net, N, chunk, <double *>pX, <double *>self.buf.P,
                                  <double *>self.buf.acts, <double *>pO)
                 else:
                     predict_rows(&self.net, N, chunk, <float *>pX, <float *>self.buf.P,
                                  <float *>self.buf.acts, <float *>pO)
+                blas_unpin(pinned)
         finally:
             self.busy = False
         return out
@@ -580,7 +618,7 @@ cdef class Engine:
         cdef void *pX = cnp.PyArray_DATA(Xa)
         cdef void *pT = NULL
         cdef Py_ssize_t *pl = NULL
-        cdef int chunk
+        cdef int chunk, pinned
         cdef double total
         if loss_kind == LOSS_XENT_LABELS:
             pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
@@ -591,6 +629,7 @@ cdef class Engine:
             self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
             chunk = self.net.capacity
             with nogil:
+                pinned = blas_pin()
                 if self.f64:
                     total = evaluate_rows(&self.net, N, chunk, <double *>pX, <double *>pT, pl,
                                           loss_kind, <double *>self.buf.P,
@@ -601,6 +640,7 @@ cdef class Engine:
                                           loss_kind, <float *>self.buf.P,
                                           <float *>self.buf.acts, <float *>self.buf.d0,
                                           &correct)
+                blas_unpin(pinned)
         finally:
             self.busy = False
         return total, correct

@@ -1,99 +1,133 @@
 # cython: language_level=3
 """Dense and activation kernels (fused float32/float64), and the Python-callable entry points
 that the layer API uses. The entry points check shapes themselves, so a wrong call raises
-instead of writing out of bounds; the user-facing messages come from bpcore.layers."""
-from cython.parallel cimport prange
-from libc.math cimport exp, expf, tanh, tanhf
-from libc.string cimport memcpy
+instead of writing out of bounds; the user-facing messages come from bpcore.layers.
 
-from bpcore._blas cimport gemm, NoTrans, Trans
-from bpcore._threads cimport threads_for
+Each GEMM runs in parts, one per thread (see bpcore._threads), and each thread applies the
+elementwise work to the block it just computed, while that block is in its cache.
+"""
+from cython.parallel cimport parallel, prange, threadid
 
-# columns per task when summing dZ over rows for db: a task owns whole columns, so the sum
-# order, and with it the result, does not depend on the thread count
+from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
+from bpcore._simd cimport bp_simd_table, simd
+from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for
+
+cdef bp_simd_table *K = simd()
+
 cdef enum:
-    DB_BLOCK = 64
+    ELEMENT_BLOCK = 8192  # elements per task of a flat elementwise loop
+
+
+# ---- row-segment loops over a block (rows r0:r1, columns c0:c1, row stride ld) ----
+
+cdef void act_rows(int r0, int r1, int c0, int c1, int ld, const floating *Z,
+                   const floating *b, floating *A, Activation act) noexcept nogil:
+    """A = act(Z + b) on the block (b indexed by column; NULL for no bias)."""
+    cdef Py_ssize_t r, off
+    for r in range(r0, r1):
+        off = r * ld + c0
+        if floating is float:
+            K.act_f32(c1 - c0, Z + off, b + c0 if b != NULL else NULL, A + off, act)
+        else:
+            K.act_f64(c1 - c0, Z + off, b + c0 if b != NULL else NULL, A + off, act)
+
+
+cdef void dact_rows(int r0, int r1, int c0, int c1, int ld, const floating *A,
+                    const floating *dA, floating *dZ, Activation act) noexcept nogil:
+    """dZ = dA * act'(.) from the output A, on the block."""
+    cdef Py_ssize_t r, off
+    for r in range(r0, r1):
+        off = r * ld + c0
+        if floating is float:
+            K.dact_f32(c1 - c0, A + off, dA + off, dZ + off, act)
+        else:
+            K.dact_f64(c1 - c0, A + off, dA + off, dZ + off, act)
+
+
+cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
+                      floating *out) noexcept nogil:
+    """out[c0:c1] += D[:rows, c0:c1].sum(0)."""
+    if floating is float:
+        K.colsum_f32(c1 - c0, rows, D + c0, ld, out + c0)
+    else:
+        K.colsum_f64(c1 - c0, rows, D + c0, ld, out + c0)
+
+
+cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
+    lo[0] = <int>(<Py_ssize_t>total * part // nparts)
+    hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)
+
+
+# ---- dense layer ----
+
+cdef inline void _forward_part(int part, int nparts, int n, int fi, int fo, const floating *X,
+                               const floating *W, const floating *b, floating *Z,
+                               Activation act) noexcept nogil:
+    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi, W, fo,
+                               <floating>0, Z, fo, part, nparts)
+    act_rows(blk.r0, blk.r1, blk.c0, blk.c1, fo, Z, b, Z, act)
 
 
 cdef void dense_forward(int n, int fi, int fo, const floating *X, const floating *W,
-                        const floating *b, floating *Z) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt = threads_for(<Py_ssize_t>n * fo)
-    # bias first, then the GEMM accumulates onto it (beta = 1): no second pass over Z
-    for i in prange(n, num_threads=nt, schedule="static"):
-        memcpy(&Z[i * fo], b, fo * sizeof(floating))
-    gemm(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi, W, fo, <floating>1, Z, fo)
+                        const floating *b, floating *Z, Activation act) noexcept nogil:
+    cdef int nt = gemm_parts(n, fo, fi)
+    if nt == 1:
+        _forward_part(0, 1, n, fi, fo, X, W, b, Z, act)
+        return
+    with parallel(num_threads=nt):
+        _forward_part(threadid(), nt, n, fi, fo, X, W, b, Z, act)
+
+
+cdef inline void _backward_part(int part, int nparts, int n, int fi, int fo,
+                                const floating *X, const floating *W, const floating *dZ,
+                                floating *dW, floating *db, floating *dX,
+                                const floating *mask) noexcept nogil:
+    cdef Block blk
+    cdef Py_ssize_t r, j
+    cdef int c0, c1
+    # each part writes its own rows of dW, its own columns of db and its own block of dX
+    blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo, <floating>1, dW, fo,
+                    part, nparts)
+    if mask != NULL:
+        for r in range(blk.r0, blk.r1):
+            for j in range(blk.c0, blk.c1):
+                dW[r * fo + j] *= mask[r * fo + j]
+    _even(fo, part, nparts, &c0, &c1)
+    colsum_rows(n, c0, c1, fo, dZ, db)
+    if dX != NULL:
+        gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo, <floating>0, dX, fi,
+                  part, nparts)
 
 
 cdef void dense_backward(int n, int fi, int fo, const floating *X, const floating *W,
                          const floating *dZ, floating *dW, floating *db, floating *dX,
                          const floating *mask) noexcept nogil:
-    cdef Py_ssize_t i, j, blk, j0, j1
-    cdef Py_ssize_t nblk = (fo + DB_BLOCK - 1) // DB_BLOCK
-    cdef Py_ssize_t wsize = <Py_ssize_t>fi * fo
-    cdef int nt
-    gemm(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo, <floating>1, dW, fo)
-    if mask != NULL:
-        nt = threads_for(wsize)
-        for i in prange(wsize, num_threads=nt, schedule="static"):
-            dW[i] = dW[i] * mask[i]
-    nt = threads_for(<Py_ssize_t>n * fo)
-    for blk in prange(nblk, num_threads=nt, schedule="static"):
-        j0 = blk * DB_BLOCK
-        j1 = min(j0 + DB_BLOCK, fo)
-        for i in range(n):
-            for j in range(j0, j1):
-                db[j] = db[j] + dZ[i * fo + j]
-    if dX != NULL:
-        gemm(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo, <floating>0, dX, fi)
+    cdef int nt = gemm_parts(fi, fo, n)
+    if nt == 1:
+        _backward_part(0, 1, n, fi, fo, X, W, dZ, dW, db, dX, mask)
+        return
+    with parallel(num_threads=nt):
+        _backward_part(threadid(), nt, n, fi, fo, X, W, dZ, dW, db, dX, mask)
 
 
-cdef inline floating _sigmoid(floating z) noexcept nogil:
-    if floating is float:
-        return 1.0 / (1.0 + expf(-z))
-    else:
-        return 1.0 / (1.0 + exp(-z))
-
-
-cdef inline floating _tanh(floating z) noexcept nogil:
-    if floating is float:
-        return tanhf(z)
-    else:
-        return tanh(z)
-
+# ---- activations over flat arrays ----
 
 cdef void activation_forward(Activation act, Py_ssize_t size, const floating *Z,
                              floating *A) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt = threads_for(size)
-    if act == RELU:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            A[i] = Z[i] if Z[i] > 0 else 0
-    elif act == SIGMOID:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            A[i] = _sigmoid(Z[i])
-    elif act == TANH:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            A[i] = _tanh(Z[i])
-    elif A != Z:
-        memcpy(A, Z, size * sizeof(floating))
+    cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
+    for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
+        start = blk * ELEMENT_BLOCK
+        act_rows(0, 1, 0, <int>min(<Py_ssize_t>ELEMENT_BLOCK, size - start), 0, Z + start,
+                 <const floating *>NULL, A + start, act)
 
 
 cdef void activation_backward(Activation act, Py_ssize_t size, const floating *A,
                               const floating *dA, floating *dZ) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt = threads_for(size)
-    if act == RELU:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            dZ[i] = dA[i] if A[i] > 0 else 0
-    elif act == SIGMOID:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            dZ[i] = dA[i] * A[i] * (1 - A[i])
-    elif act == TANH:
-        for i in prange(size, num_threads=nt, schedule="static"):
-            dZ[i] = dA[i] * (1 - A[i] * A[i])
-    elif dZ != dA:
-        memcpy(dZ, dA, size * sizeof(floating))
+    cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
+    for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
+        start = blk * ELEMENT_BLOCK
+        dact_rows(0, 1, 0, <int>min(<Py_ssize_t>ELEMENT_BLOCK, size - start), 0, A + start,
+                  dA + start, dZ + start, act)
 
 
 # ---- Python-callable entry points ----
@@ -104,24 +138,28 @@ cdef inline void _require(bint ok, str what) except *:
 
 
 def py_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
-                     const floating[::1] b, floating[:, ::1] Z):
-    """Z = X @ W + b, written into Z."""
-    cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1]
+                     const floating[::1] b, floating[:, ::1] Z, int act=IDENTITY):
+    """Z = act(X @ W + b), written into Z."""
+    cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
     _require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
     _require(b.shape[0] == fo, f"b: expected length {fo}, got {b.shape[0]}")
     _require(Z.shape[0] == n and Z.shape[1] == fo, f"Z: expected shape ({n}, {fo})")
+    _require(0 <= act <= 3, f"act: expected 0..3, got {act}")
     if n == 0 or fo == 0:
         return
+    cdef const floating *pX = &X[0, 0] if fi else NULL
+    cdef const floating *pW = &W[0, 0] if fi else NULL
     with nogil:
-        dense_forward(n, fi, fo, &X[0, 0] if fi else NULL, &W[0, 0] if fi else NULL,
-                      &b[0], &Z[0, 0])
+        pinned = blas_pin()
+        dense_forward(n, fi, fo, pX, pW, &b[0], &Z[0, 0], <Activation>act)
+        blas_unpin(pinned)
 
 
 def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                       const floating[:, ::1] dZ, floating[:, ::1] dW, floating[::1] db,
                       floating[:, ::1] dX=None, const floating[:, ::1] mask=None):
     """Accumulate dW and db; write dX unless it is None; apply mask to dW if given."""
-    cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1]
+    cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
     _require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
     _require(dZ.shape[0] == n and dZ.shape[1] == fo, f"dZ: expected shape ({n}, {fo})")
     _require(dW.shape[0] == fi and dW.shape[1] == fo, f"dW: expected shape ({fi}, {fo})")
@@ -134,13 +172,18 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
         return
     cdef floating *pdX = NULL
     cdef const floating *pmask = NULL
+    cdef const floating *pX = &X[0, 0] if n and fi else NULL
+    cdef const floating *pW = &W[0, 0] if fi else NULL
+    cdef const floating *pdZ = &dZ[0, 0] if n else NULL
+    cdef floating *pdW = &dW[0, 0] if fi else NULL
     if dX is not None and n and fi:
         pdX = &dX[0, 0]
     if mask is not None and fi:
         pmask = &mask[0, 0]
     with nogil:
-        dense_backward(n, fi, fo, &X[0, 0] if n and fi else NULL, &W[0, 0] if fi else NULL,
-                       &dZ[0, 0] if n else NULL, &dW[0, 0] if fi else NULL, &db[0], pdX, pmask)
+        pinned = blas_pin()
+        dense_backward(n, fi, fo, pX, pW, pdZ, pdW, &db[0], pdX, pmask)
+        blas_unpin(pinned)
 
 
 def py_activation_forward(int act, const floating[::1] Z, floating[::1] A):

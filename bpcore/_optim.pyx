@@ -1,59 +1,35 @@
 # cython: language_level=3
 """SGD with momentum (the 1986 paper's eq. 9), Nesterov, L2 and decoupled weight decay."""
 from cython.parallel cimport prange
-from libc.float cimport DBL_MIN, FLT_MIN
-from libc.math cimport fabs, fabsf
 
+from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport threads_for
 
+cdef bp_simd_table *K = simd()  # the loops, at this CPU's vector width
+
 cdef enum:
-    BLOCK = 256  # elements per task: fits the stack and L1, long enough to vectorise
+    BLOCK = 256          # gradient elements formed at once by the fused update: stack and L1
+    FLAT_BLOCK = 4096    # elements per task of the flat update
 
 
-cdef inline floating _flush(floating x) noexcept nogil:
-    """x, or 0 if x is subnormal. A weight whose gradient stays 0 (a pixel that is always
-    blank) has its velocity decay geometrically into subnormal numbers, which x86 CPUs
-    process about a hundred times slower; flushing them keeps the update at full speed.
-    Branch-free, so the loops still vectorise."""
+cdef void sgd_block(Py_ssize_t n, floating *w, const floating *g, floating *v, floating lr,
+                    floating momentum, bint nesterov, floating weight_decay,
+                    floating keep) noexcept nogil:
     if floating is float:
-        return x if fabsf(x) >= FLT_MIN else 0
+        K.sgd_f32(n, w, g, v, lr, momentum, nesterov, weight_decay, keep)
     else:
-        return x if fabs(x) >= DBL_MIN else 0
-
-
-cdef inline void _sgd_block(Py_ssize_t n, floating *w, const floating *g, floating *v,
-                            floating lr, floating momentum, bint nesterov,
-                            floating weight_decay, floating keep) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating gi, vi
-    # one loop per mode keeps each loop branch-free, so the compiler vectorises it
-    if momentum == 0:
-        for i in range(n):
-            gi = g[i] + weight_decay * w[i]
-            w[i] = _flush((w[i] - lr * gi) * keep)
-    elif nesterov:
-        for i in range(n):
-            gi = g[i] + weight_decay * w[i]
-            vi = _flush(momentum * v[i] - lr * gi)
-            v[i] = vi
-            w[i] = _flush((w[i] + momentum * vi - lr * gi) * keep)
-    else:
-        for i in range(n):
-            gi = g[i] + weight_decay * w[i]
-            vi = _flush(momentum * v[i] - lr * gi)
-            v[i] = vi
-            w[i] = _flush((w[i] + vi) * keep)
+        K.sgd_f64(n, w, g, v, lr, momentum, nesterov, weight_decay, keep)
 
 
 cdef void sgd_update(Py_ssize_t size, floating *w, const floating *g, floating *v,
                      floating lr, floating momentum, bint nesterov,
                      floating weight_decay, floating decay) noexcept nogil:
     cdef Py_ssize_t blk, start
-    cdef Py_ssize_t nblk = (size + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t nblk = (size + FLAT_BLOCK - 1) // FLAT_BLOCK
     cdef floating keep = 1 - decay
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
-        start = blk * BLOCK
-        _sgd_block(min(<Py_ssize_t>BLOCK, size - start), &w[start], &g[start],
+        start = blk * FLAT_BLOCK
+        sgd_block(min(<Py_ssize_t>FLAT_BLOCK, size - start), &w[start], &g[start],
                    &v[start] if v != NULL else NULL, lr, momentum, nesterov, weight_decay, keep)
 
 
@@ -63,22 +39,19 @@ cdef inline void _outer_row(int n, Py_ssize_t stride, const floating *x, const f
                             floating keep) noexcept nogil:
     """Update one row w (fo) of weights whose gradient row is sum_k x[k * stride] * D[k, :]."""
     cdef floating g[BLOCK]
-    cdef floating xk
-    cdef const floating *drow
-    cdef int j0 = 0, jj, bw, k
+    cdef int j0 = 0, jj, bw
     while j0 < fo:
         bw = min(<int>BLOCK, fo - j0)
         for jj in range(bw):
             g[jj] = 0
-        for k in range(n):
-            xk = x[k * stride]
-            drow = D + <Py_ssize_t>k * fo + j0
-            for jj in range(bw):
-                g[jj] += xk * drow[jj]
+        if floating is float:
+            K.outer_f32(bw, n, stride, x, D + j0, fo, g)
+        else:
+            K.outer_f64(bw, n, stride, x, D + j0, fo, g)
         if mask != NULL:
             for jj in range(bw):
                 g[jj] *= mask[j0 + jj]
-        _sgd_block(bw, w + j0, g, v + j0 if v != NULL else NULL, lr, momentum, nesterov,
+        sgd_block(bw, w + j0, g, v + j0 if v != NULL else NULL, lr, momentum, nesterov,
                    weight_decay, keep)
         j0 += BLOCK
 
@@ -138,3 +111,4 @@ def py_sgd_update_outer(const floating[:, ::1] X, const floating[:, ::1] D, floa
         sgd_update_outer(n, fi, fo, &X[0, 0], &D[0, 0], &W[0, 0], &b[0], &VW[0, 0], &vb[0], pm,
                          <floating>lr, <floating>momentum, nesterov, <floating>weight_decay,
                          <floating>decay)
+

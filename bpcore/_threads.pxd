@@ -1,8 +1,20 @@
-# The one thread count every OpenMP loop in bpcore uses (set by bpcore.set_num_threads).
+# bpcore's one thread pool: the OpenMP threads that run every loop and every part of a GEMM.
 
 cdef enum:
     # Elementwise work below this many elements runs serially: waking a thread team costs
     # microseconds, more than a few thousand multiply-adds take.
     PARALLEL_MIN_WORK = 32768
+    # A GEMM below this many multiply-adds runs as one part.
+    PARALLEL_MIN_GEMM = 262144
 
+# threads for `work` elements of elementwise work
 cdef int threads_for(Py_ssize_t work) noexcept nogil
+
+# parts to split an (m, n, k) GEMM into: one per thread while BLAS is pinned to one thread,
+# else 1 (BLAS then threads the whole product itself)
+cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
+
+# Pin scipy's BLAS to one thread for a native call (bpcore's OpenMP threads then run the GEMM
+# parts); returns what blas_unpin needs to restore it
+cdef int blas_pin() noexcept nogil
+cdef void blas_unpin(int previous) noexcept nogil

@@ -1,6 +1,8 @@
 """Thread control, and results that do not depend on it beyond round-off."""
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -78,13 +80,12 @@ def test_context_manager_restores():
     assert _blas_threads() == before_blas
 
 
-def test_default_respects_omp_num_threads():
+def test_default_respects_omp_num_threads(tmp_path):
     code = "import bpcore; print(bpcore.get_num_threads())"
-    import subprocess
-    import sys
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # from a directory outside the source tree, so the installed bpcore is the one imported
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
 
@@ -105,3 +106,76 @@ def test_spawned_child_trains_after_parent_used_threads():
     assert p.exitcode == 0
     child = q.get(timeout=5)
     np.testing.assert_allclose(child, _train(np.float32, steps=2)[0], rtol=1e-4)
+
+
+def _engine_run(dtype, n=64, steps=4):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (n, 300)).astype(dtype)
+    y = bpcore.one_hot(rng.integers(0, 10, n), 10, dtype)
+    model = bpcore.MLP([300, 256, 128, 10], dtype=dtype, seed=2)
+    opt = bpcore.SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    losses = [model.train_step(X, y, bpcore.MSELoss(), opt) for _ in range(steps)]
+    return np.array(losses), model.flat_params.copy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 64])  # the fused small-batch update and the GEMM path
+def test_every_simd_level_gives_the_same_training(dtype, n):
+    from bpcore import _simd
+    best = _simd.best_level()
+    runs = {}
+    try:
+        for level in range(best + 1):
+            assert _simd.set_level(level) == level
+            runs[level] = _engine_run(dtype, n)
+    finally:
+        _simd.set_level(best)
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-13)
+    for level in range(1, best + 1):
+        np.testing.assert_allclose(runs[level][0], runs[0][0], **tol)
+        np.testing.assert_allclose(runs[level][1], runs[0][1], **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_simd_level_finds_nan_and_inf(dtype):
+    from bpcore import _simd
+    model = bpcore.MLP([5, 3], dtype=dtype, seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.1), bpcore.MSELoss()
+    best = _simd.best_level()
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            for bad in (np.nan, np.inf, -np.inf):
+                for where in (0, 17, 39):  # first, inside a vector, last
+                    X = np.ones((8, 5), dtype)
+                    X.flat[where] = bad
+                    with pytest.raises(ValueError, match="X: expected finite"):
+                        model.train_step(X, np.zeros((8, 3), dtype), loss, opt)
+            tiny = np.full((8, 5), np.finfo(dtype).tiny / 4, dtype)  # subnormal, but finite
+            model.train_step(tiny, np.zeros((8, 3), dtype), loss, opt)
+    finally:
+        _simd.set_level(best)
+
+
+def test_without_blas_thread_control_results_are_the_same():
+    """A BLAS bpcore cannot pin: GEMMs run whole (BLAS-threaded), loops on one thread."""
+    with_control = _engine_run(np.float64)
+    _threads.set_blas_thread_control(0, 0)
+    try:
+        assert not _threads.has_blas_thread_control()
+        without = _engine_run(np.float64)
+    finally:
+        bpcore.threads.find_blas_thread_control()
+    assert _threads.has_blas_thread_control()
+    np.testing.assert_allclose(without[0], with_control[0], rtol=1e-10)
+    np.testing.assert_allclose(without[1], with_control[1], rtol=1e-10, atol=1e-13)
+
+
+def test_blas_setting_is_restored_after_native_calls():
+    old = bpcore.get_num_threads()
+    try:
+        bpcore.set_num_threads(2)
+        _engine_run(np.float32, n=128, steps=1)
+        assert set(_blas_threads().values()) == {2}
+    finally:
+        bpcore.set_num_threads(old)

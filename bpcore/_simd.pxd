@@ -1,0 +1,29 @@
+# The table of elementwise loops (csrc/bp_simd.h), filled for this CPU at import.
+
+cdef extern from "bp_simd.h":
+    ctypedef struct bp_simd_table:
+        int level
+        void (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v, float lr, float mom,
+                        int nesterov, float wd, float keep) noexcept nogil
+        void (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v, double lr,
+                        double mom, int nesterov, double wd, double keep) noexcept nogil
+        void (*outer_f32)(Py_ssize_t n, int k, Py_ssize_t stride, const float *x,
+                          const float *D, Py_ssize_t ld, float *g) noexcept nogil
+        void (*outer_f64)(Py_ssize_t n, int k, Py_ssize_t stride, const double *x,
+                          const double *D, Py_ssize_t ld, double *g) noexcept nogil
+        void (*act_f32)(Py_ssize_t n, const float *inp, const float *b, float *out,
+                        int act) noexcept nogil
+        void (*act_f64)(Py_ssize_t n, const double *inp, const double *b, double *out,
+                        int act) noexcept nogil
+        void (*dact_f32)(Py_ssize_t n, const float *a, const float *d, float *out,
+                         int act) noexcept nogil
+        void (*dact_f64)(Py_ssize_t n, const double *a, const double *d, double *out,
+                         int act) noexcept nogil
+        void (*colsum_f32)(Py_ssize_t n, Py_ssize_t rows, const float *D, Py_ssize_t ld,
+                           float *out) noexcept nogil
+        void (*colsum_f64)(Py_ssize_t n, Py_ssize_t rows, const double *D, Py_ssize_t ld,
+                           double *out) noexcept nogil
+        int (*nonfinite_f32)(Py_ssize_t n, const float *x) noexcept nogil
+        int (*nonfinite_f64)(Py_ssize_t n, const double *x) noexcept nogil
+
+cdef bp_simd_table *simd() noexcept nogil

@@ -1,0 +1,179 @@
+/* The loops of bp_simd.h. Each body is written once, as an always-inline function, and compiled
+ * into one wrapper per target; bp_simd_fill() points the table at one target's wrappers. */
+#include "bp_simd.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define BP_INLINE static inline __attribute__((always_inline))
+#else
+#define BP_INLINE static inline
+#endif
+
+/* Results below the smallest normal number are flushed to zero: a weight whose gradient stays
+ * zero (a pixel that is always blank) has its velocity decay geometrically into subnormals,
+ * which x86 processes about a hundred times slower. Branch-free, so the loops vectorise. */
+#define FLUSH_f32(x) (fabsf(x) >= FLT_MIN ? (x) : 0.0f)
+#define FLUSH_f64(x) (fabs(x) >= DBL_MIN ? (x) : 0.0)
+#define EXP_f32(x) expf(x)
+#define EXP_f64(x) exp(x)
+#define TANH_f32(x) tanhf(x)
+#define TANH_f64(x) tanh(x)
+
+#define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
+BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,               \
+                              int nesterov, T wd, T keep) {                                     \
+    ptrdiff_t i;                                                                               \
+    /* one loop per mode, each branch-free */                                                  \
+    if (mom == 0) {                                                                            \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T wi = (w[i] - lr * gi) * keep;                                                    \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+        }                                                                                      \
+    } else if (nesterov) {                                                                     \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T vi = mom * v[i] - lr * gi;                                                       \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = (w[i] + mom * vi - lr * gi) * keep;                                         \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+        }                                                                                      \
+    } else {                                                                                   \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T vi = mom * v[i] - lr * gi;                                                       \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = (w[i] + vi) * keep;                                                         \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,             \
+                                const T *D, ptrdiff_t ld, T *g) {                              \
+    for (int r = 0; r < k; r++) {                                                              \
+        const T xr = x[r * stride];                                                            \
+        const T *d = D + r * ld;                                                               \
+        for (ptrdiff_t j = 0; j < n; j++) g[j] += xr * d[j];                                   \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, int act) {        \
+    ptrdiff_t j;                                                                               \
+    if (b) {                                                                                   \
+        switch (act) {                                                                         \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z > 0 ? z : 0; }  \
+            break;                                                                             \
+        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
+            break;                                                                             \
+        case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j] + b[j]); break;        \
+        default: for (j = 0; j < n; j++) out[j] = in[j] + b[j];                                \
+        }                                                                                      \
+    } else {                                                                                   \
+        switch (act) {                                                                         \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j]; out[j] = z > 0 ? z : 0; } break;  \
+        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
+        case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
+        default: if (out != in) memmove(out, in, (size_t)n * sizeof(T));                       \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *d, T *out, int act) {        \
+    ptrdiff_t j;                                                                               \
+    switch (act) {                                                                             \
+    case BP_RELU: for (j = 0; j < n; j++) { T dj = d[j]; out[j] = a[j] > 0 ? dj : 0; } break;  \
+    case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = d[j] * a[j] * (1 - a[j]); break;         \
+    case BP_TANH: for (j = 0; j < n; j++) out[j] = d[j] * (1 - a[j] * a[j]); break;            \
+    default: if (out != d) memmove(out, d, (size_t)n * sizeof(T));                             \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,       \
+                                 T *out) {                                                     \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
+        const T *d = D + r * ld;                                                               \
+        for (ptrdiff_t j = 0; j < n; j++) out[j] += d[j];                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                                  \
+    /* the exponent bits are all ones exactly for NaN and infinity: an integer max over the  \
+     * masked exponents vectorises, where an early-exit isfinite() loop does not */           \
+    UINT top = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                        \
+        UINT bits;                                                                             \
+        memcpy(&bits, &x[i], sizeof bits);                                                     \
+        bits &= EXPMASK;                                                                       \
+        top = bits > top ? bits : top;                                                         \
+    }                                                                                          \
+    return top == EXPMASK;                                                                     \
+}
+
+BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
+BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
+
+#define BP_WRAPPERS(NAME, ATTR, T, SUF)                                                         \
+ATTR static void sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,         \
+                                    int nesterov, T wd, T keep)                                 \
+    { sgd_body_##SUF(n, w, g, v, lr, mom, nesterov, wd, keep); }                               \
+ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
+                                      const T *D, ptrdiff_t ld, T *g)                          \
+    { outer_body_##SUF(n, k, stride, x, D, ld, g); }                                           \
+ATTR static void act_##SUF##_##NAME(ptrdiff_t n, const T *in, const T *b, T *out, int act)    \
+    { act_body_##SUF(n, in, b, out, act); }                                                    \
+ATTR static void dact_##SUF##_##NAME(ptrdiff_t n, const T *a, const T *d, T *out, int act)    \
+    { dact_body_##SUF(n, a, d, out, act); }                                                    \
+ATTR static void colsum_##SUF##_##NAME(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld, \
+                                       T *out)                                                  \
+    { colsum_body_##SUF(n, rows, D, ld, out); }                                                \
+ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)                             \
+    { return nonfinite_body_##SUF(n, x); }
+
+#define BP_TARGET(NAME, ATTR)                                                                   \
+    BP_WRAPPERS(NAME, ATTR, float, f32)                                                         \
+    BP_WRAPPERS(NAME, ATTR, double, f64)                                                        \
+    static void fill_##NAME(bp_simd_table *t) {                                                 \
+        t->sgd_f32 = sgd_f32_##NAME; t->sgd_f64 = sgd_f64_##NAME;                               \
+        t->outer_f32 = outer_f32_##NAME; t->outer_f64 = outer_f64_##NAME;                       \
+        t->act_f32 = act_f32_##NAME; t->act_f64 = act_f64_##NAME;                               \
+        t->dact_f32 = dact_f32_##NAME; t->dact_f64 = dact_f64_##NAME;                           \
+        t->colsum_f32 = colsum_f32_##NAME; t->colsum_f64 = colsum_f64_##NAME;                   \
+        t->nonfinite_f32 = nonfinite_f32_##NAME; t->nonfinite_f64 = nonfinite_f64_##NAME;       \
+    }
+
+BP_TARGET(generic, )
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BP_X86_LEVELS 1
+BP_TARGET(avx2, __attribute__((target("avx2,fma"))))
+BP_TARGET(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))))
+#else
+#define BP_X86_LEVELS 0
+#endif
+
+int bp_simd_best_level(void) {
+#if BP_X86_LEVELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
+}
+
+int bp_simd_fill(bp_simd_table *t, int level) {
+    int best = bp_simd_best_level();
+    if (level > best) level = best;
+    if (level < 0) level = 0;
+    fill_generic(t);
+#if BP_X86_LEVELS
+    if (level == 1) fill_avx2(t);
+    if (level == 2) fill_avx512(t);
+#endif
+    t->level = level;
+    return level;
+}

@@ -1,0 +1,54 @@
+/* Elementwise inner loops shared by the native modules, compiled for several x86 vector widths
+ * (csrc/bp_simd.c) and reached through one table of function pointers that bpcore._simd fills
+ * at import with the widest level the CPU runs (0 portable, 1 AVX2+FMA, 2 AVX-512).
+ *
+ * Wheels are built for the baseline x86-64 (SSE2); these loops are the ones that bound a step
+ * once the GEMMs are done, so they are also built for the wider units and picked at run time.
+ * On other platforms only the portable loops exist. All loops work on one row segment of n
+ * elements; the callers own the threading.
+ */
+#ifndef BP_SIMD_H
+#define BP_SIMD_H
+
+#include <stddef.h>
+
+/* activations, as bpcore._layers.Activation */
+enum { BP_IDENTITY = 0, BP_RELU = 1, BP_SIGMOID = 2, BP_TANH = 3 };
+
+#define BP_KERNEL_TYPES(T, SUF)                                                                 \
+    /* w, g, v: g' = g + wd * w; momentum 0: w = (w - lr * g') * keep; else v = mom * v -      \
+     * lr * g', w = (w + v) * keep (Nesterov: w + mom * v - lr * g'); subnormal results -> 0 */\
+    typedef void (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,        \
+                                      int nesterov, T wd, T keep);                              \
+    /* g[j] += sum_r x[r * stride] * D[r * ld + j]: a row segment of X.T @ D */               \
+    typedef void (*bp_outer_##SUF##_fn)(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,     \
+                                        const T *D, ptrdiff_t ld, T *g);                        \
+    /* out[j] = act(in[j] + (b ? b[j] : 0)); out may be in */                                  \
+    typedef void (*bp_act_##SUF##_fn)(ptrdiff_t n, const T *in, const T *b, T *out, int act); \
+    /* out[j] = d[j] * act'(.) from the activation's output a[j]; out may be d */              \
+    typedef void (*bp_dact_##SUF##_fn)(ptrdiff_t n, const T *a, const T *d, T *out, int act); \
+    /* out[j] += sum_r D[r * ld + j] for r < rows */                                           \
+    typedef void (*bp_colsum_##SUF##_fn)(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,\
+                                         T *out);                                               \
+    /* nonzero if any of x[0..n) is NaN or infinite */                                          \
+    typedef int (*bp_nonfinite_##SUF##_fn)(ptrdiff_t n, const T *x);
+
+BP_KERNEL_TYPES(float, f32)
+BP_KERNEL_TYPES(double, f64)
+
+typedef struct {
+    int level;
+    bp_sgd_f32_fn sgd_f32;          bp_sgd_f64_fn sgd_f64;
+    bp_outer_f32_fn outer_f32;      bp_outer_f64_fn outer_f64;
+    bp_act_f32_fn act_f32;          bp_act_f64_fn act_f64;
+    bp_dact_f32_fn dact_f32;        bp_dact_f64_fn dact_f64;
+    bp_colsum_f32_fn colsum_f32;    bp_colsum_f64_fn colsum_f64;
+    bp_nonfinite_f32_fn nonfinite_f32; bp_nonfinite_f64_fn nonfinite_f64;
+} bp_simd_table;
+
+/* the widest level this CPU runs */
+int bp_simd_best_level(void);
+/* fill table with `level`'s loops (clamped to what the CPU runs); returns the level used */
+int bp_simd_fill(bp_simd_table *table, int level);
+
+#endif /* BP_SIMD_H */
