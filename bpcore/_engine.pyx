@@ -19,7 +19,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
+from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
 from bpcore._layers cimport Activation, activation_backward, colsum_rows, dact_rows, dense_forward
 from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
 from bpcore._optim cimport sgd_block, sgd_update_outer
@@ -164,6 +164,32 @@ cdef double train_step(Net *net, int n, const floating *X, const floating *T,
         d = dn
         dn = tmp
     return loss
+
+
+cdef void gemm_floor(Net *net, int n, const floating *X, floating *P, floating *G,
+                     floating *acts, floating *d0, floating *d1) noexcept nogil:
+    """The GEMMs of one training step and nothing else, each one whole BLAS call (threaded
+    as the BLAS itself sees fit): the benchmarks' floor for train_step, on its own buffers."""
+    cdef int l, fi, fo, L = net.L
+    cdef const floating *inp = X
+    cdef floating *d = d0
+    cdef floating *dn = d1
+    cdef floating *tmp
+    for l in range(L):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        gemm(NoTrans, NoTrans, n, fo, fi, <floating>1, inp, fi, P + net.woff[l], fo,
+             <floating>0, _A(net, acts, l), fo)
+        inp = _A(net, acts, l)
+    for l in range(L - 1, -1, -1):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        if l > 0:
+            gemm(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, P + net.woff[l], fo,
+                 <floating>0, dn, fi)
+        gemm(Trans, NoTrans, fi, fo, n, <floating>1, X if l == 0 else _A(net, acts, l - 1), fi,
+             d, fo, <floating>0, G + net.woff[l], fo)
+        tmp = d
+        d = dn
+        dn = tmp
 
 
 cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_t *idx,
@@ -436,7 +462,8 @@ cdef class Engine:
             off += n * self.net.sizes[l + 1]
             widest = max(widest, self.net.sizes[l + 1])
         self.acts_ws = np.empty(off, self.dtype)
-        self.delta_ws = np.empty(2 * n * widest, self.dtype)
+        # zeros, not garbage: gemm_floor reads deltas no step has written yet
+        self.delta_ws = np.zeros(2 * n * widest, self.dtype)
         self.xbuf = np.empty(n * self.net.sizes[0], self.dtype)
         self.tbuf = np.empty(n * self.net.sizes[L], self.dtype)
         self.lbuf = np.empty(n, np.intp)
@@ -583,6 +610,27 @@ cdef class Engine:
         finally:
             self.busy = False
         return total
+
+    def gemm_floor(self, X):
+        """Run only the GEMMs of a train_step on X (for benchmarks): forward products, dW and
+        dX, on the engine's workspaces, with the BLAS's own threading. Changes no weights."""
+        cdef cnp.ndarray Xa = self._X(X, False)
+        cdef Py_ssize_t n = Xa.shape[0]
+        cdef void *pX = cnp.PyArray_DATA(Xa)
+        self._enter()
+        try:
+            self.reserve(n)
+            with nogil:
+                if self.f64:
+                    gemm_floor(&self.net, <int>n, <double *>pX, <double *>self.buf.P,
+                               <double *>self.buf.G, <double *>self.buf.acts,
+                               <double *>self.buf.d0, <double *>self.buf.d1)
+                else:
+                    gemm_floor(&self.net, <int>n, <float *>pX, <float *>self.buf.P,
+                               <float *>self.buf.G, <float *>self.buf.acts,
+                               <float *>self.buf.d0, <float *>self.buf.d1)
+        finally:
+            self.busy = False
 
     def predict(self, X, out):
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
