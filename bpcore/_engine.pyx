@@ -20,11 +20,13 @@ from libc.string cimport memcpy
 import numpy as np
 
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
-from bpcore._layers cimport Activation, activation_backward, colsum_rows, dact_rows, dense_forward
+from bpcore._layers cimport (Activation, activation_backward, act_rows, colsum_rows, dact_rows,
+                             dense_forward)
 from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
-from bpcore._optim cimport sgd_block, sgd_update_outer
+from bpcore._optim cimport outer_row_update, sgd_block
 from bpcore._simd cimport bp_simd_table, simd
-from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for
+from bpcore._threads cimport (blas_pin, blas_unpin, gemm_parts, pool_threads, threads_for,
+                              PARALLEL_MIN_WORK)
 
 cnp.import_array()
 
@@ -112,17 +114,10 @@ cdef inline void _update_part(int part, int nparts, int n, int fi, int fo, const
 
 cdef void update_layer(int n, int fi, int fo, const floating *X, const floating *dZ,
                        floating *W, floating *G, floating *V, const floating *mask,
-                       SGDConf oc, int fused_max_batch) noexcept nogil:
+                       SGDConf oc) noexcept nogil:
     """The SGD update of a Dense layer (W then b in the flat buffers) from its input X and
-    delta dZ. Batches up to fused_max_batch never store the gradient (sgd_update_outer)."""
-    cdef Py_ssize_t nw = <Py_ssize_t>fi * fo
-    cdef int nt
-    if n <= fused_max_batch:
-        sgd_update_outer(n, fi, fo, X, dZ, W, W + nw, V, V + nw, mask, <floating>oc.lr,
-                         <floating>oc.momentum, oc.nesterov, <floating>oc.weight_decay,
-                         <floating>oc.decay)
-        return
-    nt = gemm_parts(fi, fo, n)
+    delta dZ, each GEMM part updating the rows it computed."""
+    cdef int nt = gemm_parts(fi, fo, n)
     if nt == 1:
         _update_part(0, 1, n, fi, fo, X, dZ, W, G, V, mask, oc)
         return
@@ -130,10 +125,115 @@ cdef void update_layer(int n, int fi, int fo, const floating *X, const floating 
         _update_part(threadid(), nt, n, fi, fo, X, dZ, W, G, V, mask, oc)
 
 
+cdef extern from "bp_omp.h":
+    void bp_omp_barrier() noexcept nogil
+
+
+cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
+    lo[0] = <int>(<Py_ssize_t>total * part // nparts)
+    hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)
+
+
+cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
+                          const floating *T, const Py_ssize_t *labels, LossConf lc, SGDConf oc,
+                          floating *P, floating *V, floating *acts, floating *d0,
+                          floating *d1, floating *partials, Py_ssize_t pstride,
+                          double *loss) noexcept nogil:
+    """Thread tid's share of a whole training step on a small batch (n rows).
+
+    For a few rows the cost is reading and writing the weights, not arithmetic, so every
+    layer's weights are split by rows among the threads for the whole step, and each thread
+    keeps its rows of W and their velocity in its own cache:
+      forward   its rows' partial product X[:, rows] @ W[rows] (split-K), then after a barrier
+                its columns of the sum, with bias and activation;
+      backward  the columns of dX that belong to its rows of W (with the layer below's
+                activation derivative), then the fused update of those rows (the gradient is
+                never stored) and of its share of the bias.
+    Called by all nt threads of a parallel region (or alone with nt = 1).
+    """
+    cdef int l, fi, fo, L = net.L, r0, r1, c0, c1, t
+    cdef Py_ssize_t r, j, i, nw
+    cdef const floating *inp = X
+    cdef const floating *Xl
+    cdef const floating *mask
+    cdef floating *Z
+    cdef floating *W
+    cdef floating *d = d0
+    cdef floating *dn = d1
+    cdef floating *tmp
+    cdef floating acc, one = 1
+    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
+    cdef floating wd = <floating>oc.weight_decay, keep = <floating>(1 - oc.decay)
+    for l in range(L):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        W = P + net.woff[l]
+        Z = _A(net, acts, l)
+        _even(fi, tid, nt, &r0, &r1)
+        gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, inp + r0, fi, W + <Py_ssize_t>r0 * fo,
+             fo, <floating>0, partials + tid * pstride, fo)
+        bp_omp_barrier()
+        _even(fo, tid, nt, &c0, &c1)
+        for r in range(n):
+            for j in range(c0, c1):
+                acc = partials[r * fo + j]
+                for t in range(1, nt):
+                    acc = acc + partials[t * pstride + r * fo + j]
+                Z[r * fo + j] = acc
+        act_rows(0, n, c0, c1, fo, Z, W + <Py_ssize_t>fi * fo, Z, <Activation>net.act[l])
+        bp_omp_barrier()
+        inp = Z
+    if tid == 0:
+        fo = net.sizes[L]
+        Z = _A(net, acts, L - 1)
+        loss[0] = loss_and_delta(lc, n, fo, Z, T, labels, d)
+        dact_rows(0, n, 0, fo, fo, Z, d, d, <Activation>net.act[L - 1])
+    bp_omp_barrier()
+    for l in range(L - 1, -1, -1):
+        fi, fo = net.sizes[l], net.sizes[l + 1]
+        nw = <Py_ssize_t>fi * fo
+        W = P + net.woff[l]
+        Xl = X if l == 0 else _A(net, acts, l - 1)
+        mask = <const floating *>net.mask[l]
+        _even(fi, tid, nt, &r0, &r1)
+        if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
+            gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo, W + <Py_ssize_t>r0 * fo, fo,
+                 <floating>0, dn + r0, fi)
+            dact_rows(0, n, r0, r1, fi, _A(net, acts, l - 1), dn, dn,
+                      <Activation>net.act[l - 1])
+        for i in range(r0, r1):
+            outer_row_update(n, fi, Xl + i, d, fo, fo, W + i * fo, V + net.woff[l] + i * fo,
+                             mask + i * fo if mask != NULL else NULL, lr, mom, oc.nesterov, wd,
+                             keep)
+        _even(fo, tid, nt, &c0, &c1)
+        if c1 > c0:  # the bias: its input is 1 in every row
+            outer_row_update(n, 0, &one, d + c0, fo, c1 - c0, W + nw + c0,
+                             V + net.woff[l] + nw + c0, NULL, lr, mom, oc.nesterov, wd, keep)
+        bp_omp_barrier()
+        tmp = d
+        d = dn
+        dn = tmp
+
+
+cdef double small_step(Net *net, int nt, int n, const floating *X, const floating *T,
+                       const Py_ssize_t *labels, LossConf lc, SGDConf oc, floating *P,
+                       floating *V, floating *acts, floating *d0, floating *d1,
+                       floating *partials, Py_ssize_t pstride) noexcept nogil:
+    cdef double loss = 0
+    cdef double *lossp = &loss
+    if nt == 1:
+        small_step_part(0, 1, net, n, X, T, labels, lc, oc, P, V, acts, d0, d1, partials,
+                        pstride, lossp)
+        return loss
+    with parallel(num_threads=nt):
+        small_step_part(threadid(), nt, net, n, X, T, labels, lc, oc, P, V, acts, d0, d1,
+                        partials, pstride, lossp)
+    return loss
+
+
 cdef double train_step(Net *net, int n, const floating *X, const floating *T,
                        const Py_ssize_t *labels, LossConf lc, SGDConf oc, int fused_max_batch,
                        floating *P, floating *G, floating *V, floating *acts,
-                       floating *d0, floating *d1) noexcept nogil:
+                       floating *d0, floating *d1, floating *partials) noexcept nogil:
     """Forward, loss, backward and SGD update for one batch; returns the loss.
 
     Backward runs from the top layer down. At each layer the delta of the layer below is taken
@@ -147,6 +247,9 @@ cdef double train_step(Net *net, int n, const floating *X, const floating *T,
     cdef double loss
     cdef Py_ssize_t off
 
+    if n <= fused_max_batch:
+        return small_step(net, net.small_threads, n, X, T, labels, lc, oc, P, V, acts, d0, d1,
+                          partials, net.pstride)
     forward(net, n, X, P, acts)
     fo = net.sizes[L]
     loss = loss_and_delta(lc, n, fo, _A(net, acts, L - 1), T, labels, d)
@@ -159,7 +262,7 @@ cdef double train_step(Net *net, int n, const floating *X, const floating *T,
             delta_below(n, fi, fo, d, P + off, _A(net, acts, l - 1), dn,
                         <Activation>net.act[l - 1])
         update_layer(n, fi, fo, X if l == 0 else _A(net, acts, l - 1), d, P + off, G + off,
-                     V + off, <const floating *>net.mask[l], oc, fused_max_batch)
+                     V + off, <const floating *>net.mask[l], oc)
         tmp = d
         d = dn
         dn = tmp
@@ -220,8 +323,8 @@ cdef double run_batches(Net *net, int first, int last, int batch_size, Py_ssize_
                         const floating *X, const floating *T, const Py_ssize_t *labels,
                         const Py_ssize_t *idx, LossConf lc, SGDConf oc, int fused_max_batch,
                         floating *P, floating *G, floating *V, floating *acts,
-                        floating *d0, floating *d1, floating *xb, floating *tb,
-                        Py_ssize_t *lb) noexcept nogil:
+                        floating *d0, floating *d1, floating *partials, floating *xb,
+                        floating *tb, Py_ssize_t *lb) noexcept nogil:
     """Batches first..last-1 of an epoch over N rows (in the order idx, or in order if idx is
     NULL); returns the sum of batch losses, each weighted by its rows for mean reductions."""
     cdef int bi, rows, fi = net.sizes[0], c = net.sizes[net.L]
@@ -249,7 +352,8 @@ cdef double run_batches(Net *net, int first, int last, int batch_size, Py_ssize_
                 for r in range(rows):
                     lb[r] = labels[idx[start + r]]
                 ls = lb
-        loss = train_step(net, rows, xs, ts, ls, lc, oc, fused_max_batch, P, G, V, acts, d0, d1)
+        loss = train_step(net, rows, xs, ts, ls, lc, oc, fused_max_batch, P, G, V, acts, d0, d1,
+                          partials)
         total += loss * rows if lc.reduction == MEAN else loss
     return total
 
@@ -314,6 +418,7 @@ cdef struct Buffers:
     void *acts
     void *d0
     void *d1
+    void *partials
     void *xb
     void *tb
     Py_ssize_t *lb
@@ -324,9 +429,10 @@ cdef double _train_step(Net *net, bint f64, int n, void *X, void *T, Py_ssize_t 
     if f64:
         return train_step(net, n, <double *>X, <double *>T, labels, lc, oc, fmb, <double *>B.P,
                           <double *>B.G, <double *>B.V, <double *>B.acts, <double *>B.d0,
-                          <double *>B.d1)
+                          <double *>B.d1, <double *>B.partials)
     return train_step(net, n, <float *>X, <float *>T, labels, lc, oc, fmb, <float *>B.P,
-                      <float *>B.G, <float *>B.V, <float *>B.acts, <float *>B.d0, <float *>B.d1)
+                      <float *>B.G, <float *>B.V, <float *>B.acts, <float *>B.d0, <float *>B.d1,
+                      <float *>B.partials)
 
 
 cdef double _run_batches(Net *net, bint f64, int first, int last, int bs, Py_ssize_t N,
@@ -335,12 +441,12 @@ cdef double _run_batches(Net *net, bint f64, int first, int last, int bs, Py_ssi
     if f64:
         return run_batches(net, first, last, bs, N, <double *>X, <double *>T, labels, idx, lc,
                            oc, fmb, <double *>B.P, <double *>B.G, <double *>B.V,
-                           <double *>B.acts, <double *>B.d0, <double *>B.d1, <double *>B.xb,
-                           <double *>B.tb, B.lb)
+                           <double *>B.acts, <double *>B.d0, <double *>B.d1,
+                           <double *>B.partials, <double *>B.xb, <double *>B.tb, B.lb)
     return run_batches(net, first, last, bs, N, <float *>X, <float *>T, labels, idx, lc,
                        oc, fmb, <float *>B.P, <float *>B.G, <float *>B.V,
-                       <float *>B.acts, <float *>B.d0, <float *>B.d1, <float *>B.xb,
-                       <float *>B.tb, B.lb)
+                       <float *>B.acts, <float *>B.d0, <float *>B.d1,
+                       <float *>B.partials, <float *>B.xb, <float *>B.tb, B.lb)
 
 
 cdef bint _any_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
@@ -385,7 +491,9 @@ cdef class Engine:
     cdef readonly object dtype
     cdef int typenum
     cdef bint f64
-    cdef object params, grads, masks, acts_ws, delta_ws, xbuf, tbuf, lbuf
+    cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
+    cdef int part_threads       # threads the partial-sum workspace has room for
+    cdef Py_ssize_t work_per_row  # parameters + activations touched per row, for thread choice
     cdef public int fused_max_batch
     cdef bint busy
 
@@ -425,6 +533,7 @@ cdef class Engine:
             self.net.act[l] = acts[l]
             self.net.woff[l] = off
             off += <Py_ssize_t>sizes[l] * sizes[l + 1] + sizes[l + 1]
+        self.work_per_row = off
         self.params = _arr(params, "params", self.typenum, 1, off, -1, True)
         self.grads = _arr(grads, "grads", self.typenum, 1, off, -1, True)
         self.buf.P = cnp.PyArray_DATA(self.params)
@@ -450,11 +559,14 @@ cdef class Engine:
         return self.net.capacity
 
     cdef int reserve(self, Py_ssize_t n) except -1:
-        """Grow the workspaces to hold n rows; no-op when they already do."""
+        """Grow the workspaces to hold n rows (and partial sums for every thread); no-op when
+        they already do."""
         cdef int l, L = self.net.L, widest = 0
         cdef Py_ssize_t off = 0
-        if n <= self.net.capacity:
+        cdef int nt = max(pool_threads(), 1)
+        if n <= self.net.capacity and nt <= self.part_threads:
             return 0
+        n = max(n, <Py_ssize_t>self.net.capacity)
         if n > 2**31 - 1:
             raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
         for l in range(L):
@@ -474,6 +586,11 @@ cdef class Engine:
         self.buf.xb = cnp.PyArray_DATA(self.xbuf)
         self.buf.tb = cnp.PyArray_DATA(self.tbuf)
         self.buf.lb = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
+        # partial sums of the small-batch step: one (rows, widest) block per thread
+        self.part_ws = np.zeros(nt * n * widest, self.dtype)
+        self.buf.partials = cnp.PyArray_DATA(self.part_ws)
+        self.net.pstride = n * widest
+        self.part_threads = nt
         self.net.capacity = <int>n
         return 0
 
@@ -518,6 +635,9 @@ cdef class Engine:
         if not 0 <= reduction <= 2 or (reduction == HALF_SUM and loss_kind != LOSS_MSE):
             raise ValueError(f"reduction: expected a Reduction valid for the loss, got {reduction}")
         self.buf.V = cnp.PyArray_DATA(V)
+        # a small-batch step touches every weight a few times: worth threads only for big nets
+        self.net.small_threads = (pool_threads()
+                                  if self.work_per_row * 4 >= PARALLEL_MIN_WORK else 1)
         lc.kind, lc.reduction = loss_kind, reduction
         oc.lr, oc.momentum, oc.nesterov = lr, momentum, nesterov
         oc.weight_decay, oc.decay = weight_decay, decay

@@ -13,6 +13,14 @@ cdef void sgd_update(Py_ssize_t size, floating *w, const floating *g, floating *
                      floating lr, floating momentum, bint nesterov,
                      floating weight_decay, floating decay) noexcept nogil
 
+# One row segment w (cols) of weights, and its velocity v (NULL if momentum == 0), updated with
+# the gradient row sum_k x[k * stride] * D[k, :cols] (D's rows ld apart), never stored;
+# mask (cols) or NULL
+cdef void outer_row_update(int n, Py_ssize_t stride, const floating *x, const floating *D,
+                           Py_ssize_t ld, int cols, floating *w, floating *v,
+                           const floating *mask, floating lr, floating momentum, bint nesterov,
+                           floating weight_decay, floating keep) noexcept nogil
+
 # The same update for a Dense layer whose gradient is never stored: dW = X.T @ D and
 # db = D.sum(0) are formed a block of a row at a time and applied at once. One pass over
 # W, b and their velocity instead of a GEMM into dW and a second pass to apply it: for a

@@ -33,26 +33,31 @@ cdef void sgd_update(Py_ssize_t size, floating *w, const floating *g, floating *
                    &v[start] if v != NULL else NULL, lr, momentum, nesterov, weight_decay, keep)
 
 
-cdef inline void _outer_row(int n, Py_ssize_t stride, const floating *x, const floating *D,
-                            int fo, floating *w, floating *v, const floating *mask, floating lr,
-                            floating momentum, bint nesterov, floating weight_decay,
-                            floating keep) noexcept nogil:
-    """Update one row w (fo) of weights whose gradient row is sum_k x[k * stride] * D[k, :]."""
+cdef void outer_row_update(int n, Py_ssize_t stride, const floating *x, const floating *D,
+                           Py_ssize_t ld, int cols, floating *w, floating *v,
+                           const floating *mask, floating lr, floating momentum, bint nesterov,
+                           floating weight_decay, floating keep) noexcept nogil:
     cdef floating g[BLOCK]
     cdef int j0 = 0, jj, bw
-    while j0 < fo:
-        bw = min(<int>BLOCK, fo - j0)
+    if n == 1 and mask == NULL:  # a batch of one: the gradient row x[0] * D never stored
+        if floating is float:
+            K.sgd1_f32(cols, w, x[0], D, v, lr, momentum, nesterov, weight_decay, keep)
+        else:
+            K.sgd1_f64(cols, w, x[0], D, v, lr, momentum, nesterov, weight_decay, keep)
+        return
+    while j0 < cols:
+        bw = min(<int>BLOCK, cols - j0)
         for jj in range(bw):
             g[jj] = 0
         if floating is float:
-            K.outer_f32(bw, n, stride, x, D + j0, fo, g)
+            K.outer_f32(bw, n, stride, x, D + j0, ld, g)
         else:
-            K.outer_f64(bw, n, stride, x, D + j0, fo, g)
+            K.outer_f64(bw, n, stride, x, D + j0, ld, g)
         if mask != NULL:
             for jj in range(bw):
                 g[jj] *= mask[j0 + jj]
         sgd_block(bw, w + j0, g, v + j0 if v != NULL else NULL, lr, momentum, nesterov,
-                   weight_decay, keep)
+                  weight_decay, keep)
         j0 += BLOCK
 
 
@@ -68,11 +73,11 @@ cdef void sgd_update_outer(int n, int fi, int fo, const floating *X, const float
     for i in prange(fi + 1, num_threads=threads_for(<Py_ssize_t>(fi + 1) * fo * (n + 2)),
                     schedule="static"):
         if i < fi:
-            _outer_row(n, fi, &X[i], D, fo, &W[i * fo], &VW[i * fo] if has_v else NULL,
+            outer_row_update(n, fi, &X[i], D, fo, fo, &W[i * fo], &VW[i * fo] if has_v else NULL,
                        &mask[i * fo] if mask != NULL else NULL,
                        lr, momentum, nesterov, weight_decay, keep)
         else:
-            _outer_row(n, 0, &one, D, fo, b, vb if has_v else NULL, NULL,
+            outer_row_update(n, 0, &one, D, fo, fo, b, vb if has_v else NULL, NULL,
                        lr, momentum, nesterov, weight_decay, keep)
 
 

@@ -7,6 +7,10 @@ cdef extern from "bp_simd.h":
                         int nesterov, float wd, float keep) noexcept nogil
         void (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v, double lr,
                         double mom, int nesterov, double wd, double keep) noexcept nogil
+        void (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v, float lr,
+                         float mom, int nesterov, float wd, float keep) noexcept nogil
+        void (*sgd1_f64)(Py_ssize_t n, double *w, double x, const double *d, double *v,
+                         double lr, double mom, int nesterov, double wd, double keep) noexcept nogil
         void (*outer_f32)(Py_ssize_t n, int k, Py_ssize_t stride, const float *x,
                           const float *D, Py_ssize_t ld, float *g) noexcept nogil
         void (*outer_f64)(Py_ssize_t n, int k, Py_ssize_t stride, const double *x,

@@ -10,6 +10,9 @@ cdef enum:
 # threads for `work` elements of elementwise work
 cdef int threads_for(Py_ssize_t work) noexcept nogil
 
+# threads that may each call BLAS at once: bpcore's count while BLAS can be pinned, else 1
+cdef int pool_threads() noexcept nogil
+
 # parts to split an (m, n, k) GEMM into: one per thread while BLAS is pinned to one thread,
 # else 1 (BLAS then threads the whole product itself)
 cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil

@@ -36,6 +36,10 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
     return _num_threads
 
 
+cdef int pool_threads() noexcept nogil:
+    return _num_threads if _blas_set != NULL else 1
+
+
 cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     if _blas_set == NULL or m * n * k < PARALLEL_MIN_GEMM:
         return 1

@@ -8,11 +8,16 @@
 #include <omp.h>
 #define BP_HAVE_OPENMP 1
 static inline int bp_omp_max_threads(void) { return omp_get_max_threads(); }
+/* an orphaned barrier: called by every thread of the enclosing parallel region */
+static inline void bp_omp_barrier(void) {
+    _Pragma("omp barrier")
+}
 static inline int bp_omp_num_procs(void) { return omp_get_num_procs(); }
 static inline int bp_omp_version(void) { return _OPENMP; }
 #else
 #define BP_HAVE_OPENMP 0
 static inline int bp_omp_max_threads(void) { return 1; }
+static inline void bp_omp_barrier(void) {}
 static inline int bp_omp_num_procs(void) { return 1; }
 static inline int bp_omp_version(void) { return 0; }
 #endif

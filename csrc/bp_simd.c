@@ -43,6 +43,14 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom, 
             T wi = (w[i] + mom * vi - lr * gi) * keep;                                         \
             w[i] = FLUSH_##SUF(wi);                                                            \
         }                                                                                      \
+    } else if (wd == 0 && keep == 1) {                                                         \
+        /* the common case, with no decay: w cannot shrink geometrically, only v can */       \
+        for (i = 0; i < n; i++) {                                                              \
+            T vi = mom * v[i] - lr * g[i];                                                     \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            w[i] += vi;                                                                        \
+        }                                                                                      \
     } else {                                                                                   \
         for (i = 0; i < n; i++) {                                                              \
             T gi = g[i] + wd * w[i];                                                           \
@@ -51,6 +59,27 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom, 
             v[i] = vi;                                                                         \
             T wi = (w[i] + vi) * keep;                                                         \
             w[i] = FLUSH_##SUF(wi);                                                            \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,         \
+                               int nesterov, T wd, T keep) {                                    \
+    /* the update for a batch of one: the gradient row is x * d, formed in registers */       \
+    ptrdiff_t i;                                                                               \
+    const T c = lr * x;                                                                        \
+    if (mom != 0 && !nesterov && wd == 0 && keep == 1) {                                       \
+        for (i = 0; i < n; i++) {                                                              \
+            T vi = mom * v[i] - c * d[i];                                                      \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            w[i] += vi;                                                                        \
+        }                                                                                      \
+    } else {                                                                                   \
+        T g[256];                                                                              \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
+            ptrdiff_t m = n - j0 < 256 ? n - j0 : 256;                                         \
+            for (i = 0; i < m; i++) g[i] = x * d[j0 + i];                                      \
+            sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, lr, mom, nesterov, wd, keep);         \
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
@@ -118,6 +147,9 @@ BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
 ATTR static void sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,         \
                                     int nesterov, T wd, T keep)                                 \
     { sgd_body_##SUF(n, w, g, v, lr, mom, nesterov, wd, keep); }                               \
+ATTR static void sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,  \
+                                     int nesterov, T wd, T keep)                                \
+    { sgd1_body_##SUF(n, w, x, d, v, lr, mom, nesterov, wd, keep); }                           \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
                                       const T *D, ptrdiff_t ld, T *g)                          \
     { outer_body_##SUF(n, k, stride, x, D, ld, g); }                                           \
@@ -136,6 +168,7 @@ ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)               
     BP_WRAPPERS(NAME, ATTR, double, f64)                                                        \
     static void fill_##NAME(bp_simd_table *t) {                                                 \
         t->sgd_f32 = sgd_f32_##NAME; t->sgd_f64 = sgd_f64_##NAME;                               \
+        t->sgd1_f32 = sgd1_f32_##NAME; t->sgd1_f64 = sgd1_f64_##NAME;                           \
         t->outer_f32 = outer_f32_##NAME; t->outer_f64 = outer_f64_##NAME;                       \
         t->act_f32 = act_f32_##NAME; t->act_f64 = act_f64_##NAME;                               \
         t->dact_f32 = dact_f32_##NAME; t->dact_f64 = dact_f64_##NAME;                           \

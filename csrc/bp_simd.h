@@ -20,6 +20,9 @@ enum { BP_IDENTITY = 0, BP_RELU = 1, BP_SIGMOID = 2, BP_TANH = 3 };
      * lr * g', w = (w + v) * keep (Nesterov: w + mom * v - lr * g'); subnormal results -> 0 */\
     typedef void (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,        \
                                       int nesterov, T wd, T keep);                              \
+    /* the same update for a batch of one, with gradient row x * d[j] (v NULL if mom == 0) */ \
+    typedef void (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,  \
+                                       int nesterov, T wd, T keep);                             \
     /* g[j] += sum_r x[r * stride] * D[r * ld + j]: a row segment of X.T @ D */               \
     typedef void (*bp_outer_##SUF##_fn)(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,     \
                                         const T *D, ptrdiff_t ld, T *g);                        \
@@ -39,6 +42,7 @@ BP_KERNEL_TYPES(double, f64)
 typedef struct {
     int level;
     bp_sgd_f32_fn sgd_f32;          bp_sgd_f64_fn sgd_f64;
+    bp_sgd1_f32_fn sgd1_f32;        bp_sgd1_f64_fn sgd1_f64;
     bp_outer_f32_fn outer_f32;      bp_outer_f64_fn outer_f64;
     bp_act_f32_fn act_f32;          bp_act_f64_fn act_f64;
     bp_dact_f32_fn dact_f32;        bp_dact_f64_fn dact_f64;

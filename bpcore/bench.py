@@ -1,0 +1,505 @@
+"""python -m bpcore.bench: time bpcore's fused training step against its BLAS floor, PyTorch
+and plain NumPy, over batch sizes and thread counts.
+
+Every implementation trains the same MLP (ReLU hidden layers, linear outputs) from the same
+initial weights with MSE on one-hot targets and SGD with momentum. Per (threads, batch) cell the
+implementations are timed *interleaved* in one process: round after round, a block of k steps
+of each in turn, so that drift in the machine's speed (turbo, other processes) hits them all
+alike. A block's time / k is one sample; the table shows medians over the samples.
+
+Columns: microseconds per step and samples/s of bpcore; GFLOP/s of its step (GEMM flops only)
+and that as a share of the peak GEMM rate measured on the spot for the thread count; "× floor":
+bpcore's step time over the time of the step's GEMMs alone (Engine.gemm_floor, on the engine's
+own buffers: everything bpcore adds around BLAS); "torch/bpcore" and "numpy/bpcore": their step
+times over bpcore's (above 1: bpcore is faster).
+
+    python -m bpcore.bench                              # the README's table
+    python -m bpcore.bench --threads 1,2,all --batches 32,512 --json out.json
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import bpcore
+from bpcore import _blas, _simd, _threads
+from bpcore.training import engine_for
+
+__all__ = ["main", "step_flops", "NumpyMLP"]
+
+DEFAULT_SIZES = (784, 256, 128, 10)
+DEFAULT_BATCHES = (1, 8, 32, 128, 512, 2048)
+LR, MOMENTUM = 0.01, 0.9
+
+# Timing knobs: (full run, --quick). A block lasts ~block_s (never below one step); a cell runs
+# rounds until seconds_per_cell is spent and at least min_rounds are done; each implementation
+# is first warmed up for warmup_s. The peak GEMM is the median of peak_reps calls on
+# peak_size^3 after two warm-up calls.
+TIMING = {
+    "full": dict(seconds=1.5, block_s=0.005, warmup_s=0.1, min_rounds=5,
+                 peak_size=2048, peak_reps=7),
+    "quick": dict(seconds=0.08, block_s=0.002, warmup_s=0.005, min_rounds=2,
+                  peak_size=256, peak_reps=3),
+}
+
+# Why the state is restored every round and blocks are capped at MAX_BLOCK_STEPS:
+# training one small batch for thousands of steps fits it exactly; gradients then shrink
+# towards zero and momentum buffers decay by 0.9 a step into subnormal floats, which make
+# PyTorch's and NumPy's updates several times slower (bpcore flushes them). That regime is an
+# artefact of the benchmark, not of training, so every implementation restarts from the initial
+# weights (zero velocity) each round, outside the timed blocks, and cycles through a pool of
+# batches, and no block runs long enough to get there.
+MAX_BLOCK_STEPS = 256
+POOL_ROWS = 8192  # rows of data per cell (at most 8 batches, at least 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# what one step costs
+
+def step_flops(sizes, n):
+    """GEMM flops of one training step on n rows: forward (X @ W), dW (A.T @ dZ) for every
+    layer, dX (dZ @ W.T) for every layer but the first (the input needs no gradient)."""
+    pairs = list(zip(sizes, sizes[1:]))
+    fwd = sum(fi * fo for fi, fo in pairs)
+    dx = sum(fi * fo for fi, fo in pairs[1:])
+    return 2 * n * (fwd + fwd + dx)
+
+
+# ---------------------------------------------------------------------------------------------
+# the implementations: each is an object with reset() (untimed: back to the initial state)
+# and step(i) (one training step on batch i of the pool)
+
+class BpcoreImpl:
+    """bpcore's fused native step: model.train_step."""
+
+    def __init__(self, model, batches):
+        self.model, self.batches = model, batches
+        self.loss = bpcore.MSELoss()
+        self.p0 = model.flat_params.copy()
+        self.reset()
+
+    def reset(self):
+        self.model.flat_params[...] = self.p0
+        self.opt = bpcore.SGD(self.model, lr=LR, momentum=MOMENTUM)  # fresh zero velocity
+
+    def step(self, i):
+        X, Y = self.batches[i]
+        self.model.train_step(X, Y, self.loss, self.opt)
+
+
+class FloorImpl:
+    """The GEMMs of bpcore's step alone, on the same model's engine buffers (changes no
+    weights, so there is nothing to reset)."""
+
+    def __init__(self, model, batches):
+        self.engine, self.batches = engine_for(model), batches
+
+    def reset(self):
+        pass
+
+    def step(self, i):
+        self.engine.gemm_floor(self.batches[i][0])
+
+
+class NumpyMLP:
+    """A plain NumPy MLP step, written the textbook way: ReLU hidden layers, linear outputs,
+    MSE (mean), SGD with momentum in torch's form (v = m v + g; w -= lr v), all in the dtype of
+    the weights given."""
+
+    def __init__(self, weights, biases, lr=LR, momentum=MOMENTUM):
+        self.W0 = [np.array(w) for w in weights]
+        self.b0 = [np.array(b) for b in biases]
+        self.lr, self.momentum = lr, momentum
+        self.W = [w.copy() for w in self.W0]
+        self.b = [b.copy() for b in self.b0]
+        self.vW = [np.zeros_like(w) for w in self.W]
+        self.vb = [np.zeros_like(b) for b in self.b]
+
+    def reset(self):
+        for dst, src in zip(self.W + self.b, self.W0 + self.b0):
+            dst[...] = src
+        for v in self.vW + self.vb:
+            v[...] = 0
+
+    def train_step(self, X, Y):
+        L = len(self.W)
+        acts = [X]
+        for l in range(L):
+            z = acts[-1] @ self.W[l] + self.b[l]
+            if l < L - 1:
+                np.maximum(z, 0, out=z)
+            acts.append(z)
+        diff = acts[-1] - Y
+        loss = float(np.vdot(diff, diff)) / diff.size
+        grad = diff * (2 / diff.size)  # d mean((out - Y)^2) / d out
+        for l in range(L - 1, -1, -1):
+            dW = acts[l].T @ grad
+            db = grad.sum(axis=0)
+            if l > 0:  # the input gradient, with the weights before this step's update
+                grad = (grad @ self.W[l].T) * (acts[l] > 0)
+            for p, v, g in ((self.W[l], self.vW[l], dW), (self.b[l], self.vb[l], db)):
+                v *= self.momentum
+                v += g
+                p -= self.lr * v
+        return loss
+
+
+class NumpyImpl:
+    def __init__(self, model, batches):
+        dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
+        self.net = NumpyMLP([d.W for d in dense], [d.b for d in dense])
+        self.batches = batches
+
+    def reset(self):
+        self.net.reset()
+
+    def step(self, i):
+        self.net.train_step(*self.batches[i])
+
+
+class TorchImpl:
+    """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear), MSELoss, optim.SGD; per step
+    zero_grad, forward, loss, backward, step."""
+
+    def __init__(self, model, batches, torch):
+        nn = torch.nn
+        dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
+        tdtype = {np.dtype(np.float32): torch.float32,
+                  np.dtype(np.float64): torch.float64}[model.dtype]
+        mods = []
+        for i, d in enumerate(dense):
+            mods.append(nn.Linear(d.fan_in, d.fan_out, dtype=tdtype))
+            if i < len(dense) - 1:
+                mods.append(nn.ReLU())
+        self.net = nn.Sequential(*mods)
+        self.params = list(self.net.parameters())
+        # torch's Linear.weight is (out, in), bpcore's W is (in, out)
+        self.p0 = []
+        for d in dense:
+            self.p0 += [torch.from_numpy(np.ascontiguousarray(d.W.T)),
+                        torch.from_numpy(d.b.copy())]
+        self.torch = torch
+        self.opt = torch.optim.SGD(self.params, lr=LR, momentum=MOMENTUM)
+        self.loss = nn.MSELoss()
+        self.batches = [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in batches]
+        self.reset()
+
+    def reset(self):
+        with self.torch.no_grad():
+            for p, p0 in zip(self.params, self.p0):
+                p.copy_(p0)
+                # a zero buffer gives the same first update as torch's fresh one (buf = grad)
+                buf = self.opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.zero_()
+
+    def step(self, i):
+        X, Y = self.batches[i]
+        self.opt.zero_grad()
+        out = self.loss(self.net(X), Y)
+        out.backward()
+        self.opt.step()
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+def block_time(impl, k, start):
+    """Seconds for k steps of impl, cycling through the pool from batch `start`."""
+    nb = len(impl.batches)
+    t0 = time.perf_counter()
+    for j in range(k):
+        impl.step((start + j) % nb)
+    return time.perf_counter() - t0
+
+
+def warm_up_and_calibrate(impl, warmup_s, block_s):
+    """Warm impl up (at least 3 steps and warmup_s), then find the steps per block that take
+    about block_s, by doubling: the doubling's blocks count as more warm-up."""
+    t0 = time.perf_counter()
+    steps = 0
+    while steps < 3 or time.perf_counter() - t0 < warmup_s:
+        if steps % MAX_BLOCK_STEPS == 0:
+            impl.reset()  # as in the timed rounds: never train long from one start
+        block_time(impl, 1, steps)
+        steps += 1
+    k = 1
+    while True:
+        impl.reset()
+        dt = block_time(impl, k, 0)
+        if dt >= block_s / 2 or k >= MAX_BLOCK_STEPS:
+            break
+        k *= 2
+    impl.reset()
+    return int(min(MAX_BLOCK_STEPS, max(1, round(k * block_s / max(dt, 1e-9)))))
+
+
+def time_cell(impls, seconds, block_s, warmup_s, min_rounds):
+    """Interleaved timing of {name: impl}: returns {name: {"k": steps per block,
+    "samples_s": per-step seconds of every block}}."""
+    ks = {name: warm_up_and_calibrate(impl, warmup_s, block_s) for name, impl in impls.items()}
+    samples = {name: [] for name in impls}
+    names = list(impls)
+    t0 = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() - t0 < seconds:
+        # rotate the order so no implementation always runs right after the same other one
+        order = names[rounds % len(names):] + names[:rounds % len(names)]
+        for name in order:
+            impls[name].reset()
+            samples[name].append(block_time(impls[name], ks[name], rounds) / ks[name])
+        rounds += 1
+    return {name: {"k": ks[name], "samples_s": samples[name]} for name in names}
+
+
+def peak_gemm_gflops(size, reps, dtype):
+    """GFLOP/s of a size^3 GEMM through bpcore's BLAS (under the current thread setting):
+    the median of reps calls after two warm-up calls."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((size, size)).astype(dtype)
+    B = rng.standard_normal((size, size)).astype(dtype)
+    C = np.empty((size, size), dtype)
+    times = []
+    for i in range(reps + 2):
+        t0 = time.perf_counter()
+        _blas.py_gemm("n", "n", 1.0, A, B, 0.0, C)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# one cell
+
+def make_batches(sizes, n, dtype, seed=0):
+    """A pool of batches, the same for every implementation: X uniform in [0, 1) like image
+    pixels, one-hot targets of random labels."""
+    rng = np.random.default_rng(seed)
+    count = max(2, min(8, POOL_ROWS // n))
+    batches = []
+    for _ in range(count):
+        X = rng.random((n, sizes[0])).astype(dtype)
+        Y = bpcore.one_hot(rng.integers(0, sizes[-1], n), sizes[-1], dtype)
+        batches.append((X, Y))
+    return batches
+
+
+def count_subnormal(arrays):
+    """Nonzero entries below the dtype's smallest normal number: with these in its momentum
+    buffers the NumPy step slows down, so the JSON records how many the last block left."""
+    return sum(int(np.count_nonzero((np.abs(a) < np.finfo(a.dtype).tiny) & (a != 0)))
+               for a in arrays)
+
+
+def run_cell(args, timing, threads, n, torch):
+    sizes = args.sizes
+    bpcore.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    model = bpcore.MLP(sizes, dtype=args.dtype, seed=0)
+    batches = make_batches(sizes, n, args.dtype)
+    impls = {"bpcore": BpcoreImpl(model, batches), "floor": FloorImpl(model, batches)}
+    if torch is not None:
+        impls["torch"] = TorchImpl(model, batches, torch)
+    if not args.no_numpy:
+        impls["numpy"] = NumpyImpl(model, batches)
+    # every implementation copied the initial weights above; now training may start
+    raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
+                    timing["min_rounds"])
+
+    med = {name: statistics.median(r["samples_s"]) for name, r in raw.items()}
+    flops = step_flops(sizes, n)
+    t = med["bpcore"]
+    cell = {
+        "threads": threads, "batch": n, "flops_per_step": flops,
+        "batches_in_pool": len(batches),
+        "median_us": {name: s * 1e6 for name, s in med.items()},
+        "block_steps": {name: r["k"] for name, r in raw.items()},
+        "samples_us": {name: [s * 1e6 for s in r["samples_s"]] for name, r in raw.items()},
+        "rounds": len(raw["bpcore"]["samples_s"]),
+        "us_per_step": t * 1e6,
+        "samples_per_s": n / t,
+        "gflops": flops / t / 1e9,
+        "floor_ratio": t / med["floor"],
+    }
+    cell["pct_peak"] = 100 * cell["gflops"] / args.peak[threads]
+    for name in ("torch", "numpy"):
+        if name in med:
+            cell[f"{name}_ratio"] = med[name] / t
+    if "numpy" in impls:
+        net = impls["numpy"].net
+        cell["numpy_subnormal_velocities"] = count_subnormal(net.vW + net.vb)
+    return cell
+
+
+# ---------------------------------------------------------------------------------------------
+# options, header, table
+
+def int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def thread_list(text):
+    """"1,2,all" -> [1, 2, default_num_threads()], without repeats, in order."""
+    out = []
+    for v in text.split(","):
+        v = v.strip()
+        n = _threads.default_num_threads() if v == "all" else int_list(v)[0]
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bpcore.bench",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int_list, default=list(DEFAULT_SIZES),
+                    help="layer sizes (default 784,256,128,10)")
+    ap.add_argument("--batches", type=int_list, default=list(DEFAULT_BATCHES),
+                    help="batch sizes (default 1,8,32,128,512,2048)")
+    ap.add_argument("--threads", type=thread_list, default=thread_list("1,all"),
+                    help='thread counts, integers or "all" (default 1,all)')
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="time budget per cell, all implementations together (default 1.5)")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--no-numpy", action="store_true", help="leave the NumPy step out")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny budgets and a small peak GEMM: a smoke test, not a measurement")
+    ap.add_argument("--json", metavar="PATH", help="write the raw numbers to PATH")
+    args = ap.parse_args(argv)
+    if len(args.sizes) < 2:
+        ap.error("--sizes: expected at least two layer sizes")
+    return args
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def import_torch(args):
+    if args.no_torch:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def config(args, timing, torch):
+    import scipy
+    import threadpoolctl
+    return {
+        "bpcore": bpcore.__version__, "python": platform.python_version(),
+        "numpy": np.__version__, "scipy": scipy.__version__,
+        "threadpoolctl": threadpoolctl.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "simd_level": _simd.level(), "simd": _simd.LEVEL_NAMES.get(_simd.level()),
+        "default_num_threads": _threads.default_num_threads(),
+        "sizes": args.sizes, "dtype": args.dtype, "batches": args.batches,
+        "threads": args.threads, "seconds_per_cell": args.seconds, "quick": args.quick,
+        "lr": LR, "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
+        "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
+        "numpy_step": not args.no_numpy,
+    }
+
+
+def header(cfg, peak, peak_size):
+    lines = [
+        f"bpcore {cfg['bpcore']} · SIMD {cfg['simd']} · threads "
+        f"{', '.join(map(str, cfg['threads']))} (all = {cfg['default_num_threads']}) · "
+        f"numpy {cfg['numpy']} · torch {cfg['torch'] or 'not used'}",
+        f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}",
+        f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, MSE on one-hot targets, "
+        f"SGD lr {LR} momentum {MOMENTUM}; medians of interleaved blocks, "
+        f"{cfg['seconds_per_cell']:g} s per cell",
+        f"peak GEMM ({peak_size}³ {cfg['dtype']}): " + ", ".join(
+            f"{t} thread{'s' if t > 1 else ''} {g:.1f} GFLOP/s" for t, g in peak.items()),
+    ]
+    return "\n".join(lines)
+
+
+def table_columns(with_torch, with_numpy):
+    cols = ["threads", "batch", "µs/step", "samples/s", "GFLOP/s", "% peak", "× floor"]
+    return cols + ["torch/bpcore"] * with_torch + ["numpy/bpcore"] * with_numpy
+
+
+def table_head(cols):
+    return "| " + " | ".join(cols) + " |\n|" + "---:|" * len(cols)
+
+
+def table_row(c, cols):
+    vals = [str(c["threads"]), str(c["batch"]), f"{c['us_per_step']:,.1f}",
+            f"{c['samples_per_s']:,.0f}", f"{c['gflops']:.1f}", f"{c['pct_peak']:.0f}%",
+            f"{c['floor_ratio']:.2f}"]
+    if "torch/bpcore" in cols:
+        vals.append(f"{c['torch_ratio']:.2f}")
+    if "numpy/bpcore" in cols:
+        vals.append(f"{c['numpy_ratio']:.2f}")
+    return "| " + " | ".join(vals) + " |"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    args = parse_args(argv)
+    timing = dict(TIMING["quick" if args.quick else "full"])
+    if args.seconds is None:
+        args.seconds = timing["seconds"]
+    torch = import_torch(args)
+    cfg = config(args, timing, torch)
+
+    old_threads = bpcore.get_num_threads()
+    old_torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        args.peak = {}
+        for t in args.threads:
+            bpcore.set_num_threads(t)
+            args.peak[t] = peak_gemm_gflops(timing["peak_size"], timing["peak_reps"], args.dtype)
+        print(header(cfg, args.peak, timing["peak_size"]), end="\n\n")
+        cols = table_columns(torch is not None, not args.no_numpy)
+        print(table_head(cols), flush=True)
+        cells = []
+        for t in args.threads:
+            for n in args.batches:  # a row as soon as it is measured: long runs show progress
+                cells.append(run_cell(args, timing, t, n, torch))
+                print(table_row(cells[-1], cols), flush=True)
+    finally:
+        bpcore.set_num_threads(old_threads)
+        if torch is not None:
+            torch.set_num_threads(old_torch_threads)
+
+    results = {"config": cfg,
+               "peak_gflops": {str(t): g for t, g in args.peak.items()},
+               "cells": cells}
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(folder, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nraw numbers: {args.json}", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    main()
