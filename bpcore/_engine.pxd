@@ -10,8 +10,9 @@ ctypedef struct Net:
     void **mask            # (L,) mask_l (sizes[l], sizes[l+1]) or NULL
     Py_ssize_t *aoff       # (L,) offset of A_l (capacity, sizes[l+1]) in the activation workspace
     int capacity           # rows the workspaces hold
-    int small_threads      # threads for a small-batch step (set per call)
-    Py_ssize_t pstride     # elements between threads' partial sums in the small-batch step
+    int small_threads      # threads for a row-split step (set per call)
+    int rowsplit_max_batch # batches up to this size take the row-split step
+    Py_ssize_t pstride     # elements between threads' partial sums in the row-split step
 
 
 ctypedef struct SGDConf:

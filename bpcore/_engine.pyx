@@ -134,21 +134,23 @@ cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexce
     hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)
 
 
-cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
-                          const floating *T, const Py_ssize_t *labels, LossConf lc, SGDConf oc,
-                          floating *P, floating *V, floating *acts, floating *d0,
-                          floating *d1, floating *partials, Py_ssize_t pstride,
-                          double *loss) noexcept nogil:
-    """Thread tid's share of a whole training step on a small batch (n rows).
+cdef void rowsplit_step_part(int tid, int nt, Net *net, int n, const floating *X,
+                             const floating *T, const Py_ssize_t *labels, LossConf lc,
+                             SGDConf oc, bint fused, floating *P, floating *G, floating *V,
+                             floating *acts, floating *d0, floating *d1, floating *partials,
+                             Py_ssize_t pstride, double *loss) noexcept nogil:
+    """Thread tid's share of a whole training step on a small or middling batch (n rows).
 
-    For a few rows the cost is reading and writing the weights, not arithmetic, so every
-    layer's weights are split by rows among the threads for the whole step, and each thread
-    keeps its rows of W and their velocity in its own cache:
+    For a few rows the cost is moving the weights, not arithmetic, so every layer's weights
+    are split by rows among the threads for the whole step, and each thread keeps its rows of
+    W and their velocity in its own cache (splitting W one way for the forward pass and
+    another for the update would move half of it between cores every step):
       forward   its rows' partial product X[:, rows] @ W[rows] (split-K), then after a barrier
                 its columns of the sum, with bias and activation;
       backward  the columns of dX that belong to its rows of W (with the layer below's
-                activation derivative), then the fused update of those rows (the gradient is
-                never stored) and of its share of the bias.
+                activation derivative), then the update of those rows and of its share of the
+                bias: fused (the gradient formed a block at a time, never stored) when `fused`,
+                else dW[rows] = X[:, rows].T @ dZ into G and one pass of the update over them.
     Called by all nt threads of a parallel region (or alone with nt = 1).
     """
     cdef int l, fi, fo, L = net.L, r0, r1, c0, c1, t
@@ -161,7 +163,7 @@ cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
     cdef floating *d = d0
     cdef floating *dn = d1
     cdef floating *tmp
-    cdef floating acc, one = 1
+    cdef floating one = 1
     cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
     cdef floating wd = <floating>oc.weight_decay, keep = <floating>(1 - oc.decay)
     for l in range(L):
@@ -173,13 +175,13 @@ cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
              fo, <floating>0, partials + tid * pstride, fo)
         bp_omp_barrier()
         _even(fo, tid, nt, &c0, &c1)
-        for r in range(n):
-            for j in range(c0, c1):
-                acc = partials[r * fo + j]
-                for t in range(1, nt):
-                    acc = acc + partials[t * pstride + r * fo + j]
-                Z[r * fo + j] = acc
-        act_rows(0, n, c0, c1, fo, Z, W + <Py_ssize_t>fi * fo, Z, <Activation>net.act[l])
+        if c1 > c0:  # its columns: sum the threads' partials into thread 0's, then bias + act
+            for t in range(1, nt):
+                for r in range(n):
+                    colsum_rows(1, c0, c1, fo, partials + t * pstride + r * fo,
+                                partials + r * fo)
+            act_rows(0, n, c0, c1, fo, partials, W + <Py_ssize_t>fi * fo, Z,
+                     <Activation>net.act[l])
         bp_omp_barrier()
         inp = Z
     if tid == 0:
@@ -200,10 +202,20 @@ cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
                  <floating>0, dn + r0, fi)
             dact_rows(0, n, r0, r1, fi, _A(net, acts, l - 1), dn, dn,
                       <Activation>net.act[l - 1])
-        for i in range(r0, r1):
-            outer_row_update(n, fi, Xl + i, d, fo, fo, W + i * fo, V + net.woff[l] + i * fo,
-                             mask + i * fo if mask != NULL else NULL, lr, mom, oc.nesterov, wd,
-                             keep)
+        if fused:
+            for i in range(r0, r1):
+                outer_row_update(n, fi, Xl + i, d, fo, fo, W + i * fo, V + net.woff[l] + i * fo,
+                                 mask + i * fo if mask != NULL else NULL, lr, mom, oc.nesterov,
+                                 wd, keep)
+        elif r1 > r0:
+            gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo, <floating>0,
+                 G + net.woff[l] + <Py_ssize_t>r0 * fo, fo)
+            if mask != NULL:
+                for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
+                    G[net.woff[l] + i] *= mask[i]
+            sgd_block(<Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
+                      G + net.woff[l] + <Py_ssize_t>r0 * fo, V + net.woff[l] + <Py_ssize_t>r0 * fo,
+                      lr, mom, oc.nesterov, wd, keep)
         _even(fo, tid, nt, &c0, &c1)
         if c1 > c0:  # the bias: its input is 1 in every row
             outer_row_update(n, 0, &one, d + c0, fo, c1 - c0, W + nw + c0,
@@ -214,19 +226,19 @@ cdef void small_step_part(int tid, int nt, Net *net, int n, const floating *X,
         dn = tmp
 
 
-cdef double small_step(Net *net, int nt, int n, const floating *X, const floating *T,
-                       const Py_ssize_t *labels, LossConf lc, SGDConf oc, floating *P,
-                       floating *V, floating *acts, floating *d0, floating *d1,
-                       floating *partials, Py_ssize_t pstride) noexcept nogil:
+cdef double rowsplit_step(Net *net, int nt, int n, const floating *X, const floating *T,
+                          const Py_ssize_t *labels, LossConf lc, SGDConf oc, bint fused,
+                          floating *P, floating *G, floating *V, floating *acts, floating *d0,
+                          floating *d1, floating *partials, Py_ssize_t pstride) noexcept nogil:
     cdef double loss = 0
     cdef double *lossp = &loss
     if nt == 1:
-        small_step_part(0, 1, net, n, X, T, labels, lc, oc, P, V, acts, d0, d1, partials,
-                        pstride, lossp)
+        rowsplit_step_part(0, 1, net, n, X, T, labels, lc, oc, fused, P, G, V, acts, d0, d1,
+                           partials, pstride, lossp)
         return loss
     with parallel(num_threads=nt):
-        small_step_part(threadid(), nt, net, n, X, T, labels, lc, oc, P, V, acts, d0, d1,
-                        partials, pstride, lossp)
+        rowsplit_step_part(threadid(), nt, net, n, X, T, labels, lc, oc, fused, P, G, V, acts,
+                           d0, d1, partials, pstride, lossp)
     return loss
 
 
@@ -247,9 +259,9 @@ cdef double train_step(Net *net, int n, const floating *X, const floating *T,
     cdef double loss
     cdef Py_ssize_t off
 
-    if n <= fused_max_batch:
-        return small_step(net, net.small_threads, n, X, T, labels, lc, oc, P, V, acts, d0, d1,
-                          partials, net.pstride)
+    if n <= net.rowsplit_max_batch:
+        return rowsplit_step(net, net.small_threads, n, X, T, labels, lc, oc,
+                             n <= fused_max_batch, P, G, V, acts, d0, d1, partials, net.pstride)
     forward(net, n, X, P, acts)
     fo = net.sizes[L]
     loss = loss_and_delta(lc, n, fo, _A(net, acts, L - 1), T, labels, d)
@@ -497,7 +509,8 @@ cdef class Engine:
     cdef public int fused_max_batch
     cdef bint busy
 
-    def __cinit__(self, sizes, acts, params, grads, masks, int fused_max_batch=4):
+    def __cinit__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
+                  int rowsplit_max_batch=128):
         cdef int L = len(sizes) - 1
         if L < 1 or len(acts) != L or len(masks) != L:
             raise ValueError(f"sizes/acts/masks: expected L + 1 sizes and L of each, got "
@@ -513,7 +526,8 @@ cdef class Engine:
                 or self.net.aoff == NULL or self.net.mask == NULL):
             raise MemoryError()
 
-    def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=4):
+    def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
+                 int rowsplit_max_batch=128):
         cdef int l, L = self.net.L
         cdef Py_ssize_t off = 0
         self.dtype = np.dtype(params.dtype)
@@ -545,6 +559,7 @@ cdef class Engine:
             if self.masks[l] is not None:
                 self.net.mask[l] = cnp.PyArray_DATA(self.masks[l])
         self.fused_max_batch = fused_max_batch
+        self.rowsplit_max_batch = rowsplit_max_batch
 
     def __dealloc__(self):
         free(self.net.sizes)
@@ -552,6 +567,17 @@ cdef class Engine:
         free(self.net.woff)
         free(self.net.aoff)
         free(self.net.mask)
+
+    @property
+    def rowsplit_max_batch(self):
+        """Batches up to this size take the row-split step (weights split by rows among the
+        threads for the whole step); larger ones split the batch rows instead."""
+        return self.net.rowsplit_max_batch
+
+    @rowsplit_max_batch.setter
+    def rowsplit_max_batch(self, int value):
+        self.net.rowsplit_max_batch = max(value, 0)
+        self.part_threads = 0  # re-size the partial sums at the next reserve
 
     @property
     def capacity(self):
@@ -586,10 +612,11 @@ cdef class Engine:
         self.buf.xb = cnp.PyArray_DATA(self.xbuf)
         self.buf.tb = cnp.PyArray_DATA(self.tbuf)
         self.buf.lb = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
-        # partial sums of the small-batch step: one (rows, widest) block per thread
-        self.part_ws = np.zeros(nt * n * widest, self.dtype)
+        # partial sums of the row-split step: one (rows, widest) block per thread
+        rows = min(n, <Py_ssize_t>self.net.rowsplit_max_batch)
+        self.part_ws = np.zeros(max(nt * rows * widest, 1), self.dtype)
         self.buf.partials = cnp.PyArray_DATA(self.part_ws)
-        self.net.pstride = n * widest
+        self.net.pstride = rows * widest
         self.part_threads = nt
         self.net.capacity = <int>n
         return 0

@@ -42,7 +42,7 @@ def _layer_api_step(model, X, y, loss, opt):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 17, 64])  # both sides of the fused small-batch path
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 17, 64, 150])  # fused, row-split and batch-split
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_train_step_equals_layer_api(rng, dtype, n, opt):
     a = bpcore.MLP([7, 12, 9, 4], activation="tanh", dtype=dtype, seed=3)
@@ -55,6 +55,23 @@ def test_train_step_equals_layer_api(rng, dtype, n, opt):
         lb = _layer_api_step(b, X, y, loss, ob)
         np.testing.assert_allclose(la, lb, **TOL[dtype])
     np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 8, 64, 200])  # every path of the step, with threads in play
+def test_train_step_equals_layer_api_on_a_wide_net(rng, threads, n):
+    """Wide enough (100k weights) that every path runs on several threads."""
+    a = bpcore.MLP([300, 256, 96, 10], dtype="float64", seed=5)
+    b = bpcore.MLP([300, 256, 96, 10], dtype="float64", seed=5)
+    kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-4)
+    oa, ob = bpcore.SGD(a, **kw), bpcore.SGD(b, **kw)
+    loss = _loss("labels")
+    with bpcore.num_threads(threads):
+        for _ in range(3):
+            X, y = _data(rng, n, 300, 10, "labels", "float64")
+            np.testing.assert_allclose(a.train_step(X, y, loss, oa),
+                                       _layer_api_step(b, X, y, loss, ob), **TOL["float64"])
+    np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL["float64"])
 
 
 @pytest.mark.parametrize("kind,reduction,act,out", [
