@@ -36,10 +36,11 @@ DEFAULT_SIZES = (784, 256, 128, 10)
 DEFAULT_BATCHES = (1, 8, 32, 128, 512, 2048)
 LR, MOMENTUM = 0.01, 0.9
 
-# Timing knobs: (full run, --quick). A block lasts ~block_s (never below one step); a cell runs
-# rounds until seconds_per_cell is spent and at least min_rounds are done; each implementation
-# is first warmed up for warmup_s. The peak GEMM is the median of peak_reps calls on
-# peak_size^3 after two warm-up calls.
+# Timing knobs: (full run, --quick). A block lasts about block_s (at least one step, at most
+# MAX_BLOCK_STEPS steps of an implementation that trains: see below); a cell runs rounds until
+# seconds_per_cell is spent and at least min_rounds are done; each implementation is first
+# warmed up for warmup_s. The peak GEMM is the median of peak_reps calls on peak_size^3 after
+# two warm-up calls.
 TIMING = {
     "full": dict(seconds=1.5, block_s=0.005, warmup_s=0.1, min_rounds=5,
                  peak_size=2048, peak_reps=7),
@@ -48,12 +49,13 @@ TIMING = {
 }
 
 # Why the state is restored every round and blocks are capped at MAX_BLOCK_STEPS:
-# training one small batch for thousands of steps fits it exactly; gradients then shrink
+# training a few small batches for thousands of steps fits them exactly; gradients then shrink
 # towards zero and momentum buffers decay by 0.9 a step into subnormal floats, which make
-# PyTorch's and NumPy's updates several times slower (bpcore flushes them). That regime is an
-# artefact of the benchmark, not of training, so every implementation restarts from the initial
-# weights (zero velocity) each round, outside the timed blocks, and cycles through a pool of
-# batches, and no block runs long enough to get there.
+# PyTorch's and NumPy's updates much slower (bpcore flushes them). With 784-256-128-10 they
+# appeared within 1,000 steps of the start (torch's batch-1 step 40% slower), never within 256.
+# That regime is an artefact of the benchmark, not of training, so every implementation cycles
+# through a pool of batches and restarts from the initial weights (zero velocity) before each
+# block, outside the timing.
 MAX_BLOCK_STEPS = 256
 POOL_ROWS = 8192  # rows of data per cell (at most 8 batches, at least 2)
 
@@ -76,6 +78,7 @@ def step_flops(sizes, n):
 
 class BpcoreImpl:
     """bpcore's fused native step: model.train_step."""
+    max_block = MAX_BLOCK_STEPS
 
     def __init__(self, model, batches):
         self.model, self.batches = model, batches
@@ -95,6 +98,7 @@ class BpcoreImpl:
 class FloorImpl:
     """The GEMMs of bpcore's step alone, on the same model's engine buffers (changes no
     weights, so there is nothing to reset)."""
+    max_block = None  # no state that could drift: blocks of any length
 
     def __init__(self, model, batches):
         self.engine, self.batches = engine_for(model), batches
@@ -150,6 +154,7 @@ class NumpyMLP:
 
 
 class NumpyImpl:
+    max_block = MAX_BLOCK_STEPS
     def __init__(self, model, batches):
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
         self.net = NumpyMLP([d.W for d in dense], [d.b for d in dense])
@@ -165,6 +170,7 @@ class NumpyImpl:
 class TorchImpl:
     """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear), MSELoss, optim.SGD; per step
     zero_grad, forward, loss, backward, step."""
+    max_block = MAX_BLOCK_STEPS
 
     def __init__(self, model, batches, torch):
         nn = torch.nn
@@ -220,7 +226,8 @@ def block_time(impl, k, start):
 
 def warm_up_and_calibrate(impl, warmup_s, block_s):
     """Warm impl up (at least 3 steps and warmup_s), then find the steps per block that take
-    about block_s, by doubling: the doubling's blocks count as more warm-up."""
+    about block_s (at most impl.max_block), by doubling: its blocks count as more warm-up."""
+    cap = impl.max_block or 10 ** 9
     t0 = time.perf_counter()
     steps = 0
     while steps < 3 or time.perf_counter() - t0 < warmup_s:
@@ -232,16 +239,18 @@ def warm_up_and_calibrate(impl, warmup_s, block_s):
     while True:
         impl.reset()
         dt = block_time(impl, k, 0)
-        if dt >= block_s / 2 or k >= MAX_BLOCK_STEPS:
+        if dt >= block_s / 2 or k >= cap:
             break
         k *= 2
     impl.reset()
-    return int(min(MAX_BLOCK_STEPS, max(1, round(k * block_s / max(dt, 1e-9)))))
+    return int(min(cap, max(1, round(k * block_s / max(dt, 1e-9)))))
 
 
-def time_cell(impls, seconds, block_s, warmup_s, min_rounds):
+def time_cell(impls, seconds, block_s, warmup_s, min_rounds, pause=0.0):
     """Interleaved timing of {name: impl}: returns {name: {"k": steps per block,
-    "samples_s": per-step seconds of every block}}."""
+    "samples_s": per-step seconds of every block}}. ``pause`` seconds of sleep after each
+    block let the worker threads of the block's thread pools stop spinning before the next
+    implementation (another pool) runs: a check on cross-pool interference with many threads."""
     ks = {name: warm_up_and_calibrate(impl, warmup_s, block_s) for name, impl in impls.items()}
     samples = {name: [] for name in impls}
     names = list(impls)
@@ -253,6 +262,8 @@ def time_cell(impls, seconds, block_s, warmup_s, min_rounds):
         for name in order:
             impls[name].reset()
             samples[name].append(block_time(impls[name], ks[name], rounds) / ks[name])
+            if pause:
+                time.sleep(pause)
         rounds += 1
     return {name: {"k": ks[name], "samples_s": samples[name]} for name in names}
 
@@ -310,7 +321,7 @@ def run_cell(args, timing, threads, n, torch):
         impls["numpy"] = NumpyImpl(model, batches)
     # every implementation copied the initial weights above; now training may start
     raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
-                    timing["min_rounds"])
+                    timing["min_rounds"], args.pause)
 
     med = {name: statistics.median(r["samples_s"]) for name, r in raw.items()}
     flops = step_flops(sizes, n)
@@ -373,6 +384,9 @@ def parse_args(argv):
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--seconds", type=float, default=None,
                     help="time budget per cell, all implementations together (default 1.5)")
+    ap.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                    help="sleep after each timed block, untimed (default 0): lets one "
+                         "implementation's spinning worker threads park before the next runs")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--no-numpy", action="store_true", help="leave the NumPy step out")
     ap.add_argument("--quick", action="store_true",
@@ -408,16 +422,20 @@ def import_torch(args):
 def config(args, timing, torch):
     import scipy
     import threadpoolctl
+
+    from bpcore._config import config_info
     return {
         "bpcore": bpcore.__version__, "python": platform.python_version(),
         "numpy": np.__version__, "scipy": scipy.__version__,
         "threadpoolctl": threadpoolctl.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "blas": config_info()["blas"],  # bpcore's (scipy's) first
         "simd_level": _simd.level(), "simd": _simd.LEVEL_NAMES.get(_simd.level()),
         "default_num_threads": _threads.default_num_threads(),
         "sizes": args.sizes, "dtype": args.dtype, "batches": args.batches,
         "threads": args.threads, "seconds_per_cell": args.seconds, "quick": args.quick,
+        "pause_s": args.pause,
         "lr": LR, "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
@@ -425,11 +443,13 @@ def config(args, timing, torch):
 
 
 def header(cfg, peak, peak_size):
+    blas = cfg["blas"][0] if cfg["blas"] else {}
     lines = [
         f"bpcore {cfg['bpcore']} · SIMD {cfg['simd']} · threads "
         f"{', '.join(map(str, cfg['threads']))} (all = {cfg['default_num_threads']}) · "
         f"numpy {cfg['numpy']} · torch {cfg['torch'] or 'not used'}",
-        f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}",
+        f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}, "
+        f"BLAS {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')})",
         f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, MSE on one-hot targets, "
         f"SGD lr {LR} momentum {MOMENTUM}; medians of interleaved blocks, "
         f"{cfg['seconds_per_cell']:g} s per cell",
