@@ -42,11 +42,21 @@ LR, MOMENTUM = 0.01, 0.9
 # warmed up for warmup_s. The peak GEMM is the median of peak_reps calls on peak_size^3 after
 # two warm-up calls.
 TIMING = {
-    "full": dict(seconds=1.5, block_s=0.005, warmup_s=0.1, min_rounds=5,
-                 peak_size=2048, peak_reps=7),
+    "full": dict(seconds=2.0, block_s=0.04, warmup_s=0.1, min_rounds=3,
+                 peak_size=2048, peak_reps=7, pause=0.15),
     "quick": dict(seconds=0.08, block_s=0.002, warmup_s=0.005, min_rounds=2,
-                  peak_size=256, peak_reps=3),
+                  peak_size=256, peak_reps=3, pause=0.0),
 }
+
+# Why blocks start with a pause and a few untimed steps: the implementations live in different
+# thread pools (bpcore's OpenMP threads, OpenBLAS's pthreads behind the floor and NumPy,
+# PyTorch's OpenMP threads). A pool's workers keep spinning for a while after their last job
+# (OpenBLAS about 2^28 cycles, some 0.1 s; libgomp some milliseconds) and take the cores from
+# whatever runs next: back to back, any of them runs up to 6x slower right after another. Each
+# block therefore sleeps until the previous pool is idle (PAUSE_S), wakes its own pool with a
+# few untimed steps, then times its steps one by one: each implementation is measured in its
+# own steady state, as it runs in a program that uses it alone.
+BLOCK_WARM_STEPS = 3
 
 # Why the state is restored every round and blocks are capped at MAX_BLOCK_STEPS:
 # training a few small batches for thousands of steps fits them exactly; gradients then shrink
@@ -224,6 +234,19 @@ def block_time(impl, k, start):
     return time.perf_counter() - t0
 
 
+def block_samples(impl, k, start, warm):
+    """Per-step seconds of k steps of impl, after `warm` untimed steps (which wake its pool)."""
+    nb = len(impl.batches)
+    for j in range(warm):
+        impl.step((start + j) % nb)
+    out = []
+    for j in range(warm, warm + k):
+        t0 = time.perf_counter()
+        impl.step((start + j) % nb)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def warm_up_and_calibrate(impl, warmup_s, block_s):
     """Warm impl up (at least 3 steps and warmup_s), then find the steps per block that take
     about block_s (at most impl.max_block), by doubling: its blocks count as more warm-up."""
@@ -248,10 +271,11 @@ def warm_up_and_calibrate(impl, warmup_s, block_s):
 
 def time_cell(impls, seconds, block_s, warmup_s, min_rounds, pause=0.0):
     """Interleaved timing of {name: impl}: returns {name: {"k": steps per block,
-    "samples_s": per-step seconds of every block}}. ``pause`` seconds of sleep after each
-    block let the worker threads of the block's thread pools stop spinning before the next
-    implementation (another pool) runs: a check on cross-pool interference with many threads."""
+    "samples_s": the seconds of every timed step}}. Before each block, ``pause`` seconds of
+    sleep let the previous block's thread pool go idle (see BLOCK_WARM_STEPS)."""
     ks = {name: warm_up_and_calibrate(impl, warmup_s, block_s) for name, impl in impls.items()}
+    warm = {name: min(BLOCK_WARM_STEPS, max(0, (impls[name].max_block or 10 ** 9) - ks[name]))
+            for name in impls}
     samples = {name: [] for name in impls}
     names = list(impls)
     t0 = time.perf_counter()
@@ -261,9 +285,9 @@ def time_cell(impls, seconds, block_s, warmup_s, min_rounds, pause=0.0):
         order = names[rounds % len(names):] + names[:rounds % len(names)]
         for name in order:
             impls[name].reset()
-            samples[name].append(block_time(impls[name], ks[name], rounds) / ks[name])
             if pause:
                 time.sleep(pause)
+            samples[name].extend(block_samples(impls[name], ks[name], rounds, warm[name]))
         rounds += 1
     return {name: {"k": ks[name], "samples_s": samples[name]} for name in names}
 
@@ -320,8 +344,9 @@ def run_cell(args, timing, threads, n, torch):
     if not args.no_numpy:
         impls["numpy"] = NumpyImpl(model, batches)
     # every implementation copied the initial weights above; now training may start
+    pause = timing["pause"] if args.pause is None else args.pause
     raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
-                    timing["min_rounds"], args.pause)
+                    timing["min_rounds"], pause)
 
     med = {name: statistics.median(r["samples_s"]) for name, r in raw.items()}
     flops = step_flops(sizes, n)
@@ -384,9 +409,10 @@ def parse_args(argv):
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--seconds", type=float, default=None,
                     help="time budget per cell, all implementations together (default 1.5)")
-    ap.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
-                    help="sleep after each timed block, untimed (default 0): lets one "
-                         "implementation's spinning worker threads park before the next runs")
+    ap.add_argument("--pause", type=float, default=None, metavar="SECONDS",
+                    help="sleep before each timed block, untimed (default 0.15, 0 with "
+                         "--quick): lets the previous implementation's spinning worker "
+                         "threads park before the next runs")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--no-numpy", action="store_true", help="leave the NumPy step out")
     ap.add_argument("--quick", action="store_true",
@@ -435,7 +461,7 @@ def config(args, timing, torch):
         "default_num_threads": _threads.default_num_threads(),
         "sizes": args.sizes, "dtype": args.dtype, "batches": args.batches,
         "threads": args.threads, "seconds_per_cell": args.seconds, "quick": args.quick,
-        "pause_s": args.pause,
+        "pause_s": timing["pause"] if args.pause is None else args.pause,
         "lr": LR, "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
