@@ -29,6 +29,13 @@ cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                      const floating *B, int ldb,
                      floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil
 
+# The whole GEMM, run as gemm_parts(m, n, k) parts on bpcore's threads (BLAS pinned by the
+# caller), or as one BLAS call when parts is False
+cdef void gemm_in_parts(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                        floating alpha, const floating *A, int lda,
+                        const floating *B, int ldb,
+                        floating beta, floating *C, int ldc, bint parts) noexcept nogil
+
 # y (m or n) = alpha * op(A) @ x + beta * y;  A is (m, n)
 cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
                const floating *x, floating beta, floating *y) noexcept nogil

@@ -1,6 +1,9 @@
 # cython: language_level=3
 """Row-major BLAS wrappers, and Python-callable twins that the tests compare with NumPy."""
+from cython.parallel cimport parallel, threadid
 from libc.limits cimport INT_MAX
+
+from bpcore._threads cimport gemm_parts
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv, sger, dger
 from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
 
@@ -57,6 +60,18 @@ cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
     if blk.r1 > blk.r0 and blk.c1 > blk.c0:
         gemm(ta, tb, blk.r1 - blk.r0, blk.c1 - blk.c0, k, alpha, A, lda, B, ldb, beta, C, ldc)
     return blk
+
+
+cdef void gemm_in_parts(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                        floating alpha, const floating *A, int lda,
+                        const floating *B, int ldb,
+                        floating beta, floating *C, int ldc, bint parts) noexcept nogil:
+    cdef int nt = gemm_parts(m, n, k) if parts else 1
+    if nt == 1:
+        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    with parallel(num_threads=nt):
+        gemm_part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threadid(), nt)
 
 
 cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,

@@ -19,7 +19,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
+from bpcore._blas cimport Block, gemm, gemm_in_parts, gemm_part, NoTrans, Trans
 from bpcore._layers cimport (Activation, activation_backward, act_rows, colsum_rows, dact_rows,
                              dense_forward)
 from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
@@ -282,9 +282,10 @@ cdef double train_step(Net *net, int n, const floating *X, const floating *T,
 
 
 cdef void gemm_floor(Net *net, int n, const floating *X, floating *P, floating *G,
-                     floating *acts, floating *d0, floating *d1) noexcept nogil:
-    """The GEMMs of one training step and nothing else, each one whole BLAS call (threaded
-    as the BLAS itself sees fit): the benchmarks' floor for train_step, on its own buffers."""
+                     floating *acts, floating *d0, floating *d1, bint parts) noexcept nogil:
+    """The GEMMs of one training step and nothing else: the benchmarks' floor for train_step,
+    on its own buffers. Each one whole BLAS call (threaded as the BLAS itself sees fit), or
+    with parts, split among bpcore's threads as the large-batch step splits them."""
     cdef int l, fi, fo, L = net.L
     cdef const floating *inp = X
     cdef floating *d = d0
@@ -292,16 +293,17 @@ cdef void gemm_floor(Net *net, int n, const floating *X, floating *P, floating *
     cdef floating *tmp
     for l in range(L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        gemm(NoTrans, NoTrans, n, fo, fi, <floating>1, inp, fi, P + net.woff[l], fo,
-             <floating>0, _A(net, acts, l), fo)
+        gemm_in_parts(NoTrans, NoTrans, n, fo, fi, <floating>1, inp, fi, P + net.woff[l], fo,
+                      <floating>0, _A(net, acts, l), fo, parts)
         inp = _A(net, acts, l)
     for l in range(L - 1, -1, -1):
         fi, fo = net.sizes[l], net.sizes[l + 1]
         if l > 0:
-            gemm(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, P + net.woff[l], fo,
-                 <floating>0, dn, fi)
-        gemm(Trans, NoTrans, fi, fo, n, <floating>1, X if l == 0 else _A(net, acts, l - 1), fi,
-             d, fo, <floating>0, G + net.woff[l], fo)
+            gemm_in_parts(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, P + net.woff[l], fo,
+                          <floating>0, dn, fi, parts)
+        gemm_in_parts(Trans, NoTrans, fi, fo, n, <floating>1,
+                      X if l == 0 else _A(net, acts, l - 1), fi, d, fo, <floating>0,
+                      G + net.woff[l], fo, parts)
         tmp = d
         d = dn
         dn = tmp
@@ -758,24 +760,31 @@ cdef class Engine:
             self.busy = False
         return total
 
-    def gemm_floor(self, X):
+    def gemm_floor(self, X, bint parts=False):
         """Run only the GEMMs of a train_step on X (for benchmarks): forward products, dW and
-        dX, on the engine's workspaces, with the BLAS's own threading. Changes no weights."""
+        dX, on the engine's workspaces, with the BLAS's own threading (or, with parts, split
+        among bpcore's threads with the BLAS pinned, as a large-batch step runs them).
+        Changes no weights."""
         cdef cnp.ndarray Xa = self._X(X, False)
         cdef Py_ssize_t n = Xa.shape[0]
         cdef void *pX = cnp.PyArray_DATA(Xa)
+        cdef int pinned = 0
         self._enter()
         try:
             self.reserve(n)
             with nogil:
+                if parts:
+                    pinned = blas_pin()
                 if self.f64:
                     gemm_floor(&self.net, <int>n, <double *>pX, <double *>self.buf.P,
                                <double *>self.buf.G, <double *>self.buf.acts,
-                               <double *>self.buf.d0, <double *>self.buf.d1)
+                               <double *>self.buf.d0, <double *>self.buf.d1, parts)
                 else:
                     gemm_floor(&self.net, <int>n, <float *>pX, <float *>self.buf.P,
                                <float *>self.buf.G, <float *>self.buf.acts,
-                               <float *>self.buf.d0, <float *>self.buf.d1)
+                               <float *>self.buf.d0, <float *>self.buf.d1, parts)
+                if parts:
+                    blas_unpin(pinned)
         finally:
             self.busy = False
 
