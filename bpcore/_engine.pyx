@@ -36,6 +36,7 @@ cdef enum:
     # the epoch loop goes back for the GIL every this many batches, to let Ctrl-C through
     SIGNAL_EVERY = 16
     PREDICT_CHUNK = 1024
+    CHECK_BLOCK = 65536
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +320,16 @@ cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_
 
 
 cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
-    if floating is float:
-        return K.nonfinite_f32(size, a)
-    else:
-        return K.nonfinite_f64(size, a)
+    """True if any of a[0..size) is NaN or infinite (a pass over X each step: threaded)."""
+    cdef Py_ssize_t blk, start, nblk = (size + CHECK_BLOCK - 1) // CHECK_BLOCK
+    cdef int bad = 0
+    for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
+        start = blk * CHECK_BLOCK
+        if floating is float:
+            bad += K.nonfinite_f32(min(<Py_ssize_t>CHECK_BLOCK, size - start), a + start)
+        else:
+            bad += K.nonfinite_f64(min(<Py_ssize_t>CHECK_BLOCK, size - start), a + start)
+    return bad != 0
 
 
 cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, int c) noexcept nogil:

@@ -242,3 +242,15 @@ def test_ctrl_c_during_fit_raises_and_leaves_a_usable_model(rng):
     model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=64)
     assert model.evaluate(X, y, loss)["loss"] < before
     assert model.predict(X[:3]).shape == (3, 10)
+
+
+@pytest.mark.parametrize("where", [0, 65535, 65536, -1])  # either side of a check block
+def test_nan_anywhere_in_a_large_batch_is_found(where):
+    model = bpcore.MLP([400, 8, 3], seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.1), bpcore.MSELoss()
+    X = np.zeros((300, 400), np.float32)
+    X.flat[where] = np.inf
+    before = model.flat_params.copy()
+    with pytest.raises(ValueError, match="X: expected finite"):
+        model.train_step(X, np.zeros((300, 3), np.float32), loss, opt)
+    np.testing.assert_array_equal(model.flat_params, before)  # nothing was applied
