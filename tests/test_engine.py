@@ -254,3 +254,34 @@ def test_nan_anywhere_in_a_large_batch_is_found(where):
     with pytest.raises(ValueError, match="X: expected finite"):
         model.train_step(X, np.zeros((300, 3), np.float32), loss, opt)
     np.testing.assert_array_equal(model.flat_params, before)  # nothing was applied
+
+
+def _peak_bytes_over(step, repeats=50):
+    """Most bytes held at once above the starting point, over `repeats` calls of step()."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(repeats):
+            step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - start
+
+
+@pytest.mark.parametrize("n", [1, 16, 200])  # fused, row-split and batch-split steps
+def test_steady_state_train_step_allocates_no_arrays(rng, n):
+    model = bpcore.MLP([50, 40, 10], seed=0)
+    opt, loss = bpcore.SGD(model, lr=0.01, momentum=0.9), bpcore.SoftmaxCrossEntropyLoss()
+    X, y = _data(rng, n, 50, 10, "labels", "float32")
+    for _ in range(3):  # the workspaces grow to this batch here
+        model.train_step(X, y, loss, opt)
+    # NumPy reports its buffers to tracemalloc; the smallest array a step could make (one row
+    # of 10 outputs) is 40 bytes, a batch's activations far more; a step's Python objects
+    # (its float result, argument tuples) stay in the hundreds
+    assert _peak_bytes_over(lambda: model.train_step(X, y, loss, opt)) < 1024
+    # the check can fail: the layer API's step makes arrays
+    assert _peak_bytes_over(lambda: _layer_api_step(model, X, y, loss, opt)) > 40 * n
