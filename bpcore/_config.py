@@ -2,7 +2,7 @@
 import os
 import sys
 
-from bpcore import _threads
+from bpcore import _simd, _threads
 from bpcore._version import __version__
 
 
@@ -29,6 +29,9 @@ def config_info():
         "openmp_version": _threads.openmp_version(),
         "num_threads": _threads.get_omp_threads(),
         "parallel_min_work": _threads.MIN_PARALLEL_WORK,
+        "blas_thread_control": _threads.has_blas_thread_control(),
+        "simd": _simd.LEVEL_NAMES[_simd.level()],
+        "simd_best": _simd.LEVEL_NAMES[_simd.best_level()],
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "blas": blas,
@@ -46,6 +49,12 @@ def show_config(file=None):
           f"for loops over >= {info['parallel_min_work']} elements")
     else:
         w("  OpenMP: no (built without it: elementwise loops run on one thread)")
+    w(f"  SIMD loops: {info['simd']} (best this CPU runs: {info['simd_best']})")
+    if info["blas_thread_control"]:
+        w("  one thread pool: BLAS pinned to 1 thread inside bpcore's calls, GEMMs split "
+          "among bpcore's threads")
+    else:
+        w("  BLAS threads not controllable: GEMMs threaded by the BLAS, loops on one thread")
     for i, lib in enumerate(info["blas"]):
         role = "BLAS (used by bpcore, via scipy)" if i == 0 else "other BLAS loaded"
         w(f"  {role}: {lib['internal_api']} {lib['version']}, {lib['num_threads']} threads, "
