@@ -479,6 +479,15 @@ cdef bint _any_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # the Python-facing engine
 
+cdef inline void _target_pointers(cnp.ndarray T, int loss_kind, void **values,
+                                  Py_ssize_t **labels) noexcept:
+    """Point `labels` (class labels) or `values` (target rows) at T, as the loss reads it."""
+    if loss_kind == LOSS_XENT_LABELS:
+        labels[0] = <Py_ssize_t *>cnp.PyArray_DATA(T)
+    else:
+        values[0] = cnp.PyArray_DATA(T)
+
+
 _TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp"}
 
 
@@ -692,10 +701,7 @@ cdef class Engine:
         cdef SGDConf oc
         cdef double loss
         cdef int pinned
-        if loss_kind == LOSS_XENT_LABELS:
-            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
-        else:
-            pT = cnp.PyArray_DATA(T)
+        _target_pointers(T, loss_kind, &pT, &pl)
         self._enter()
         try:
             self._configure(&lc, &oc, loss_kind, reduction, velocity, lr, momentum, nesterov,
@@ -743,10 +749,7 @@ cdef class Engine:
             pidx = <Py_ssize_t *>cnp.PyArray_DATA(idx)
             if first_bad_label(N, pidx, <int>N) >= 0:
                 raise ValueError("order: expected row indices in [0, n)")
-        if loss_kind == LOSS_XENT_LABELS:
-            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
-        else:
-            pT = cnp.PyArray_DATA(T)
+        _target_pointers(T, loss_kind, &pT, &pl)
         nb = <int>((N + batch_size - 1) // batch_size)
         self._enter()
         try:
@@ -831,10 +834,7 @@ cdef class Engine:
         cdef Py_ssize_t *pl = NULL
         cdef int chunk, pinned
         cdef double total
-        if loss_kind == LOSS_XENT_LABELS:
-            pl = <Py_ssize_t *>cnp.PyArray_DATA(T)
-        else:
-            pT = cnp.PyArray_DATA(T)
+        _target_pointers(T, loss_kind, &pT, &pl)
         self._enter()
         try:
             self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
