@@ -364,6 +364,11 @@ class Sequential(Module):
         from bpcore import training
         return training.evaluate(self, X, y, loss)
 
+    def save(self, path):
+        """Write the layers and weights to path (.npz); ``bpcore.load(path)`` reads them back."""
+        from bpcore import io
+        io.save(self, path)
+
     def __repr__(self):
         lines = [f"{type(self).__name__}("]
         for i, m in enumerate(self.layers):
