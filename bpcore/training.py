@@ -70,11 +70,14 @@ def _velocity(model, optimizer):
     """The optimiser's velocity buffer, if it updates exactly this model's flat buffer."""
     if not isinstance(optimizer, SGD):
         raise TypeError(f"optimizer: expected bpcore.SGD, got {type(optimizer).__name__}")
+    if optimizer.__dict__.get("_checked_for") is model:  # its buffers never change
+        return optimizer._segments[0].velocity
     segs = optimizer._segments
     if (len(segs) != 1 or segs[0].data.size != model.flat_params.size
             or not np.shares_memory(segs[0].data, model.flat_params)):
         raise ValueError("optimizer: expected an SGD over all of this model's parameters "
                          "(SGD(model, ...)), got one over other parameters")
+    optimizer._checked_for = model
     return segs[0].velocity
 
 
