@@ -3,7 +3,7 @@
 from cython.parallel cimport parallel, threadid
 from libc.limits cimport INT_MAX
 
-from bpcore._threads cimport gemm_parts
+from bpcore._threads cimport gemm_parts, bp_omp_team_size
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv, sger, dger
 from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
 
@@ -71,7 +71,8 @@ cdef void gemm_in_parts(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     with parallel(num_threads=nt):
-        gemm_part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threadid(), nt)
+        gemm_part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threadid(),
+                  bp_omp_team_size())
 
 
 cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,

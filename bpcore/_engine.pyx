@@ -25,8 +25,8 @@ from bpcore._layers cimport (Activation, activation_backward, act_rows, colsum_r
 from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
 from bpcore._optim cimport outer_row_update, sgd_block
 from bpcore._simd cimport bp_simd_table, simd
-from bpcore._threads cimport (blas_pin, blas_unpin, gemm_parts, pool_threads, threads_for,
-                              PARALLEL_MIN_WORK)
+from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_team_size,
+                              gemm_parts, pool_threads, threads_for, PARALLEL_MIN_WORK)
 
 cnp.import_array()
 
@@ -85,7 +85,7 @@ cdef void delta_below(int n, int fi, int fo, const floating *dZ, const floating 
         _delta_below_part(0, 1, n, fi, fo, dZ, W, A, dZb, act)
         return
     with parallel(num_threads=nt):
-        _delta_below_part(threadid(), nt, n, fi, fo, dZ, W, A, dZb, act)
+        _delta_below_part(threadid(), bp_omp_team_size(), n, fi, fo, dZ, W, A, dZb, act)
 
 
 cdef inline void _update_part(int part, int nparts, int n, int fi, int fo, const floating *X,
@@ -123,11 +123,7 @@ cdef void update_layer(int n, int fi, int fo, const floating *X, const floating 
         _update_part(0, 1, n, fi, fo, X, dZ, W, G, V, mask, oc)
         return
     with parallel(num_threads=nt):
-        _update_part(threadid(), nt, n, fi, fo, X, dZ, W, G, V, mask, oc)
-
-
-cdef extern from "bp_omp.h":
-    void bp_omp_barrier() noexcept nogil
+        _update_part(threadid(), bp_omp_team_size(), n, fi, fo, X, dZ, W, G, V, mask, oc)
 
 
 cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
@@ -238,8 +234,8 @@ cdef double rowsplit_step(Net *net, int nt, int n, const floating *X, const floa
                            partials, pstride, lossp)
         return loss
     with parallel(num_threads=nt):
-        rowsplit_step_part(threadid(), nt, net, n, X, T, labels, lc, oc, fused, P, G, V, acts,
-                           d0, d1, partials, pstride, lossp)
+        rowsplit_step_part(threadid(), bp_omp_team_size(), net, n, X, T, labels, lc, oc, fused,
+                           P, G, V, acts, d0, d1, partials, pstride, lossp)
     return loss
 
 

@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange, threadid
 
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport bp_simd_table, simd
-from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for
+from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for, bp_omp_team_size
 
 cdef bp_simd_table *K = simd()
 
@@ -75,7 +75,7 @@ cdef void dense_forward(int n, int fi, int fo, const floating *X, const floating
         _forward_part(0, 1, n, fi, fo, X, W, b, Z, act)
         return
     with parallel(num_threads=nt):
-        _forward_part(threadid(), nt, n, fi, fo, X, W, b, Z, act)
+        _forward_part(threadid(), bp_omp_team_size(), n, fi, fo, X, W, b, Z, act)
 
 
 cdef inline void _backward_part(int part, int nparts, int n, int fi, int fo,
@@ -107,7 +107,7 @@ cdef void dense_backward(int n, int fi, int fo, const floating *X, const floatin
         _backward_part(0, 1, n, fi, fo, X, W, dZ, dW, db, dX, mask)
         return
     with parallel(num_threads=nt):
-        _backward_part(threadid(), nt, n, fi, fo, X, W, dZ, dW, db, dX, mask)
+        _backward_part(threadid(), bp_omp_team_size(), n, fi, fo, X, W, dZ, dW, db, dX, mask)
 
 
 # ---- activations over flat arrays ----

@@ -21,3 +21,9 @@ cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
 # parts); returns what blas_unpin needs to restore it
 cdef int blas_pin() noexcept nogil
 cdef void blas_unpin(int previous) noexcept nogil
+
+cdef extern from "bp_omp.h":
+    # threads in the current team (what a parallel region got: it can be fewer than asked for),
+    # and a barrier for all of them; partitioned work is always split by the team size
+    int bp_omp_team_size() noexcept nogil
+    void bp_omp_barrier() noexcept nogil

@@ -8,6 +8,9 @@
 #include <omp.h>
 #define BP_HAVE_OPENMP 1
 static inline int bp_omp_max_threads(void) { return omp_get_max_threads(); }
+/* threads in the current team: what a parallel region really got, which can be fewer than it
+ * asked for (inside another OpenMP region, or under OMP_THREAD_LIMIT) */
+static inline int bp_omp_team_size(void) { return omp_get_num_threads(); }
 /* an orphaned barrier: called by every thread of the enclosing parallel region */
 static inline void bp_omp_barrier(void) {
     _Pragma("omp barrier")
@@ -17,6 +20,7 @@ static inline int bp_omp_version(void) { return _OPENMP; }
 #else
 #define BP_HAVE_OPENMP 0
 static inline int bp_omp_max_threads(void) { return 1; }
+static inline int bp_omp_team_size(void) { return 1; }
 static inline void bp_omp_barrier(void) {}
 static inline int bp_omp_num_procs(void) { return 1; }
 static inline int bp_omp_version(void) { return 0; }

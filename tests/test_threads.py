@@ -179,3 +179,34 @@ def test_blas_setting_is_restored_after_native_calls():
         assert set(_blas_threads().values()) == {2}
     finally:
         bpcore.set_num_threads(old)
+
+
+_TEAM_CHILD = """
+import sys, numpy as np, bpcore
+bpcore.set_num_threads(2)  # asks for 2; OMP_THREAD_LIMIT=1 grants every region only 1
+rng = np.random.default_rng(4)
+model = bpcore.MLP([300, 256, 128, 10], dtype="float64", seed=6)
+opt = bpcore.SGD(model, lr=0.05, momentum=0.9)
+for n in (1, 32, 300):  # every path of the step
+    X = rng.uniform(-1, 1, (n, 300))
+    model.train_step(X, rng.integers(0, 10, n), bpcore.SoftmaxCrossEntropyLoss(), opt)
+np.save(sys.argv[1], model.flat_params)
+"""
+
+
+def test_regions_granted_fewer_threads_still_do_all_the_work(tmp_path):
+    """Inside another OpenMP region, or under OMP_THREAD_LIMIT, a parallel region gets fewer
+    threads than it asks for; the work is split by the team it got, so nothing is skipped."""
+    out = tmp_path / "params.npy"
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    run = subprocess.run([sys.executable, "-c", _TEAM_CHILD, str(out)], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rng = np.random.default_rng(4)
+    model = bpcore.MLP([300, 256, 128, 10], dtype="float64", seed=6)
+    opt = bpcore.SGD(model, lr=0.05, momentum=0.9)
+    with bpcore.num_threads(2):
+        for n in (1, 32, 300):
+            X = rng.uniform(-1, 1, (n, 300))
+            model.train_step(X, rng.integers(0, 10, n), bpcore.SoftmaxCrossEntropyLoss(), opt)
+    np.testing.assert_allclose(np.load(out), model.flat_params, rtol=1e-10, atol=1e-13)
