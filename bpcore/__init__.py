@@ -6,7 +6,7 @@ layer over it.
 """
 from bpcore._version import __version__
 from bpcore._config import show_config
-from bpcore.data import one_hot
+from bpcore.data import load_mnist, one_hot, read_idx, write_idx
 from bpcore.io import load
 from bpcore.layers import Dense, Identity, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
 from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
@@ -15,7 +15,7 @@ from bpcore.optim import SGD
 from bpcore.threads import get_num_threads, num_threads, set_num_threads
 
 __all__ = [
-    "__version__", "show_config", "one_hot", "load",
+    "__version__", "show_config", "one_hot", "load", "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "SGD",
     "set_num_threads", "get_num_threads", "num_threads",
