@@ -4,6 +4,9 @@ Environment variables:
   BPCORE_FAIL_NO_OPENMP=1  make a missing OpenMP a build error instead of a warning
                            (wheel builds set it, so no wheel ships single-threaded by accident).
   BPCORE_DEBUG=1           Cython bounds/wraparound checks on, -O0 -g: for hunting memory bugs.
+  BPCORE_LIBOMP_PREFIX=DIR macOS: build with the libomp in DIR (include/omp.h, lib/libomp.dylib);
+                           wheel builds point it at a pinned libomp (tools/macos_libomp.sh).
+                           Unset: Homebrew's libomp if installed, else CPPFLAGS/LDFLAGS.
 """
 import os
 import shutil
@@ -42,9 +45,23 @@ def openmp_flags(compiler_type):
         return ["/openmp"], []
     if sys.platform == "darwin":
         # Apple clang has no -fopenmp driver flag; it needs libomp (Homebrew or a pinned build)
-        # whose prefix the wheel build passes in through CPPFLAGS/LDFLAGS.
+        # whose prefix comes from BPCORE_LIBOMP_PREFIX (or CPPFLAGS/LDFLAGS). The rpath lets
+        # the probe run against a libomp outside the default search path; delocate then copies
+        # that libomp into the wheel.
+        prefix = os.environ.get("BPCORE_LIBOMP_PREFIX", "").strip() or _homebrew_libomp()
+        if prefix:
+            return (["-Xpreprocessor", "-fopenmp", f"-I{prefix}/include"],
+                    [f"-L{prefix}/lib", "-lomp", f"-Wl,-rpath,{prefix}/lib"])
         return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
     return ["-fopenmp"], ["-fopenmp"]
+
+
+def _homebrew_libomp():
+    """Homebrew's libomp prefix (keg-only, so not on the default paths), or None."""
+    for prefix in ("/opt/homebrew/opt/libomp", "/usr/local/opt/libomp"):
+        if os.path.exists(os.path.join(prefix, "include", "omp.h")):
+            return prefix
+    return None
 
 
 def probe_openmp(compiler, cflags, ldflags):

@@ -1,0 +1,32 @@
+"""Type stubs for bpcore._blas (compiled from _blas.pyx): row-major BLAS wrappers.
+
+Array arguments are C-contiguous float32 or float64 arrays, all of one dtype per call.
+"""
+from enum import IntEnum
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+class BLAS_Trans(IntEnum):
+    NoTrans = 110
+    Trans = 116
+
+def py_gemm(ta: str, tb: str, alpha: float, A: npt.NDArray[_F], B: npt.NDArray[_F],
+            beta: float, C: npt.NDArray[_F]) -> None:
+    """C = alpha * op(A) @ op(B) + beta * C, in place, row-major."""
+
+def py_gemv(ta: str, alpha: float, A: npt.NDArray[_F], x: npt.NDArray[_F], beta: float,
+            y: npt.NDArray[_F]) -> None:
+    """y = alpha * op(A) @ x + beta * y, in place, row-major."""
+
+def py_ger(alpha: float, x: npt.NDArray[_F], y: npt.NDArray[_F], A: npt.NDArray[_F]) -> None:
+    """A += alpha * outer(x, y), in place, row-major."""
+
+def py_axpy(alpha: float, x: npt.NDArray[_F], y: npt.NDArray[_F]) -> None:
+    """y += alpha * x, in place."""
+
+def py_scal(alpha: float, x: npt.NDArray[_F]) -> None:
+    """x *= alpha, in place."""

@@ -1,0 +1,27 @@
+"""Type stubs for bpcore._losses (compiled from _losses.pyx): MSE and softmax cross-entropy.
+
+Array arguments are C-contiguous float32 or float64 arrays, all of one dtype per call.
+"""
+from enum import IntEnum
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+class Reduction(IntEnum):
+    MEAN = 0
+    SUM = 1
+    HALF_SUM = 2
+
+def py_mse(Y: npt.NDArray[_F], T: npt.NDArray[_F], dY: npt.NDArray[_F], red: int) -> float:
+    """Return the MSE loss of Y against T and write dloss/dY into dY."""
+
+def py_softmax_xent_labels(Z: npt.NDArray[_F], labels: npt.NDArray[np.intp],
+                           dZ: npt.NDArray[_F], red: int) -> float:
+    """Return the softmax cross-entropy of logits Z against integer labels; write dZ."""
+
+def py_softmax_xent_probs(Z: npt.NDArray[_F], T: npt.NDArray[_F], dZ: npt.NDArray[_F],
+                          red: int) -> float:
+    """Return the softmax cross-entropy of logits Z against target rows T; write dZ."""

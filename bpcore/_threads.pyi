@@ -1,0 +1,20 @@
+"""Type stubs for bpcore._threads (compiled from _threads.pyx): bpcore's one thread pool."""
+
+MIN_PARALLEL_WORK: int
+
+def set_blas_thread_control(set_address: int, get_address: int) -> None:
+    """Give bpcore the BLAS's set/get-num-threads functions (addresses; 0, 0 to forget them)."""
+
+def has_blas_thread_control() -> bool: ...
+def openmp_enabled() -> bool:
+    """True if the native modules were compiled with OpenMP."""
+
+def openmp_version() -> int:
+    """The _OPENMP date macro the modules were compiled with (0 without OpenMP)."""
+
+def default_num_threads() -> int:
+    """What the OpenMP runtime would use: OMP_NUM_THREADS if set, else the number of cores."""
+
+def num_procs() -> int: ...
+def get_omp_threads() -> int: ...
+def set_omp_threads(n: int) -> None: ...
