@@ -635,6 +635,12 @@ cdef class Engine:
         self.net.capacity = <int>n
         return 0
 
+    cdef int _chunk_rows(self, Py_ssize_t N) except -1:
+        """Rows per chunk for a pass over N rows (predict, evaluate): the workspaces' capacity,
+        grown to PREDICT_CHUNK rows at most."""
+        self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
+        return self.net.capacity
+
     cdef int _enter(self) except -1:
         if self.busy:
             raise RuntimeError("this model is already training or predicting in another thread")
@@ -805,8 +811,7 @@ cdef class Engine:
         cdef int chunk, pinned
         self._enter()
         try:
-            self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
-            chunk = self.net.capacity
+            chunk = self._chunk_rows(N)
             with nogil:
                 pinned = blas_pin()
                 if self.f64:
@@ -833,8 +838,7 @@ cdef class Engine:
         _target_pointers(T, loss_kind, &pT, &pl)
         self._enter()
         try:
-            self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
-            chunk = self.net.capacity
+            chunk = self._chunk_rows(N)
             with nogil:
                 pinned = blas_pin()
                 if self.f64:
