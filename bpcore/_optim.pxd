@@ -20,13 +20,3 @@ cdef void outer_row_update(int n, Py_ssize_t stride, const floating *x, const fl
                            Py_ssize_t ld, int cols, floating *w, floating *v,
                            const floating *mask, floating lr, floating momentum, bint nesterov,
                            floating weight_decay, floating keep) noexcept nogil
-
-# The same update for a Dense layer whose gradient is never stored: dW = X.T @ D and
-# db = D.sum(0) are formed a block of a row at a time and applied at once. One pass over
-# W, b and their velocity instead of a GEMM into dW and a second pass to apply it: for a
-# small batch n the pass over memory is the cost, not the n multiply-adds per weight.
-# X (n, fi), D (n, fo), W and VW (fi, fo), b and vb (fo), mask (fi, fo) or NULL
-cdef void sgd_update_outer(int n, int fi, int fo, const floating *X, const floating *D,
-                           floating *W, floating *b, floating *VW, floating *vb,
-                           const floating *mask, floating lr, floating momentum,
-                           bint nesterov, floating weight_decay, floating decay) noexcept nogil

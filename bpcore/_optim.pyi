@@ -12,9 +12,3 @@ _F = TypeVar("_F", np.float32, np.float64)
 def py_sgd_update(w: npt.NDArray[_F], g: npt.NDArray[_F], v: npt.NDArray[_F], lr: float,
                   momentum: float, nesterov: bool, weight_decay: float, decay: float) -> None:
     """One SGD step over flat w, g and velocity v, all of one length, in place."""
-
-def py_sgd_update_outer(X: npt.NDArray[_F], D: npt.NDArray[_F], W: npt.NDArray[_F],
-                        b: npt.NDArray[_F], VW: npt.NDArray[_F], vb: npt.NDArray[_F],
-                        mask: npt.NDArray[_F] | None, lr: float, momentum: float,
-                        nesterov: bool, weight_decay: float, decay: float) -> None:
-    """The fused update of a Dense layer (W, b) with gradient X.T @ D, D.sum(0), in place."""
