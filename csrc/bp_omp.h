@@ -12,9 +12,11 @@ static inline int bp_omp_max_threads(void) { return omp_get_max_threads(); }
  * asked for (inside another OpenMP region, or under OMP_THREAD_LIMIT) */
 static inline int bp_omp_team_size(void) { return omp_get_num_threads(); }
 /* an orphaned barrier: called by every thread of the enclosing parallel region */
-static inline void bp_omp_barrier(void) {
-    _Pragma("omp barrier")
-}
+#if defined(_MSC_VER)
+static inline void bp_omp_barrier(void) { __pragma(omp barrier) }
+#else
+static inline void bp_omp_barrier(void) { _Pragma("omp barrier") }
+#endif
 static inline int bp_omp_num_procs(void) { return omp_get_num_procs(); }
 static inline int bp_omp_version(void) { return _OPENMP; }
 #else
