@@ -346,27 +346,22 @@ class Sequential(Module):
 
     def predict(self, X):
         """The network's output for X, computed natively in chunks; keeps no state for backward."""
-        from bpcore import training
         return training.predict(self, X)
 
     def train_step(self, X, y, loss, optimizer):
         """One fused native step: forward, loss, backward, update. Returns the batch loss."""
-        from bpcore import training
         return training.train_step(self, X, y, loss, optimizer)
 
     def fit(self, X, y, **kwargs):
         """Train natively for whole epochs; see bpcore.training.fit for the arguments."""
-        from bpcore import training
         return training.fit(self, X, y, **kwargs)
 
     def evaluate(self, X, y, loss):
         """{"loss", "accuracy"} over all of X, computed natively."""
-        from bpcore import training
         return training.evaluate(self, X, y, loss)
 
     def save(self, path):
         """Write the layers and weights to path (.npz); ``bpcore.load(path)`` reads them back."""
-        from bpcore import io
         io.save(self, path)
 
     def __repr__(self):
@@ -376,3 +371,7 @@ class Sequential(Module):
             lines.append(f"  ({i}) {m!r}" + (f"  {n:,} parameters" if n else ""))
         lines.append(f")  {self.num_parameters:,} parameters, {self.dtype.name}")
         return "\n".join(lines)
+
+
+# the engine and file formats drive Sequential and import it: imported last, once it exists
+from bpcore import io, training  # noqa: E402

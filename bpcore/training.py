@@ -21,24 +21,33 @@ from bpcore.optim import SGD
 __all__ = ["engine_for", "train_step", "fit", "evaluate", "predict"]
 
 
+def _engine_layout(model):
+    """(sizes, activations, masks) if the network is Dense layers each followed by at most one
+    activation, the layout the engine runs; else the index of the first layer that breaks it."""
+    sizes, acts, masks = [model.n_inputs], [], []
+    layers = model.layers
+    i = 0
+    while i < len(layers):
+        m = layers[i]
+        if not isinstance(m, Dense):
+            return i
+        act = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], _Activation) else None
+        sizes.append(m.fan_out)
+        acts.append(int(act.kind) if act is not None else int(_Activation.kind))
+        masks.append(m.mask)
+        i += 2 if act is not None else 1
+    return sizes, acts, masks
+
+
 def engine_for(model):
     """The model's engine, built on first use (the network's layout never changes)."""
     eng = model.__dict__.get("_engine")
     if eng is None:
-        sizes, acts, masks = [model.n_inputs], [], []
-        layers = model.layers
-        i = 0
-        while i < len(layers):
-            m = layers[i]
-            if not isinstance(m, Dense):
-                raise ValueError(f"layers[{i}]: the training engine takes Dense layers each "
-                                 f"followed by at most one activation; got {m!r} here")
-            act = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], _Activation) else None
-            sizes.append(m.fan_out)
-            acts.append(int(act.kind) if act is not None else int(_Activation.kind))
-            masks.append(m.mask)
-            i += 2 if act is not None else 1
-        eng = _engine.Engine(sizes, acts, model.flat_params, model.flat_grads, masks)
+        layout = _engine_layout(model)
+        if isinstance(layout, int):
+            raise ValueError(f"layers[{layout}]: the training engine takes Dense layers each "
+                             f"followed by at most one activation; got {model.layers[layout]!r}")
+        eng = _engine.Engine(*layout[:2], model.flat_params, model.flat_grads, layout[2])
         model._engine = eng
     return eng
 
@@ -99,8 +108,15 @@ def train_step(model, X, y, loss, optimizer):
 
 
 def predict(model, X):
-    """The network's output for X (n, n_outputs), computed natively in chunks of rows."""
+    """The network's output for X (n, n_outputs), computed natively in chunks of rows (layer by
+    layer, with the same kernels, for a layout the engine does not run)."""
     X = _input(model, X)
+    if "_engine" not in model.__dict__ and isinstance(_engine_layout(model), int):
+        if not np.isfinite(X).all():
+            raise ValueError("X: expected finite values, got NaN or infinity")
+        for m in model.layers:
+            X = m._forward(X, keep=False)
+        return X
     out = np.empty((X.shape[0], model.n_outputs), model.dtype)
     return engine_for(model).predict(X, out)
 

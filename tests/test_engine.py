@@ -285,3 +285,14 @@ def test_steady_state_train_step_allocates_no_arrays(rng, n):
     assert _peak_bytes_over(lambda: model.train_step(X, y, loss, opt)) < 1024
     # the check can fail: the layer API's step makes arrays
     assert _peak_bytes_over(lambda: _layer_api_step(model, X, y, loss, opt)) > 40 * n
+
+
+def test_predict_works_for_layouts_the_engine_does_not_run(rng):
+    net = bpcore.Sequential(bpcore.Tanh(), bpcore.Dense(3, 2, dtype="float64", seed=0))
+    X = rng.uniform(-1, 1, (4, 3))
+    np.testing.assert_allclose(net.predict(X), np.tanh(X) @ net.layers[1].W + net.layers[1].b,
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="X: expected finite"):
+        net.predict(np.full((1, 3), np.nan))
+    with pytest.raises(ValueError, match=r"layers\[0\]: the training engine takes Dense"):
+        net.train_step(X, np.zeros((4, 2)), bpcore.MSELoss(), bpcore.SGD(net, lr=0.1))
