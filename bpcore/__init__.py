@@ -4,15 +4,24 @@ The hot path (dense layers, activations, losses, the SGD update) is native code:
 BLAS (through scipy.linalg.cython_blas) with OpenMP loops. This package is the thin Python
 layer over it.
 """
-from bpcore._version import __version__
-from bpcore._config import show_config
-from bpcore.data import load_mnist, one_hot, read_idx, write_idx
-from bpcore.io import load
-from bpcore.layers import Dense, Identity, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
-from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
-from bpcore.model import MLP
-from bpcore.optim import SGD
-from bpcore.threads import get_num_threads, num_threads, set_num_threads
+import sys as _sys
+
+from bpcore import _source_tree
+
+if not _source_tree.is_built(__path__[0]):
+    # a source checkout found first on sys.path (python -m from a clone's root): the installed
+    # build takes over, or the import fails saying what to do
+    _sys.modules[__name__] = _source_tree.installed_package(__name__, __file__)
+else:
+    from bpcore._version import __version__
+    from bpcore._config import show_config
+    from bpcore.data import load_mnist, one_hot, read_idx, write_idx
+    from bpcore.io import load
+    from bpcore.layers import Dense, Identity, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+    from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
+    from bpcore.model import MLP
+    from bpcore.optim import SGD
+    from bpcore.threads import get_num_threads, num_threads, set_num_threads
 
 __all__ = [
     "__version__", "show_config", "one_hot", "load", "load_mnist", "read_idx", "write_idx",

@@ -120,3 +120,40 @@ def test_metadata():
     assert "Typing :: Typed" in classifiers
     assert "bpcore" in (meta["Description"] or meta.get_payload() or "")
     assert any(str(f).endswith("LICENSE") for f in dist.files or [])
+
+
+def _unbuilt_tree(tmp_path):
+    """A copy of the package's Python files without its compiled modules: what a fresh clone's
+    bpcore/ folder is."""
+    tree = tmp_path / "bpcore"
+    tree.mkdir()
+    for f in PKG_DIR.glob("*.py"):
+        (tree / f.name).write_bytes(f.read_bytes())
+    return tmp_path
+
+
+def _run_in(folder, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], cwd=folder, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_source_tree_on_the_path_hands_over_to_the_installed_build(tmp_path):
+    root = _unbuilt_tree(tmp_path)
+    out = _run_in(root, "-c", "import bpcore; print(bpcore.__file__); print(bpcore.MLP([3, 2]))")
+    assert out.returncode == 0, out.stderr
+    assert pathlib.Path(out.stdout.splitlines()[0]).resolve().parent == PKG_DIR
+    out = _run_in(root, "-m", "bpcore.demo", "--epochs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "held-out accuracy" in out.stdout
+
+
+def test_a_source_tree_without_an_installed_build_says_what_to_do(tmp_path):
+    root = _unbuilt_tree(tmp_path)
+    out = _run_in(root, "-S", "-c", "import bpcore")  # -S: no site-packages, no installed build
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: bpcore:") and "uncompiled source tree" in last
+    assert "pip install ." in last
