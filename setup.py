@@ -18,7 +18,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine"]
+MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine", "_bench"]
 # plain C compiled into a module beside its .pyx
 C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
 

@@ -1,6 +1,6 @@
 """bpcore: multilayer perceptrons trained by back-propagation, fast, on the CPU.
 
-The hot path (dense layers, activations, losses, the SGD update) is native code: Cython over
+The hot path (dense layers, activations, losses, the optimizers' updates) is native code: Cython over
 BLAS (through scipy.linalg.cython_blas) with OpenMP loops. This package is the thin Python
 layer over it.
 """
@@ -16,16 +16,19 @@ else:
     from bpcore._version import __version__
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
-    from bpcore.io import load
-    from bpcore.layers import Dense, Identity, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+    from bpcore.io import CheckpointError
+    from bpcore.layers import Dense, Identity, Module, ReLU, Sigmoid, Tanh
     from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
-    from bpcore.model import MLP
-    from bpcore.optim import SGD
+    from bpcore.model import MLP, Sequential, load, load_optimizer
+    from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
+    from bpcore.params import Parameter
     from bpcore.threads import get_num_threads, num_threads, set_num_threads
+    from bpcore import schedules
 
 __all__ = [
-    "__version__", "show_config", "one_hot", "load", "load_mnist", "read_idx", "write_idx",
+    "__version__", "show_config", "one_hot", "load", "load_optimizer", "CheckpointError",
+    "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
-    "MSELoss", "SoftmaxCrossEntropyLoss", "SGD",
-    "set_num_threads", "get_num_threads", "num_threads",
+    "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
+    "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
 ]

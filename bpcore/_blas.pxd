@@ -28,24 +28,3 @@ cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                      floating alpha, const floating *A, int lda,
                      const floating *B, int ldb,
                      floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil
-
-# The whole GEMM, run as gemm_parts(m, n, k) parts on bpcore's threads (BLAS pinned by the
-# caller), or as one BLAS call when parts is False
-cdef void gemm_in_parts(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
-                        floating alpha, const floating *A, int lda,
-                        const floating *B, int ldb,
-                        floating beta, floating *C, int ldc, bint parts) noexcept nogil
-
-# y (m or n) = alpha * op(A) @ x + beta * y;  A is (m, n)
-cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
-               const floating *x, floating beta, floating *y) noexcept nogil
-
-# A (m, n) += alpha * x (m) outer y (n)
-cdef void ger(int m, int n, floating alpha, const floating *x, const floating *y,
-              floating *A, int lda) noexcept nogil
-
-# y (n) += alpha * x (n)
-cdef void axpy(int n, floating alpha, const floating *x, floating *y) noexcept nogil
-
-# x (n) *= alpha
-cdef void scal(int n, floating alpha, floating *x) noexcept nogil

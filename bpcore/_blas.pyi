@@ -17,16 +17,3 @@ class BLAS_Trans(IntEnum):
 def py_gemm(ta: str, tb: str, alpha: float, A: npt.NDArray[_F], B: npt.NDArray[_F],
             beta: float, C: npt.NDArray[_F]) -> None:
     """C = alpha * op(A) @ op(B) + beta * C, in place, row-major."""
-
-def py_gemv(ta: str, alpha: float, A: npt.NDArray[_F], x: npt.NDArray[_F], beta: float,
-            y: npt.NDArray[_F]) -> None:
-    """y = alpha * op(A) @ x + beta * y, in place, row-major."""
-
-def py_ger(alpha: float, x: npt.NDArray[_F], y: npt.NDArray[_F], A: npt.NDArray[_F]) -> None:
-    """A += alpha * outer(x, y), in place, row-major."""
-
-def py_axpy(alpha: float, x: npt.NDArray[_F], y: npt.NDArray[_F]) -> None:
-    """y += alpha * x, in place."""
-
-def py_scal(alpha: float, x: npt.NDArray[_F]) -> None:
-    """x *= alpha, in place."""

@@ -1,11 +1,8 @@
 # cython: language_level=3
 """Row-major BLAS wrappers, and Python-callable twins that the tests compare with NumPy."""
-from cython.parallel cimport parallel, threadid
 from libc.limits cimport INT_MAX
 
-from bpcore._threads cimport gemm_parts, bp_omp_team_size
-from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv, sger, dger
-from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -62,69 +59,6 @@ cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
     return blk
 
 
-cdef void gemm_in_parts(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
-                        floating alpha, const floating *A, int lda,
-                        const floating *B, int ldb,
-                        floating beta, floating *C, int ldc, bint parts) noexcept nogil:
-    cdef int nt = gemm_parts(m, n, k) if parts else 1
-    if nt == 1:
-        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
-        return
-    with parallel(num_threads=nt):
-        gemm_part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threadid(),
-                  bp_omp_team_size())
-
-
-cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
-               const floating *x, floating beta, floating *y) noexcept nogil:
-    # A (m, n) row-major is A^T (n, m) column-major, so the transpose flag flips
-    cdef char cta = c'n' if ta == Trans else c't'
-    cdef int one = 1
-    cdef Py_ssize_t i, leny = n if ta == Trans else m
-    if leny == 0:
-        return
-    if m == 0 or n == 0:
-        for i in range(leny):
-            y[i] = 0 if beta == 0 else beta * y[i]
-        return
-    if floating is float:
-        sgemv(&cta, &n, &m, &alpha, <float *>A, &lda, <float *>x, &one, &beta, y, &one)
-    else:
-        dgemv(&cta, &n, &m, &alpha, <double *>A, &lda, <double *>x, &one, &beta, y, &one)
-
-
-cdef void ger(int m, int n, floating alpha, const floating *x, const floating *y,
-              floating *A, int lda) noexcept nogil:
-    cdef int one = 1
-    if m == 0 or n == 0:
-        return
-    # row-major A += x y^T  <=>  column-major A^T += y x^T
-    if floating is float:
-        sger(&n, &m, &alpha, <float *>y, &one, <float *>x, &one, A, &lda)
-    else:
-        dger(&n, &m, &alpha, <double *>y, &one, <double *>x, &one, A, &lda)
-
-
-cdef void axpy(int n, floating alpha, const floating *x, floating *y) noexcept nogil:
-    cdef int one = 1
-    if n == 0:
-        return
-    if floating is float:
-        saxpy(&n, &alpha, <float *>x, &one, y, &one)
-    else:
-        daxpy(&n, &alpha, <double *>x, &one, y, &one)
-
-
-cdef void scal(int n, floating alpha, floating *x) noexcept nogil:
-    cdef int one = 1
-    if n == 0:
-        return
-    if floating is float:
-        sscal(&n, &alpha, x, &one)
-    else:
-        dscal(&n, &alpha, x, &one)
-
-
 # ---- Python-callable twins: same arguments as the cdef wrappers, shapes read off the arrays ----
 
 cdef int _as_int(Py_ssize_t v, str name) except -1:
@@ -139,14 +73,6 @@ cdef inline const floating *_cp2(const floating[:, ::1] a) noexcept:
 
 cdef inline floating *_p2(floating[:, ::1] a) noexcept:
     return &a[0, 0] if a.shape[0] and a.shape[1] else NULL
-
-
-cdef inline const floating *_cp1(const floating[::1] a) noexcept:
-    return &a[0] if a.shape[0] else NULL
-
-
-cdef inline floating *_p1(floating[::1] a) noexcept:
-    return &a[0] if a.shape[0] else NULL
 
 
 cdef BLAS_Trans _trans(str flag, str name) except *:
@@ -177,54 +103,3 @@ def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floati
     cdef floating *pC = _p2(C)
     with nogil:
         gemm(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
-
-
-def py_gemv(str ta, double alpha, const floating[:, ::1] A, const floating[::1] x,
-            double beta, floating[::1] y):
-    """y = alpha * op(A) @ x + beta * y, in place, row-major."""
-    cdef BLAS_Trans a = _trans(ta, "ta")
-    cdef Py_ssize_t m = A.shape[0], n = A.shape[1]
-    cdef Py_ssize_t lenx = m if a == Trans else n, leny = n if a == Trans else m
-    if x.shape[0] != lenx:
-        raise ValueError(f"x: expected length {lenx}, got {x.shape[0]}")
-    if y.shape[0] != leny:
-        raise ValueError(f"y: expected length {leny}, got {y.shape[0]}")
-    cdef int im = _as_int(m, "m"), in_ = _as_int(n, "n"), lda = _as_int(max(n, 1), "lda")
-    cdef const floating *pA = _cp2(A)
-    cdef const floating *px = _cp1(x)
-    cdef floating *py = _p1(y)
-    with nogil:
-        gemv(a, im, in_, <floating>alpha, pA, lda, px, <floating>beta, py)
-
-
-def py_ger(double alpha, const floating[::1] x, const floating[::1] y, floating[:, ::1] A):
-    """A += alpha * outer(x, y), in place, row-major."""
-    if A.shape[0] != x.shape[0] or A.shape[1] != y.shape[0]:
-        raise ValueError(f"A: expected shape ({x.shape[0]}, {y.shape[0]}), "
-                         f"got ({A.shape[0]}, {A.shape[1]})")
-    cdef int m = _as_int(A.shape[0], "m"), n = _as_int(A.shape[1], "n")
-    cdef int lda = _as_int(max(A.shape[1], 1), "lda")
-    cdef const floating *px = _cp1(x)
-    cdef const floating *py = _cp1(y)
-    cdef floating *pA = _p2(A)
-    with nogil:
-        ger(m, n, <floating>alpha, px, py, pA, lda)
-
-
-def py_axpy(double alpha, const floating[::1] x, floating[::1] y):
-    """y += alpha * x, in place."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"y: expected length {x.shape[0]} to match x, got {y.shape[0]}")
-    cdef int n = _as_int(x.shape[0], "n")
-    cdef const floating *px = _cp1(x)
-    cdef floating *py = _p1(y)
-    with nogil:
-        axpy(n, <floating>alpha, px, py)
-
-
-def py_scal(double alpha, floating[::1] x):
-    """x *= alpha, in place."""
-    cdef int n = _as_int(x.shape[0], "n")
-    cdef floating *px = _p1(x)
-    with nogil:
-        scal(n, <floating>alpha, px)

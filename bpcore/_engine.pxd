@@ -1,34 +1,71 @@
 # The fused training engine: forward, loss, backward and update in one native call.
 from cython cimport floating
 
+from bpcore._losses cimport LossSpec
+cimport numpy as cnp
 
+from bpcore._optim cimport Optimizer, OptimizerState
+
+# the network: its layout and its flat buffers; fixed once built
 ctypedef struct Net:
     int L                  # number of Dense layers
     int *sizes             # (L + 1,) widths: inputs, hidden..., outputs
     int *act               # (L,) activation after each Dense (bpcore._layers.Activation)
-    Py_ssize_t *woff       # (L,) offset of W_l (sizes[l], sizes[l+1]) in the flat buffer; b_l follows
+    Py_ssize_t *woff       # (L,) offset of W_l (sizes[l], sizes[l+1]) in P and G; b_l follows
     void **mask            # (L,) mask_l (sizes[l], sizes[l+1]) or NULL
-    Py_ssize_t *aoff       # (L,) offset of A_l (capacity, sizes[l+1]) in the activation workspace
-    int capacity           # rows the workspaces hold
-    int small_threads      # threads for a row-split step (set per call)
+    void *P                # the flat parameters
+    void *G                # the flat gradients: the engine's scratch space for dW
+
+# activations and deltas for up to `capacity` rows, and how a step uses threads
+ctypedef struct Workspace:
+    int capacity           # rows the buffers hold
+    int rows               # rows of the batch in flight
+    Py_ssize_t *aoff       # (L,) offset of A_l (capacity, sizes[l+1]) in acts
+    void *acts
+    void *d0               # two deltas (capacity, widest), swapped layer by layer
+    void *d1
+    void *partials         # the row-split step's partial sums: one (rows, widest) per thread
+    Py_ssize_t pstride     # elements between threads' partial sums
+    void *xb               # a shuffled batch's gathered rows of X, of the target, its labels
+    void *tb
+    Py_ssize_t *lb
+    int small_threads      # threads for a row-split step
     int rowsplit_max_batch # batches up to this size take the row-split step
-    Py_ssize_t pstride     # elements between threads' partial sums in the row-split step
+    int fused_max_batch    # ... and form the gradient inside the update, a block at a time
+
+# a batch's targets: rows (rows, outputs) of the network's dtype, or class labels (rows,)
+ctypedef struct Batch:
+    const void *T
+    const Py_ssize_t *labels
+
+# rows of a data set of N rows, taken in the order idx (NULL: the stored order)
+ctypedef struct Rows:
+    Py_ssize_t N
+    const void *X
+    Batch all              # the targets of all N rows
+    const Py_ssize_t *idx
+
+# how a training step runs
+ctypedef struct StepConf:
+    LossSpec loss
+    double max_grad_norm   # 0: update each block as it forms; > 0: whole gradient, clip, update
 
 
-ctypedef struct SGDConf:
-    double lr
-    double momentum
-    double weight_decay
-    double decay
-    bint nesterov
-
-
-ctypedef struct LossConf:
-    int kind               # LOSS_MSE, LOSS_XENT_LABELS or LOSS_XENT_PROBS
-    int reduction          # bpcore._losses.Reduction
-
-
-cdef enum:
-    LOSS_MSE = 0
-    LOSS_XENT_LABELS = 1
-    LOSS_XENT_PROBS = 2
+cdef class Engine:
+    cdef Net net
+    cdef Workspace ws
+    cdef readonly object dtype
+    cdef int typenum
+    cdef bint f64
+    cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
+    cdef int part_threads       # threads the partial-sum workspace has room for
+    cdef Py_ssize_t work_per_row  # parameters + activations touched per row, for thread choice
+    cdef bint busy
+    cdef int reserve(self, Py_ssize_t n) except -1
+    cdef int enter(self) except -1
+    cdef void leave(self) noexcept
+    cdef object checked_X(self, X, bint check=*)
+    cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)
+    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=*) except *
+    cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL
+    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm) except *

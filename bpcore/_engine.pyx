@@ -2,31 +2,37 @@
 """The fused training engine.
 
 One native call runs a whole training step (forward, loss, backward, update) without the GIL;
-``run_epoch`` runs many, gathering shuffled rows into the batch buffer itself. Activations and
-deltas live in workspaces sized for the largest batch seen, so a step in steady state
-allocates nothing.
+``run_epoch`` runs many, gathering shuffled rows into the batch buffer itself. The state is
+three structs (bpcore/_engine.pxd, bpcore/_optim.pxd): the network (layout and flat buffers),
+its workspace (activations and deltas for the largest batch seen, so a step in steady state
+allocates nothing) and the optimizer, whose update the backward pass calls on each block of a
+layer's gradient as it forms it.
 
-The Python layer (bpcore.model) checks dtypes, shapes and layouts and hands over arrays that
-fit; the engine still checks the shapes it relies on (cheaply), and checks that values are
-finite and labels in range in native loops, so nothing it is given can make it write out of
-bounds.
+The Python layer (bpcore.training) converts dtypes and layouts and checks values; the engine
+still checks the shapes and labels it relies on, so nothing it is given can make it read or
+write out of bounds.
 """
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from bpcore._blas cimport Block, gemm, gemm_in_parts, gemm_part, NoTrans, Trans
+from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
 from bpcore._layers cimport (Activation, activation_backward, act_rows, colsum_rows, dact_rows,
-                             dense_forward)
-from bpcore._losses cimport Reduction, MEAN, SUM, HALF_SUM, mse, softmax_xent_labels, softmax_xent_probs
-from bpcore._optim cimport outer_row_update, sgd_block
+                             dense_backward, dense_forward)
+from bpcore._losses cimport LossKind, MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
+from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, outer_row_update, scale_run,
+                            sum_of_squares, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_team_size,
-                              gemm_parts, pool_threads, threads_for, PARALLEL_MIN_WORK)
+                              even_share, gemm_parts, pool_threads, threads_for,
+                              PARALLEL_MIN_WORK)
+
+from bpcore._losses import check_labels as _check_labels, valid_reduction as _valid_reduction
 
 cnp.import_array()
 
@@ -37,274 +43,294 @@ cdef enum:
     SIGNAL_EVERY = 16
     PREDICT_CHUNK = 1024
     CHECK_BLOCK = 65536
+    # torch.nn.utils.clip_grad_norm_'s guard against a zero norm, kept for parity
+    CLIP_EPS_EXP = 6
 
 
 # ---------------------------------------------------------------------------------------------
-# the step, generic over float/double
+# forward and loss
 
-cdef inline floating *_A(Net *net, floating *acts, int l) noexcept nogil:
-    return acts + net.aoff[l]
+cdef inline floating *_A(const Net *net, const Workspace *ws, int l,
+                         const floating *X) noexcept nogil:
+    """A_l (rows, sizes[l+1]) in the workspace; A_{-1} is the batch X."""
+    if l < 0:
+        return <floating *>X
+    return <floating *>ws.acts + ws.aoff[l]
 
 
-cdef void forward(Net *net, int n, const floating *X, const floating *P,
-                  floating *acts) noexcept nogil:
-    """A_l (n, sizes[l+1]) = act_l(A_{l-1} @ W_l + b_l) for every layer, A_{-1} = X."""
+cdef inline int _group(const Optimizer *opt, int l, bint bias) noexcept nogil:
+    """The parameter group of W_l (bias False) or b_l: the parameters are W_0, b_0, W_1, ..."""
+    return opt.group_of[2 * l + bias]
+
+
+cdef void forward(const Net *net, Workspace *ws, const floating *X) noexcept nogil:
+    """A_l (rows, sizes[l+1]) = act_l(A_{l-1} @ W_l + b_l) for every layer."""
     cdef int l, fi, fo
-    cdef const floating *inp = X
-    cdef floating *A
+    cdef const floating *P = <const floating *>net.P
     for l in range(net.L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        A = _A(net, acts, l)
-        dense_forward(n, fi, fo, inp, P + net.woff[l], P + net.woff[l] + <Py_ssize_t>fi * fo, A,
+        dense_forward(ws.rows, fi, fo, _A(net, ws, l - 1, X), P + net.woff[l],
+                      P + net.woff[l] + <Py_ssize_t>fi * fo, _A(net, ws, l, X),
                       <Activation>net.act[l])
-        inp = A
 
 
-cdef double loss_and_delta(LossConf lc, int n, int c, const floating *Y, const floating *T,
-                           const Py_ssize_t *labels, floating *dY) noexcept nogil:
-    if lc.kind == LOSS_MSE:
-        return mse(n, c, Y, T, dY, <Reduction>lc.reduction)
-    if lc.kind == LOSS_XENT_LABELS:
-        return softmax_xent_labels(n, c, Y, labels, dY, <Reduction>lc.reduction)
-    return softmax_xent_probs(n, c, Y, T, dY, <Reduction>lc.reduction)
+cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
+                         const floating *X) noexcept nogil:
+    """The loss of the last forward pass, and its delta dZ (rows, outputs) into d0."""
+    cdef int c = net.sizes[net.L]
+    cdef floating *Y = _A(net, ws, net.L - 1, X)
+    cdef floating *d = <floating *>ws.d0
+    cdef double value = loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, d)
+    activation_backward(<Activation>net.act[net.L - 1], <Py_ssize_t>ws.rows * c, Y, d, d)
+    return value
 
 
-cdef inline void _delta_below_part(int part, int nparts, int n, int fi, int fo,
-                                   const floating *dZ, const floating *W, const floating *A,
-                                   floating *dZb, Activation act) noexcept nogil:
-    """dZb = (dZ @ W.T) * act'(A): the delta of the layer below, one block per part."""
-    cdef Block blk = gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo,
-                               <floating>0, dZb, fi, part, nparts)
-    dact_rows(blk.r0, blk.r1, blk.c0, blk.c1, fi, A, dZb, dZb, act)
+# ---------------------------------------------------------------------------------------------
+# the large-batch step: each GEMM split among the threads by blocks of its output
+
+cdef inline void _delta_below_part(int part, int nparts, const Net *net, const Workspace *ws,
+                                   int l, const floating *d, floating *dn,
+                                   const floating *X) noexcept nogil:
+    """dn = (d @ W_l.T) * act'(A_{l-1}): the delta of the layer below, this part's block."""
+    cdef int fi = net.sizes[l], fo = net.sizes[l + 1]
+    cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
+                               <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
+                               part, nparts)
+    dact_rows(blk.r0, blk.r1, blk.c0, blk.c1, fi, _A(net, ws, l - 1, X), dn, dn,
+              <Activation>net.act[l - 1])
 
 
-cdef void delta_below(int n, int fi, int fo, const floating *dZ, const floating *W,
-                      const floating *A, floating *dZb, Activation act) noexcept nogil:
-    cdef int nt = gemm_parts(n, fi, fo)
-    if nt == 1:
-        _delta_below_part(0, 1, n, fi, fo, dZ, W, A, dZb, act)
-        return
-    with parallel(num_threads=nt):
-        _delta_below_part(threadid(), bp_omp_team_size(), n, fi, fo, dZ, W, A, dZb, act)
-
-
-cdef inline void _update_part(int part, int nparts, int n, int fi, int fo, const floating *X,
-                              const floating *dZ, floating *W, floating *G, floating *V,
-                              const floating *mask, SGDConf oc) noexcept nogil:
-    """Rows of dW = X.T @ dZ into G, then the SGD update of those rows of W at once; and the
-    bias (after W in the flat buffers) for this part's share of the columns."""
-    cdef Py_ssize_t nw = <Py_ssize_t>fi * fo, r, j, off
-    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
-    cdef floating wd = <floating>oc.weight_decay, keep = <floating>(1 - oc.decay)
-    cdef int c0, c1
-    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo,
-                               <floating>0, G, fo, part, nparts)
+cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
+                              const Optimizer *opt, int l, const floating *d,
+                              const floating *X) noexcept nogil:
+    """Rows of dW_l = A_{l-1}.T @ d into G, then the update of those rows of W_l at once; and
+    of this part's share of the bias (after W_l in the flat buffers)."""
+    cdef int fi = net.sizes[l], fo = net.sizes[l + 1], c0, c1
+    cdef Py_ssize_t nw = <Py_ssize_t>fi * fo, woff = net.woff[l], r, j, at
+    cdef floating *W = <floating *>net.P + woff
+    cdef floating *G = <floating *>net.G + woff
+    cdef const floating *mask = <const floating *>net.mask[l]
+    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1,
+                               _A(net, ws, l - 1, X), fi, d, fo, <floating>0, G, fo, part, nparts)
     for r in range(blk.r0, blk.r1):
-        off = r * fo + blk.c0
+        at = r * fo + blk.c0
         if mask != NULL:
             for j in range(blk.c1 - blk.c0):
-                G[off + j] *= mask[off + j]
-        sgd_block(blk.c1 - blk.c0, W + off, G + off, V + off, lr, mom, oc.nesterov, wd, keep)
-    c0 = <int>(<Py_ssize_t>fo * part // nparts)
-    c1 = <int>(<Py_ssize_t>fo * (part + 1) // nparts)
+                G[at + j] *= mask[at + j]
+        update_block(opt, _group(opt, l, False), woff + at, blk.c1 - blk.c0, W + at, G + at)
+    even_share(fo, part, nparts, &c0, &c1)
     for j in range(c0, c1):
         G[nw + j] = 0
-    colsum_rows(n, c0, c1, fo, dZ, G + nw)
-    sgd_block(c1 - c0, W + nw + c0, G + nw + c0, V + nw + c0, lr, mom, oc.nesterov, wd, keep)
+    colsum_rows(ws.rows, c0, c1, fo, d, G + nw)
+    update_block(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, W + nw + c0, G + nw + c0)
 
 
-cdef void update_layer(int n, int fi, int fo, const floating *X, const floating *dZ,
-                       floating *W, floating *G, floating *V, const floating *mask,
-                       SGDConf oc) noexcept nogil:
-    """The SGD update of a Dense layer (W then b in the flat buffers) from its input X and
-    delta dZ, each GEMM part updating the rows it computed."""
-    cdef int nt = gemm_parts(fi, fo, n)
-    if nt == 1:
-        _update_part(0, 1, n, fi, fo, X, dZ, W, G, V, mask, oc)
-        return
-    with parallel(num_threads=nt):
-        _update_part(threadid(), bp_omp_team_size(), n, fi, fo, X, dZ, W, G, V, mask, oc)
-
-
-cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
-    lo[0] = <int>(<Py_ssize_t>total * part // nparts)
-    hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)
-
-
-cdef void rowsplit_step_part(int tid, int nt, Net *net, int n, const floating *X,
-                             const floating *T, const Py_ssize_t *labels, LossConf lc,
-                             SGDConf oc, bint fused, floating *P, floating *G, floating *V,
-                             floating *acts, floating *d0, floating *d1, floating *partials,
-                             Py_ssize_t pstride, double *loss) noexcept nogil:
-    """Thread tid's share of a whole training step on a small or middling batch (n rows).
-
-    For a few rows the cost is moving the weights, not arithmetic, so every layer's weights
-    are split by rows among the threads for the whole step, and each thread keeps its rows of
-    W and their velocity in its own cache (splitting W one way for the forward pass and
-    another for the update would move half of it between cores every step):
-      forward   its rows' partial product X[:, rows] @ W[rows] (split-K), then after a barrier
-                its columns of the sum, with bias and activation;
-      backward  the columns of dX that belong to its rows of W (with the layer below's
-                activation derivative), then the update of those rows and of its share of the
-                bias: fused (the gradient formed a block at a time, never stored) when `fused`,
-                else dW[rows] = X[:, rows].T @ dZ into G and one pass of the update over them.
-    Called by all nt threads of a parallel region (or alone with nt = 1).
-    """
-    cdef int l, fi, fo, L = net.L, r0, r1, c0, c1, t
-    cdef Py_ssize_t r, j, i, nw
-    cdef const floating *inp = X
-    cdef const floating *Xl
-    cdef const floating *mask
-    cdef floating *Z
-    cdef floating *W
-    cdef floating *d = d0
-    cdef floating *dn = d1
+cdef double step_batchsplit(const Net *net, Workspace *ws, const Optimizer *opt, LossSpec loss,
+                            Batch b, const floating *X) noexcept nogil:
+    """Forward, loss, then from the top layer down: the delta of the layer below (with the
+    weights the forward pass saw), then the layer's update while its gradient is in cache."""
+    cdef int l, nt, n = ws.rows
+    cdef floating *d = <floating *>ws.d0
+    cdef floating *dn = <floating *>ws.d1
     cdef floating *tmp
-    cdef floating one = 1
-    cdef floating lr = <floating>oc.lr, mom = <floating>oc.momentum
-    cdef floating wd = <floating>oc.weight_decay, keep = <floating>(1 - oc.decay)
-    for l in range(L):
+    cdef double value
+    forward(net, ws, X)
+    value = output_delta(net, ws, loss, b, X)
+    for l in range(net.L - 1, -1, -1):
+        if l > 0:
+            nt = gemm_parts(n, net.sizes[l], net.sizes[l + 1])
+            if nt == 1:
+                _delta_below_part(0, 1, net, ws, l, d, dn, X)
+            else:
+                with parallel(num_threads=nt):
+                    _delta_below_part(threadid(), bp_omp_team_size(), net, ws, l, d, dn, X)
+        nt = gemm_parts(net.sizes[l], net.sizes[l + 1], n)
+        if nt == 1:
+            _update_part(0, 1, net, ws, opt, l, d, X)
+        else:
+            with parallel(num_threads=nt):
+                _update_part(threadid(), bp_omp_team_size(), net, ws, opt, l, d, X)
+        tmp = d
+        d = dn
+        dn = tmp
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# the small-batch step: each layer's weights split by rows among the threads for the whole step
+
+cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws,
+                            const floating *X) noexcept nogil:
+    """Each thread's rows' partial product X[:, rows] @ W[rows] (split-K); after a barrier,
+    its columns of the sum, with bias and activation."""
+    cdef int l, t, fi, fo, r0, r1, c0, c1, n = ws.rows
+    cdef Py_ssize_t r
+    cdef const floating *W
+    cdef floating *mine = <floating *>ws.partials + tid * ws.pstride
+    cdef floating *first = <floating *>ws.partials
+    for l in range(net.L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        W = P + net.woff[l]
-        Z = _A(net, acts, l)
-        _even(fi, tid, nt, &r0, &r1)
-        gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, inp + r0, fi, W + <Py_ssize_t>r0 * fo,
-             fo, <floating>0, partials + tid * pstride, fo)
+        W = <const floating *>net.P + net.woff[l]
+        even_share(fi, tid, nt, &r0, &r1)
+        gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0, fi,
+             W + <Py_ssize_t>r0 * fo, fo, <floating>0, mine, fo)
         bp_omp_barrier()
-        _even(fo, tid, nt, &c0, &c1)
-        if c1 > c0:  # its columns: sum the threads' partials into thread 0's, then bias + act
+        even_share(fo, tid, nt, &c0, &c1)
+        if c1 > c0:  # sum the threads' partials into thread 0's, then bias and activation
             for t in range(1, nt):
                 for r in range(n):
-                    colsum_rows(1, c0, c1, fo, partials + t * pstride + r * fo,
-                                partials + r * fo)
-            act_rows(0, n, c0, c1, fo, partials, W + <Py_ssize_t>fi * fo, Z,
+                    colsum_rows(1, c0, c1, fo, first + t * ws.pstride + r * fo, first + r * fo)
+            act_rows(0, n, c0, c1, fo, first, W + <Py_ssize_t>fi * fo, _A(net, ws, l, X),
                      <Activation>net.act[l])
         bp_omp_barrier()
-        inp = Z
-    if tid == 0:
-        fo = net.sizes[L]
-        Z = _A(net, acts, L - 1)
-        loss[0] = loss_and_delta(lc, n, fo, Z, T, labels, d)
-        dact_rows(0, n, 0, fo, fo, Z, d, d, <Activation>net.act[L - 1])
-    bp_omp_barrier()
-    for l in range(L - 1, -1, -1):
+
+
+cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *ws,
+                             const Optimizer *opt, const floating *X) noexcept nogil:
+    """Each thread takes the columns of dX that belong to its rows of W (with the layer
+    below's activation derivative), then updates those rows and its share of the bias: the
+    gradient formed a block at a time inside the update for the smallest batches, else
+    dW[rows] = X[:, rows].T @ dZ into G and one pass of the update over them."""
+    cdef int l, fi, fo, r0, r1, c0, c1, n = ws.rows
+    cdef Py_ssize_t i, nw, woff
+    cdef const floating *Xl
+    cdef const floating *mask
+    cdef floating *W
+    cdef floating *G
+    cdef floating *d = <floating *>ws.d0
+    cdef floating *dn = <floating *>ws.d1
+    cdef floating *tmp
+    cdef floating one = 1
+    cdef OuterRow src
+    cdef bint fused = n <= ws.fused_max_batch
+    for l in range(net.L - 1, -1, -1):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        nw = <Py_ssize_t>fi * fo
-        W = P + net.woff[l]
-        Xl = X if l == 0 else _A(net, acts, l - 1)
+        nw, woff = <Py_ssize_t>fi * fo, net.woff[l]
+        W, G = <floating *>net.P + woff, <floating *>net.G + woff
+        Xl = _A(net, ws, l - 1, X)
         mask = <const floating *>net.mask[l]
-        _even(fi, tid, nt, &r0, &r1)
+        even_share(fi, tid, nt, &r0, &r1)
         if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
             gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo, W + <Py_ssize_t>r0 * fo, fo,
                  <floating>0, dn + r0, fi)
-            dact_rows(0, n, r0, r1, fi, _A(net, acts, l - 1), dn, dn,
-                      <Activation>net.act[l - 1])
+            dact_rows(0, n, r0, r1, fi, Xl, dn, dn, <Activation>net.act[l - 1])
         if fused:
+            src.rows, src.stride, src.D, src.ld = n, fi, d, fo
             for i in range(r0, r1):
-                outer_row_update(n, fi, Xl + i, d, fo, fo, W + i * fo, V + net.woff[l] + i * fo,
-                                 mask + i * fo if mask != NULL else NULL, lr, mom, oc.nesterov,
-                                 wd, keep)
+                src.x = Xl + i
+                outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src, W + i * fo,
+                                 mask + i * fo if mask != NULL else NULL)
         elif r1 > r0:
             gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo, <floating>0,
-                 G + net.woff[l] + <Py_ssize_t>r0 * fo, fo)
+                 G + <Py_ssize_t>r0 * fo, fo)
             if mask != NULL:
                 for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
-                    G[net.woff[l] + i] *= mask[i]
-            sgd_block(<Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
-                      G + net.woff[l] + <Py_ssize_t>r0 * fo, V + net.woff[l] + <Py_ssize_t>r0 * fo,
-                      lr, mom, oc.nesterov, wd, keep)
-        _even(fo, tid, nt, &c0, &c1)
+                    G[i] *= mask[i]
+            update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>r0 * fo,
+                         <Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
+                         G + <Py_ssize_t>r0 * fo)
+        even_share(fo, tid, nt, &c0, &c1)
         if c1 > c0:  # the bias: its input is 1 in every row
-            outer_row_update(n, 0, &one, d + c0, fo, c1 - c0, W + nw + c0,
-                             V + net.woff[l] + nw + c0, NULL, lr, mom, oc.nesterov, wd, keep)
+            src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
+            outer_row_update(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, src,
+                             W + nw + c0, NULL)
         bp_omp_barrier()
         tmp = d
         d = dn
         dn = tmp
 
 
-cdef double rowsplit_step(Net *net, int nt, int n, const floating *X, const floating *T,
-                          const Py_ssize_t *labels, LossConf lc, SGDConf oc, bint fused,
-                          floating *P, floating *G, floating *V, floating *acts, floating *d0,
-                          floating *d1, floating *partials, Py_ssize_t pstride) noexcept nogil:
-    cdef double loss = 0
-    cdef double *lossp = &loss
+cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, LossSpec loss,
+                          Batch b, const floating *X) noexcept nogil:
+    """For a few rows the cost is moving the weights, not arithmetic: every layer's weights are
+    split by rows among the threads for the whole step, so each thread keeps its rows of W and
+    their optimizer state in its own cache (splitting W one way for the forward pass and
+    another for the update would move half of it between cores every step)."""
+    cdef double value = 0
+    cdef double *out = &value  # written by thread 0 inside the parallel region
+    cdef int tid, nt = ws.small_threads
     if nt == 1:
-        rowsplit_step_part(0, 1, net, n, X, T, labels, lc, oc, fused, P, G, V, acts, d0, d1,
-                           partials, pstride, lossp)
-        return loss
+        _rowsplit_forward(0, 1, net, ws, X)
+        value = output_delta(net, ws, loss, b, X)
+        _rowsplit_backward(0, 1, net, ws, opt, X)
+        return value
     with parallel(num_threads=nt):
-        rowsplit_step_part(threadid(), bp_omp_team_size(), net, n, X, T, labels, lc, oc, fused,
-                           P, G, V, acts, d0, d1, partials, pstride, lossp)
-    return loss
+        tid, nt = threadid(), bp_omp_team_size()
+        _rowsplit_forward(tid, nt, net, ws, X)
+        if tid == 0:
+            out[0] = output_delta(net, ws, loss, b, X)
+        bp_omp_barrier()
+        _rowsplit_backward(tid, nt, net, ws, opt, X)
+    return value
 
 
-cdef double train_step(Net *net, int n, const floating *X, const floating *T,
-                       const Py_ssize_t *labels, LossConf lc, SGDConf oc, int fused_max_batch,
-                       floating *P, floating *G, floating *V, floating *acts,
-                       floating *d0, floating *d1, floating *partials) noexcept nogil:
-    """Forward, loss, backward and SGD update for one batch; returns the loss.
+# ---------------------------------------------------------------------------------------------
+# the whole gradient (clipping, L-BFGS), and the step that needs it whole
 
-    Backward runs from the top layer down. At each layer the delta of the layer below is taken
-    first, with the weights the forward pass saw; then the layer is updated at once, while its
-    gradient is in cache. Nothing is allocated.
-    """
-    cdef int l, fi, fo, L = net.L
-    cdef floating *d = d0
-    cdef floating *dn = d1
+cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
+                         const floating *X) noexcept nogil:
+    """G += the gradient of the batch's loss (G accumulates, so chunks of rows add up)."""
+    cdef int l, fi, fo
+    cdef floating *P = <floating *>net.P
+    cdef floating *G = <floating *>net.G
+    cdef floating *d = <floating *>ws.d0
+    cdef floating *dn = <floating *>ws.d1
     cdef floating *tmp
-    cdef double loss
-    cdef Py_ssize_t off
-
-    if n <= net.rowsplit_max_batch:
-        return rowsplit_step(net, net.small_threads, n, X, T, labels, lc, oc,
-                             n <= fused_max_batch, P, G, V, acts, d0, d1, partials, net.pstride)
-    forward(net, n, X, P, acts)
-    fo = net.sizes[L]
-    loss = loss_and_delta(lc, n, fo, _A(net, acts, L - 1), T, labels, d)
-    activation_backward(<Activation>net.act[L - 1], <Py_ssize_t>n * fo, _A(net, acts, L - 1),
-                        d, d)
-    for l in range(L - 1, -1, -1):
+    cdef double value
+    forward(net, ws, X)
+    value = output_delta(net, ws, loss, b, X)
+    for l in range(net.L - 1, -1, -1):
         fi, fo = net.sizes[l], net.sizes[l + 1]
-        off = net.woff[l]
+        dense_backward(ws.rows, fi, fo, _A(net, ws, l - 1, X), P + net.woff[l], d,
+                       G + net.woff[l], G + net.woff[l] + <Py_ssize_t>fi * fo,
+                       dn if l > 0 else NULL, <const floating *>net.mask[l])
         if l > 0:
-            delta_below(n, fi, fo, d, P + off, _A(net, acts, l - 1), dn,
-                        <Activation>net.act[l - 1])
-        update_layer(n, fi, fo, X if l == 0 else _A(net, acts, l - 1), d, P + off, G + off,
-                     V + off, <const floating *>net.mask[l], oc)
+            activation_backward(<Activation>net.act[l - 1], <Py_ssize_t>ws.rows * fi,
+                                _A(net, ws, l - 1, X), dn, dn)
         tmp = d
         d = dn
         dn = tmp
-    return loss
+    return value
 
 
-cdef void gemm_floor(Net *net, int n, const floating *X, floating *P, floating *G,
-                     floating *acts, floating *d0, floating *d1, bint parts) noexcept nogil:
-    """The GEMMs of one training step and nothing else: the benchmarks' floor for train_step,
-    on its own buffers. Each one whole BLAS call (threaded as the BLAS itself sees fit), or
-    with parts, split among bpcore's threads as the large-batch step splits them."""
-    cdef int l, fi, fo, L = net.L
-    cdef const floating *inp = X
-    cdef floating *d = d0
-    cdef floating *dn = d1
-    cdef floating *tmp
-    for l in range(L):
-        fi, fo = net.sizes[l], net.sizes[l + 1]
-        gemm_in_parts(NoTrans, NoTrans, n, fo, fi, <floating>1, inp, fi, P + net.woff[l], fo,
-                      <floating>0, _A(net, acts, l), fo, parts)
-        inp = _A(net, acts, l)
-    for l in range(L - 1, -1, -1):
-        fi, fo = net.sizes[l], net.sizes[l + 1]
-        if l > 0:
-            gemm_in_parts(NoTrans, Trans, n, fi, fo, <floating>1, d, fo, P + net.woff[l], fo,
-                          <floating>0, dn, fi, parts)
-        gemm_in_parts(Trans, NoTrans, fi, fo, n, <floating>1,
-                      X if l == 0 else _A(net, acts, l - 1), fi, d, fo, <floating>0,
-                      G + net.woff[l], fo, parts)
-        tmp = d
-        d = dn
-        dn = tmp
+cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, LossSpec loss,
+                         Batch b, const floating *X, double max_norm) noexcept nogil:
+    """The whole gradient, scaled to a global norm of at most max_norm (as
+    torch.nn.utils.clip_grad_norm_), then the update of every parameter."""
+    cdef int l
+    cdef Py_ssize_t size = net.woff[net.L - 1] + <Py_ssize_t>(net.sizes[net.L - 1] + 1) * net.sizes[net.L]
+    cdef Py_ssize_t nw
+    cdef floating *P = <floating *>net.P
+    cdef floating *G = <floating *>net.G
+    cdef double value, norm, coef
+    memset(G, 0, size * sizeof(floating))
+    value = add_gradient(net, ws, loss, b, X)
+    norm = sqrt(sum_of_squares(size, G))
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1:
+        scale_run(size, G, coef)
+    for l in range(net.L):
+        nw = <Py_ssize_t>net.sizes[l] * net.sizes[l + 1]
+        update_run(opt, _group(opt, l, False), net.woff[l], nw, P + net.woff[l], G + net.woff[l])
+        update_run(opt, _group(opt, l, True), net.woff[l] + nw, net.sizes[l + 1],
+                   P + net.woff[l] + nw, G + net.woff[l] + nw)
+    return value
 
+
+cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *sc, Batch b,
+                       const floating *X) noexcept nogil:
+    """Forward, loss, backward and update of the batch (ws.rows rows); returns the loss of the
+    weights before the update. Nothing is allocated."""
+    begin_step(opt)
+    if sc.max_grad_norm > 0:
+        return step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
+    if ws.rows <= ws.rowsplit_max_batch:
+        return step_rowsplit(net, ws, opt, sc.loss, b, X)
+    return step_batchsplit(net, ws, opt, sc.loss, b, X)
+
+
+# ---------------------------------------------------------------------------------------------
+# passes over many rows: an epoch of steps, predictions, evaluation, the full-data gradient
 
 cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_t *idx,
                       floating *dst) noexcept nogil:
@@ -315,8 +341,116 @@ cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_
         memcpy(&dst[r * width], &src[idx[r] * width], width * sizeof(floating))
 
 
+cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start, int count,
+                     const floating **X) noexcept nogil:
+    """Point X and the returned targets at `count` rows from `start`: slices of the data in the
+    stored order, else gathered into the workspace's batch buffers. Sets ws.rows."""
+    cdef int fi = net.sizes[0], c = net.sizes[net.L], r
+    cdef Batch b
+    ws.rows = count
+    b.T, b.labels = NULL, NULL
+    if data.idx == NULL:
+        X[0] = <const floating *>data.X + start * fi
+        if data.all.T != NULL:
+            b.T = <const floating *>data.all.T + start * c
+        if data.all.labels != NULL:
+            b.labels = data.all.labels + start
+        return b
+    gather_rows(count, fi, <const floating *>data.X, data.idx + start, <floating *>ws.xb)
+    X[0] = <const floating *>ws.xb
+    if data.all.T != NULL:
+        gather_rows(count, c, <const floating *>data.all.T, data.idx + start, <floating *>ws.tb)
+        b.T = ws.tb
+    if data.all.labels != NULL:
+        for r in range(count):
+            ws.lb[r] = data.all.labels[data.idx[start + r]]
+        b.labels = ws.lb
+    return b
+
+
+cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf *sc, Rows data,
+                        int first, int last, int batch_size, const floating *like) noexcept nogil:
+    """Batches first..last-1 of an epoch; returns the sum of batch losses, each weighted by
+    its rows for mean reductions. (`like` only picks the dtype.)"""
+    cdef int bi, count
+    cdef Py_ssize_t start
+    cdef const floating *X
+    cdef Batch b
+    cdef double value, total = 0
+    for bi in range(first, last):
+        start = <Py_ssize_t>bi * batch_size
+        count = <int>min(<Py_ssize_t>batch_size, data.N - start)
+        b = take_rows(net, ws, data, start, count, &X)
+        value = train_step(net, ws, opt, sc, b, X)
+        total += value * count if sc.loss.reduction == MEAN else value
+    return total
+
+
+cdef void predict_rows(const Net *net, Workspace *ws, Rows data, floating *out) noexcept nogil:
+    """out (N, outputs) = the network's output, in chunks of the workspace's capacity."""
+    cdef Py_ssize_t start = 0
+    cdef int c = net.sizes[net.L]
+    cdef const floating *X
+    while start < data.N:
+        take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
+        forward(net, ws, X)
+        memcpy(out + start * c, _A(net, ws, net.L - 1, X), <Py_ssize_t>ws.rows * c * sizeof(floating))
+        start += ws.rows
+
+
+cdef int _argmax(int c, const floating *y) noexcept nogil:
+    cdef int j, best = 0
+    for j in range(1, c):
+        if y[j] > y[best]:
+            best = j
+    return best
+
+
+cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows data,
+                          Py_ssize_t *correct, const floating *like) noexcept nogil:
+    """The summed loss over all rows (loss.reduction SUM), and the count of rows whose output
+    argmax is the label (or the target's argmax)."""
+    cdef Py_ssize_t start = 0
+    cdef int i, c = net.sizes[net.L], want
+    cdef double total = 0
+    cdef const floating *X
+    cdef const floating *Y
+    cdef Batch b
+    correct[0] = 0
+    while start < data.N:
+        b = take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
+        forward(net, ws, X)
+        Y = _A(net, ws, net.L - 1, X)
+        total += loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, <floating *>ws.d0)
+        for i in range(ws.rows):
+            if b.labels != NULL:
+                want = <int>b.labels[i]
+            else:
+                want = _argmax(c, <const floating *>b.T + <Py_ssize_t>i * c)
+            correct[0] += _argmax(c, Y + <Py_ssize_t>i * c) == want
+        start += ws.rows
+    return total
+
+
+cdef double gradient_rows(const Net *net, Workspace *ws, LossSpec loss, Rows data,
+                          const floating *like) noexcept nogil:
+    """G = the gradient of the loss summed over all rows (loss.reduction SUM or HALF_SUM),
+    chunk by chunk; returns that loss."""
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t size = net.woff[net.L - 1] + <Py_ssize_t>(net.sizes[net.L - 1] + 1) * net.sizes[net.L]
+    cdef double total = 0
+    cdef const floating *X
+    cdef Batch b
+    memset(net.G, 0, size * sizeof(floating))
+    while start < data.N:
+        b = take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
+        total += add_gradient(net, ws, loss, b, X)
+        start += ws.rows
+    return total
+
+
 cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
-    """True if any of a[0..size) is NaN or infinite (a pass over X each step: threaded)."""
+    """True if any of a[0..size) is NaN or infinite (threaded: a pass over the data)."""
     cdef Py_ssize_t blk, start, nblk = (size + CHECK_BLOCK - 1) // CHECK_BLOCK
     cdef int bad = 0
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
@@ -328,161 +462,25 @@ cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
     return bad != 0
 
 
-cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, int c) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if y[i] < 0 or y[i] >= c:
-            return i
-    return -1
-
-
-cdef double run_batches(Net *net, int first, int last, int batch_size, Py_ssize_t N,
-                        const floating *X, const floating *T, const Py_ssize_t *labels,
-                        const Py_ssize_t *idx, LossConf lc, SGDConf oc, int fused_max_batch,
-                        floating *P, floating *G, floating *V, floating *acts,
-                        floating *d0, floating *d1, floating *partials, floating *xb,
-                        floating *tb, Py_ssize_t *lb) noexcept nogil:
-    """Batches first..last-1 of an epoch over N rows (in the order idx, or in order if idx is
-    NULL); returns the sum of batch losses, each weighted by its rows for mean reductions."""
-    cdef int bi, rows, fi = net.sizes[0], c = net.sizes[net.L]
-    cdef Py_ssize_t start, r
-    cdef const floating *xs
-    cdef const floating *ts = NULL
-    cdef const Py_ssize_t *ls = NULL
-    cdef double loss, total = 0
-    for bi in range(first, last):
-        start = <Py_ssize_t>bi * batch_size
-        rows = <int>min(<Py_ssize_t>batch_size, N - start)
-        if idx == NULL:  # in order: the batch is a slice, nothing to copy
-            xs = X + start * fi
-            if T != NULL:
-                ts = T + start * c
-            if labels != NULL:
-                ls = labels + start
+def check_finite(cnp.ndarray a, str name):
+    """Raise ValueError unless every value of the float32/float64 C-contiguous array a is
+    finite: the one place of that rule (bpcore._validation uses it too)."""
+    cdef bint bad
+    cdef void *p = cnp.PyArray_DATA(a)
+    cdef Py_ssize_t size = a.size
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected a C-contiguous float32 or float64 array")
+    with nogil:
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
+            bad = any_nonfinite(size, <const double *>p)
         else:
-            gather_rows(rows, fi, X, idx + start, xb)
-            xs = xb
-            if T != NULL:
-                gather_rows(rows, c, T, idx + start, tb)
-                ts = tb
-            if labels != NULL:
-                for r in range(rows):
-                    lb[r] = labels[idx[start + r]]
-                ls = lb
-        loss = train_step(net, rows, xs, ts, ls, lc, oc, fused_max_batch, P, G, V, acts, d0, d1,
-                          partials)
-        total += loss * rows if lc.reduction == MEAN else loss
-    return total
-
-
-cdef void predict_rows(Net *net, Py_ssize_t N, int chunk, const floating *X, const floating *P,
-                       floating *acts, floating *out) noexcept nogil:
-    cdef Py_ssize_t start
-    cdef int rows, c = net.sizes[net.L]
-    start = 0
-    while start < N:
-        rows = <int>min(<Py_ssize_t>chunk, N - start)
-        forward(net, rows, X + start * net.sizes[0], P, acts)
-        memcpy(out + start * c, _A(net, acts, net.L - 1), <Py_ssize_t>rows * c * sizeof(floating))
-        start += rows
-
-
-cdef double evaluate_rows(Net *net, Py_ssize_t N, int chunk, const floating *X,
-                          const floating *T, const Py_ssize_t *labels, int loss_kind,
-                          const floating *P, floating *acts, floating *d,
-                          Py_ssize_t *correct) noexcept nogil:
-    """Summed loss over N rows (Reduction.SUM), and the count of rows whose output argmax is
-    the label (or the target's argmax)."""
-    cdef LossConf lc
-    cdef Py_ssize_t start, i
-    cdef int rows, j, c = net.sizes[net.L], best, want
-    cdef double total = 0
-    cdef floating *Y
-    lc.kind = loss_kind
-    lc.reduction = SUM
-    correct[0] = 0
-    start = 0
-    while start < N:
-        rows = <int>min(<Py_ssize_t>chunk, N - start)
-        forward(net, rows, X + start * net.sizes[0], P, acts)
-        Y = _A(net, acts, net.L - 1)
-        total += loss_and_delta(lc, rows, c, Y, T + start * c if T != NULL else NULL,
-                                labels + start if labels != NULL else NULL, d)
-        for i in range(rows):
-            best = 0
-            for j in range(1, c):
-                if Y[i * c + j] > Y[i * c + best]:
-                    best = j
-            if labels != NULL:
-                want = <int>labels[start + i]
-            else:
-                want = 0
-                for j in range(1, c):
-                    if T[(start + i) * c + j] > T[(start + i) * c + want]:
-                        want = j
-            correct[0] += best == want
-        start += rows
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# dtype dispatch: the engine keeps untyped pointers and picks the specialisation once per call
-
-cdef struct Buffers:
-    void *P
-    void *G
-    void *V
-    void *acts
-    void *d0
-    void *d1
-    void *partials
-    void *xb
-    void *tb
-    Py_ssize_t *lb
-
-
-cdef double _train_step(Net *net, bint f64, int n, void *X, void *T, Py_ssize_t *labels,
-                        LossConf lc, SGDConf oc, int fmb, Buffers *B) noexcept nogil:
-    if f64:
-        return train_step(net, n, <double *>X, <double *>T, labels, lc, oc, fmb, <double *>B.P,
-                          <double *>B.G, <double *>B.V, <double *>B.acts, <double *>B.d0,
-                          <double *>B.d1, <double *>B.partials)
-    return train_step(net, n, <float *>X, <float *>T, labels, lc, oc, fmb, <float *>B.P,
-                      <float *>B.G, <float *>B.V, <float *>B.acts, <float *>B.d0, <float *>B.d1,
-                      <float *>B.partials)
-
-
-cdef double _run_batches(Net *net, bint f64, int first, int last, int bs, Py_ssize_t N,
-                         void *X, void *T, Py_ssize_t *labels, Py_ssize_t *idx, LossConf lc,
-                         SGDConf oc, int fmb, Buffers *B) noexcept nogil:
-    if f64:
-        return run_batches(net, first, last, bs, N, <double *>X, <double *>T, labels, idx, lc,
-                           oc, fmb, <double *>B.P, <double *>B.G, <double *>B.V,
-                           <double *>B.acts, <double *>B.d0, <double *>B.d1,
-                           <double *>B.partials, <double *>B.xb, <double *>B.tb, B.lb)
-    return run_batches(net, first, last, bs, N, <float *>X, <float *>T, labels, idx, lc,
-                       oc, fmb, <float *>B.P, <float *>B.G, <float *>B.V,
-                       <float *>B.acts, <float *>B.d0, <float *>B.d1,
-                       <float *>B.partials, <float *>B.xb, <float *>B.tb, B.lb)
-
-
-cdef bint _any_nonfinite(bint f64, Py_ssize_t size, void *a) noexcept nogil:
-    if f64:
-        return any_nonfinite(size, <double *>a)
-    return any_nonfinite(size, <float *>a)
+            bad = any_nonfinite(size, <const float *>p)
+    if bad:
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
 
 
 # ---------------------------------------------------------------------------------------------
 # the Python-facing engine
-
-cdef inline void _target_pointers(cnp.ndarray T, int loss_kind, void **values,
-                                  Py_ssize_t **labels) noexcept:
-    """Point `labels` (class labels) or `values` (target rows) at T, as the loss reads it."""
-    if loss_kind == LOSS_XENT_LABELS:
-        labels[0] = <Py_ssize_t *>cnp.PyArray_DATA(T)
-    else:
-        values[0] = cnp.PyArray_DATA(T)
-
 
 _TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp"}
 
@@ -505,6 +503,10 @@ cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim, Py_ssize
     return arr
 
 
+cdef inline void *_data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
 cdef class Engine:
     """The native training state of one network: its layout, and workspaces for a batch.
 
@@ -512,16 +514,6 @@ cdef class Engine:
     flat buffers (W_l then b_l for each layer, in order); masks: per layer, a (fan_in, fan_out)
     array or None. Not safe to use from two threads at once (it says so if tried).
     """
-    cdef Net net
-    cdef Buffers buf
-    cdef readonly object dtype
-    cdef int typenum
-    cdef bint f64
-    cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
-    cdef int part_threads       # threads the partial-sum workspace has room for
-    cdef Py_ssize_t work_per_row  # parameters + activations touched per row, for thread choice
-    cdef public int fused_max_batch
-    cdef bint busy
 
     def __cinit__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
                   int rowsplit_max_batch=128):
@@ -533,11 +525,10 @@ cdef class Engine:
         self.net.sizes = <int *>calloc(L + 1, sizeof(int))
         self.net.act = <int *>calloc(L, sizeof(int))
         self.net.woff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
-        self.net.aoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
         self.net.mask = <void **>calloc(L, sizeof(void *))
-        self.net.capacity = 0
+        self.ws.aoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
         if (self.net.sizes == NULL or self.net.act == NULL or self.net.woff == NULL
-                or self.net.aoff == NULL or self.net.mask == NULL):
+                or self.net.mask == NULL or self.ws.aoff == NULL):
             raise MemoryError()
 
     def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
@@ -564,300 +555,281 @@ cdef class Engine:
         self.work_per_row = off
         self.params = _arr(params, "params", self.typenum, 1, off, -1, True)
         self.grads = _arr(grads, "grads", self.typenum, 1, off, -1, True)
-        self.buf.P = cnp.PyArray_DATA(self.params)
-        self.buf.G = cnp.PyArray_DATA(self.grads)
+        self.net.P, self.net.G = _data(self.params), _data(self.grads)
         self.masks = [None if m is None else
                       _arr(m, f"masks[{l}]", self.typenum, 2, sizes[l], sizes[l + 1])
                       for l, m in enumerate(masks)]
         for l in range(L):
             if self.masks[l] is not None:
-                self.net.mask[l] = cnp.PyArray_DATA(self.masks[l])
-        self.fused_max_batch = fused_max_batch
-        self.rowsplit_max_batch = rowsplit_max_batch
+                self.net.mask[l] = _data(self.masks[l])
+        self.ws.fused_max_batch = fused_max_batch
+        self.ws.rowsplit_max_batch = max(rowsplit_max_batch, 0)
+        self.ws.small_threads = 1
 
     def __dealloc__(self):
         free(self.net.sizes)
         free(self.net.act)
         free(self.net.woff)
-        free(self.net.aoff)
         free(self.net.mask)
+        free(self.ws.aoff)
 
     @property
     def rowsplit_max_batch(self):
         """Batches up to this size take the row-split step (weights split by rows among the
         threads for the whole step); larger ones split the batch rows instead."""
-        return self.net.rowsplit_max_batch
+        return self.ws.rowsplit_max_batch
 
     @rowsplit_max_batch.setter
     def rowsplit_max_batch(self, int value):
-        self.net.rowsplit_max_batch = max(value, 0)
+        self.ws.rowsplit_max_batch = max(value, 0)
         self.part_threads = 0  # re-size the partial sums at the next reserve
+
+    @property
+    def fused_max_batch(self):
+        """Batches up to this size form each weight row's gradient inside its update."""
+        return self.ws.fused_max_batch
+
+    @fused_max_batch.setter
+    def fused_max_batch(self, int value):
+        self.ws.fused_max_batch = value
 
     @property
     def capacity(self):
         """Rows the workspaces hold now (the largest batch seen)."""
-        return self.net.capacity
+        return self.ws.capacity
 
     cdef int reserve(self, Py_ssize_t n) except -1:
         """Grow the workspaces to hold n rows (and partial sums for every thread); no-op when
-        they already do."""
+        they already do. Also picks the threads of a row-split step."""
         cdef int l, L = self.net.L, widest = 0
-        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t off = 0, rows
         cdef int nt = max(pool_threads(), 1)
-        if n <= self.net.capacity and nt <= self.part_threads:
+        cdef Py_ssize_t item = self.dtype.itemsize
+        # a small-batch step touches every weight a few times: worth threads only for big nets
+        self.ws.small_threads = nt if self.work_per_row * 4 >= PARALLEL_MIN_WORK else 1
+        if n <= self.ws.capacity and nt <= self.part_threads:
             return 0
-        n = max(n, <Py_ssize_t>self.net.capacity)
+        n = max(n, <Py_ssize_t>self.ws.capacity)
         if n > 2**31 - 1:
             raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
         for l in range(L):
-            self.net.aoff[l] = off
+            self.ws.aoff[l] = off
             off += n * self.net.sizes[l + 1]
             widest = max(widest, self.net.sizes[l + 1])
         self.acts_ws = np.empty(off, self.dtype)
-        # zeros, not garbage: gemm_floor reads deltas no step has written yet
-        self.delta_ws = np.zeros(2 * n * widest, self.dtype)
+        self.delta_ws = np.empty(2 * n * widest, self.dtype)
         self.xbuf = np.empty(n * self.net.sizes[0], self.dtype)
         self.tbuf = np.empty(n * self.net.sizes[L], self.dtype)
         self.lbuf = np.empty(n, np.intp)
-        self.buf.acts = cnp.PyArray_DATA(self.acts_ws)
-        self.buf.d0 = cnp.PyArray_DATA(self.delta_ws)
-        cdef Py_ssize_t itemsize = 8 if self.f64 else 4
-        self.buf.d1 = <void *>((<char *>self.buf.d0) + n * widest * itemsize)
-        self.buf.xb = cnp.PyArray_DATA(self.xbuf)
-        self.buf.tb = cnp.PyArray_DATA(self.tbuf)
-        self.buf.lb = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
-        # partial sums of the row-split step: one (rows, widest) block per thread
-        rows = min(n, <Py_ssize_t>self.net.rowsplit_max_batch)
-        self.part_ws = np.zeros(max(nt * rows * widest, 1), self.dtype)
-        self.buf.partials = cnp.PyArray_DATA(self.part_ws)
-        self.net.pstride = rows * widest
+        self.ws.acts = _data(self.acts_ws)
+        self.ws.d0 = _data(self.delta_ws)
+        self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
+        self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
+        self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
+        rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
+        self.part_ws = np.empty(max(nt * rows * widest, 1), self.dtype)
+        self.ws.partials = _data(self.part_ws)
+        self.ws.pstride = rows * widest
         self.part_threads = nt
-        self.net.capacity = <int>n
+        self.ws.capacity = <int>n
         return 0
 
-    cdef int _chunk_rows(self, Py_ssize_t N) except -1:
-        """Rows per chunk for a pass over N rows (predict, evaluate): the workspaces' capacity,
-        grown to PREDICT_CHUNK rows at most."""
-        self.reserve(min(N, <Py_ssize_t>PREDICT_CHUNK))
-        return self.net.capacity
+    def workspaces(self):
+        """{name: array} of the workspace buffers (for the benchmarks' GEMM floor)."""
+        return {"acts": self.acts_ws, "deltas": self.delta_ws}
 
-    cdef int _enter(self) except -1:
+    cdef int enter(self) except -1:
         if self.busy:
             raise RuntimeError("this model is already training or predicting in another thread")
         self.busy = True
         return 0
 
-    cdef cnp.ndarray _X(self, X, bint check=True):
+    cdef void leave(self) noexcept:
+        self.busy = False
+
+    cdef object checked_X(self, X, bint check=True):
         cdef cnp.ndarray Xa = _arr(X, "X", self.typenum, 2, -1, self.net.sizes[0])
         if Xa.shape[0] == 0:
             raise ValueError(f"X: expected at least one row, got shape {X.shape}")
-        if check and _any_nonfinite(self.f64, Xa.size, cnp.PyArray_DATA(Xa)):
-            raise ValueError("X: expected finite values, got NaN or infinity")
+        if check:
+            check_finite(Xa, "X")
         return Xa
 
-    cdef cnp.ndarray _target(self, target, Py_ssize_t n, int loss_kind, bint check=True):
-        """target checked for the loss kind: finite values, or labels in range."""
+    cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=True):
+        """target checked for the loss kind: finite values, or labels in range (always:
+        a label out of range would be read out of bounds)."""
         cdef int c = self.net.sizes[self.net.L]
-        cdef cnp.ndarray T
-        cdef Py_ssize_t bad
-        if loss_kind == LOSS_XENT_LABELS:
+        if kind == XENT_LABELS:
             T = _arr(target, "target", cnp.NPY_INTP, 1, n, -1)
-            bad = first_bad_label(n, <Py_ssize_t *>cnp.PyArray_DATA(T), c) if check else -1
-            if bad >= 0:
-                raise ValueError(f"target: expected class labels in [0, {c}), "
-                                 f"got {T[bad]} at index {bad}")
-        elif loss_kind == LOSS_MSE or loss_kind == LOSS_XENT_PROBS:
+            _check_labels(T, c)
+        elif kind == MSE or kind == XENT_PROBS:
             T = _arr(target, "target", self.typenum, 2, n, c)
-            if check and _any_nonfinite(self.f64, T.size, cnp.PyArray_DATA(T)):
-                raise ValueError("target: expected finite values, got NaN or infinity")
+            if check:
+                check_finite(T, "target")
         else:
-            raise ValueError(f"loss_kind: expected 0, 1 or 2, got {loss_kind}")
+            raise ValueError(f"loss_kind: expected a LossKind, got {kind}")
         return T
 
-    cdef int _configure(self, LossConf *lc, SGDConf *oc, int loss_kind, int reduction, velocity,
-                        double lr, double momentum, bint nesterov, double weight_decay,
-                        double decay) except -1:
-        cdef cnp.ndarray V = _arr(velocity, "velocity", self.typenum, 1,
-                                  cnp.PyArray_SIZE(self.params), -1, True)
-        if not 0 <= reduction <= 2 or (reduction == HALF_SUM and loss_kind != LOSS_MSE):
-            raise ValueError(f"reduction: expected a Reduction valid for the loss, got {reduction}")
-        self.buf.V = cnp.PyArray_DATA(V)
-        # a small-batch step touches every weight a few times: worth threads only for big nets
-        self.net.small_threads = (pool_threads()
-                                  if self.work_per_row * 4 >= PARALLEL_MIN_WORK else 1)
-        lc.kind, lc.reduction = loss_kind, reduction
-        oc.lr, oc.momentum, oc.nesterov = lr, momentum, nesterov
-        oc.weight_decay, oc.decay = weight_decay, decay
-        return 0
+    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=None) except *:
+        cdef Rows r
+        r.N, r.X, r.idx = X.shape[0], _data(X), NULL
+        r.all.T = _data(T) if kind != XENT_LABELS else NULL
+        r.all.labels = <const Py_ssize_t *>_data(T) if kind == XENT_LABELS else NULL
+        if order is not None:
+            idx = _arr(order, "order", cnp.NPY_INTP, 1, X.shape[0], -1)
+            _check_labels(idx, X.shape[0], "order")
+            r.idx = <const Py_ssize_t *>_data(idx)
+        return r
 
-    def train_step(self, X, target, int loss_kind, int reduction, velocity, double lr,
-                   double momentum, bint nesterov, double weight_decay, double decay):
-        """One fused step on the batch X; returns the loss (of the weights before the step)."""
-        cdef cnp.ndarray Xa = self._X(X)
-        cdef Py_ssize_t n = Xa.shape[0]
-        cdef cnp.ndarray T = self._target(target, n, loss_kind)
-        cdef void *pX = cnp.PyArray_DATA(Xa)
-        cdef void *pT = NULL
-        cdef Py_ssize_t *pl = NULL
-        cdef LossConf lc
-        cdef SGDConf oc
-        cdef double loss
-        cdef int pinned
-        _target_pointers(T, loss_kind, &pT, &pl)
-        self._enter()
-        try:
-            self._configure(&lc, &oc, loss_kind, reduction, velocity, lr, momentum, nesterov,
-                            weight_decay, decay)
-            self.reserve(n)
-            with nogil:
-                pinned = blas_pin()
-                loss = _train_step(&self.net, self.f64, <int>n, pX, pT, pl, lc, oc,
-                                   self.fused_max_batch, &self.buf)
-                blas_unpin(pinned)
-        finally:
-            self.busy = False
-        return loss
+    cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL:
+        """opt's struct, once checked to update exactly this network's flat buffers."""
+        cdef Optimizer *o = opt.get()
+        cdef Py_ssize_t item = self.dtype.itemsize
+        fits = (opt.dtype == self.dtype and o.nparams == 2 * self.net.L
+                and o.size == self.params.size)
+        for data, grad, at, group in opt.runs:
+            fits = fits and (<size_t>data.ctypes.data == <size_t>self.net.P + at * item
+                             and <size_t>grad.ctypes.data == <size_t>self.net.G + at * item)
+        if not fits:
+            raise ValueError("optimizer: expected one over all of this model's parameters, in "
+                             "order (e.g. SGD(model, ...)), got one over other parameters")
+        return o
+
+    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm) except *:
+        cdef StepConf sc
+        if not _valid_reduction(kind, reduction):
+            raise ValueError(f"reduction: expected a Reduction valid for the loss, got {reduction}")
+        if not max_grad_norm >= 0:
+            raise ValueError(f"max_grad_norm: expected a number >= 0, got {max_grad_norm}")
+        sc.loss.kind, sc.loss.reduction, sc.max_grad_norm = kind, reduction, max_grad_norm
+        return sc
 
     def check_data(self, X, target, int loss_kind):
         """Raise unless X and target fit this network and the loss, with finite values and
         labels in range (fit checks once, then runs its epochs with check=False)."""
-        Xa = self._X(X)
-        self._target(target, Xa.shape[0], loss_kind)
+        Xa = self.checked_X(X)
+        self.checked_target(target, Xa.shape[0], loss_kind)
+
+    def train_step(self, X, target, int loss_kind, int reduction, OptimizerState optimizer,
+                   double max_grad_norm=0):
+        """One fused step on the batch X; returns the loss (of the weights before the step)."""
+        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
+        cdef double total = self.run_epoch(Xa, T, loss_kind, reduction, None, Xa.shape[0],
+                                           optimizer, max_grad_norm, False)
+        return total / Xa.shape[0] if reduction == MEAN else total  # run_epoch weights by rows
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
-                  velocity, double lr, double momentum, bint nesterov, double weight_decay,
-                  double decay, bint check=True):
+                  OptimizerState optimizer, double max_grad_norm=0, bint check=True):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
         KeyboardInterrupt with the model consistent (only whole batches are applied).
-        check=False skips the pass over the data for finite values and labels in range."""
-        cdef cnp.ndarray Xa = self._X(X, check)
-        cdef Py_ssize_t N = Xa.shape[0]
-        cdef cnp.ndarray T = self._target(target, N, loss_kind, check)
-        cdef cnp.ndarray idx
-        cdef void *pX = cnp.PyArray_DATA(Xa)
-        cdef void *pT = NULL
-        cdef Py_ssize_t *pl = NULL
-        cdef Py_ssize_t *pidx = NULL
-        cdef LossConf lc
-        cdef SGDConf oc
-        cdef int first, last, nb, pinned
+        check=False skips the pass over the data for finite values."""
+        cdef cnp.ndarray Xa = self.checked_X(X, check)
+        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
+        cdef Rows data = self.rows_of(Xa, T, loss_kind, order)
+        cdef StepConf sc = self.step_conf(loss_kind, reduction, max_grad_norm)
+        cdef Optimizer *opt = self.optimizer_of(optimizer)
+        cdef int first = 0, last, nb, pinned
         cdef double total = 0
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        if order is not None:
-            idx = _arr(order, "order", cnp.NPY_INTP, 1, N, -1)
-            pidx = <Py_ssize_t *>cnp.PyArray_DATA(idx)
-            if first_bad_label(N, pidx, <int>N) >= 0:
-                raise ValueError("order: expected row indices in [0, n)")
-        _target_pointers(T, loss_kind, &pT, &pl)
-        nb = <int>((N + batch_size - 1) // batch_size)
-        self._enter()
+        nb = <int>((data.N + batch_size - 1) // batch_size)
+        self.enter()
         try:
-            self._configure(&lc, &oc, loss_kind, reduction, velocity, lr, momentum, nesterov,
-                            weight_decay, decay)
-            self.reserve(min(<Py_ssize_t>batch_size, N))
-            first = 0
+            self.reserve(min(<Py_ssize_t>batch_size, data.N))
             while first < nb:
                 last = min(first + SIGNAL_EVERY, nb)
                 with nogil:
                     pinned = blas_pin()
-                    total += _run_batches(&self.net, self.f64, first, last, batch_size, N, pX,
-                                          pT, pl, pidx, lc, oc, self.fused_max_batch, &self.buf)
+                    if self.f64:
+                        total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
+                                             batch_size, <const double *>NULL)
+                    else:
+                        total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
+                                             batch_size, <const float *>NULL)
                     blas_unpin(pinned)
                 first = last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
         finally:
-            self.busy = False
+            self.leave()
         return total
-
-    def gemm_floor(self, X, bint parts=False):
-        """Run only the GEMMs of a train_step on X (for benchmarks): forward products, dW and
-        dX, on the engine's workspaces, with the BLAS's own threading (or, with parts, split
-        among bpcore's threads with the BLAS pinned, as a large-batch step runs them).
-        Changes no weights."""
-        cdef cnp.ndarray Xa = self._X(X, False)
-        cdef Py_ssize_t n = Xa.shape[0]
-        cdef void *pX = cnp.PyArray_DATA(Xa)
-        cdef int pinned = 0
-        self._enter()
-        try:
-            self.reserve(n)
-            with nogil:
-                if parts:
-                    pinned = blas_pin()
-                if self.f64:
-                    gemm_floor(&self.net, <int>n, <double *>pX, <double *>self.buf.P,
-                               <double *>self.buf.G, <double *>self.buf.acts,
-                               <double *>self.buf.d0, <double *>self.buf.d1, parts)
-                else:
-                    gemm_floor(&self.net, <int>n, <float *>pX, <float *>self.buf.P,
-                               <float *>self.buf.G, <float *>self.buf.acts,
-                               <float *>self.buf.d0, <float *>self.buf.d1, parts)
-                if parts:
-                    blas_unpin(pinned)
-        finally:
-            self.busy = False
 
     def predict(self, X, out):
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
-        cdef cnp.ndarray Xa = self._X(X)
-        cdef Py_ssize_t N = Xa.shape[0]
-        cdef cnp.ndarray O = _arr(out, "out", self.typenum, 2, N,
+        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef cnp.ndarray O = _arr(out, "out", self.typenum, 2, Xa.shape[0],
                                   self.net.sizes[self.net.L], True)
-        cdef void *pX = cnp.PyArray_DATA(Xa)
-        cdef void *pO = cnp.PyArray_DATA(O)
-        cdef int chunk, pinned
-        self._enter()
+        cdef Rows data = self.rows_of(Xa, O, MSE)
+        cdef void *pO = _data(O)
+        cdef int pinned
+        self.enter()
         try:
-            chunk = self._chunk_rows(N)
+            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
             with nogil:
                 pinned = blas_pin()
                 if self.f64:
-                    predict_rows(&self.net, N, chunk, <double *>pX, <double *>self.buf.P,
-                                 <double *>self.buf.acts, <double *>pO)
+                    predict_rows(&self.net, &self.ws, data, <double *>pO)
                 else:
-                    predict_rows(&self.net, N, chunk, <float *>pX, <float *>self.buf.P,
-                                 <float *>self.buf.acts, <float *>pO)
+                    predict_rows(&self.net, &self.ws, data, <float *>pO)
                 blas_unpin(pinned)
         finally:
-            self.busy = False
+            self.leave()
         return out
 
     def evaluate(self, X, target, int loss_kind):
         """(summed loss, correct argmax count) over all rows of X, in chunks."""
-        cdef cnp.ndarray Xa = self._X(X)
-        cdef Py_ssize_t N = Xa.shape[0], correct = 0
-        cdef cnp.ndarray T = self._target(target, N, loss_kind)
-        cdef void *pX = cnp.PyArray_DATA(Xa)
-        cdef void *pT = NULL
-        cdef Py_ssize_t *pl = NULL
-        cdef int chunk, pinned
+        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
+        cdef Rows data = self.rows_of(Xa, T, loss_kind)
+        cdef StepConf sc = self.step_conf(loss_kind, SUM, 0)
+        cdef Py_ssize_t correct = 0
+        cdef int pinned
         cdef double total
-        _target_pointers(T, loss_kind, &pT, &pl)
-        self._enter()
+        self.enter()
         try:
-            chunk = self._chunk_rows(N)
+            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
             with nogil:
                 pinned = blas_pin()
                 if self.f64:
-                    total = evaluate_rows(&self.net, N, chunk, <double *>pX, <double *>pT, pl,
-                                          loss_kind, <double *>self.buf.P,
-                                          <double *>self.buf.acts, <double *>self.buf.d0,
-                                          &correct)
+                    total = evaluate_rows(&self.net, &self.ws, sc.loss, data, &correct,
+                                          <const double *>NULL)
                 else:
-                    total = evaluate_rows(&self.net, N, chunk, <float *>pX, <float *>pT, pl,
-                                          loss_kind, <float *>self.buf.P,
-                                          <float *>self.buf.acts, <float *>self.buf.d0,
-                                          &correct)
+                    total = evaluate_rows(&self.net, &self.ws, sc.loss, data, &correct,
+                                          <const float *>NULL)
                 blas_unpin(pinned)
         finally:
-            self.busy = False
+            self.leave()
         return total, correct
 
-
-# the loss kinds, for the Python layer
-MSE_KIND = LOSS_MSE
-XENT_LABELS_KIND = LOSS_XENT_LABELS
-XENT_PROBS_KIND = LOSS_XENT_PROBS
+    def loss_and_gradient(self, X, target, int loss_kind, int reduction):
+        """The loss over all rows of X in the given reduction, with its gradient written into
+        the flat gradient buffer (replacing it); in chunks of rows, no per-row Python."""
+        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
+        cdef Rows data = self.rows_of(Xa, T, loss_kind)
+        cdef StepConf sc = self.step_conf(loss_kind, reduction, 0)
+        cdef int pinned
+        cdef Py_ssize_t size = cnp.PyArray_SIZE(self.params)
+        cdef double total, scale = 1
+        if reduction == MEAN:  # summed over the chunks, then scaled once
+            sc.loss.reduction = SUM
+            scale = 1.0 / data.N if loss_kind != MSE else 1.0 / (data.N * self.net.sizes[self.net.L])
+        self.enter()
+        try:
+            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
+            with nogil:
+                pinned = blas_pin()
+                if self.f64:
+                    total = gradient_rows(&self.net, &self.ws, sc.loss, data, <const double *>NULL)
+                    if scale != 1:
+                        scale_run(size, <double *>self.net.G, scale)
+                else:
+                    total = gradient_rows(&self.net, &self.ws, sc.loss, data, <const float *>NULL)
+                    if scale != 1:
+                        scale_run(size, <float *>self.net.G, scale)
+                blas_unpin(pinned)
+        finally:
+            self.leave()
+        return total * scale

@@ -10,7 +10,9 @@ from cython.parallel cimport parallel, prange, threadid
 
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport bp_simd_table, simd
-from bpcore._threads cimport blas_pin, blas_unpin, gemm_parts, threads_for, bp_omp_team_size
+from bpcore._checks cimport require
+from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_team_size, even_share, gemm_parts,
+                              threads_for)
 
 cdef bp_simd_table *K = simd()
 
@@ -53,11 +55,6 @@ cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
         K.colsum_f64(c1 - c0, rows, D + c0, ld, out + c0)
 
 
-cdef inline void _even(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
-    lo[0] = <int>(<Py_ssize_t>total * part // nparts)
-    hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)
-
-
 # ---- dense layer ----
 
 cdef inline void _forward_part(int part, int nparts, int n, int fi, int fo, const floating *X,
@@ -92,7 +89,7 @@ cdef inline void _backward_part(int part, int nparts, int n, int fi, int fo,
         for r in range(blk.r0, blk.r1):
             for j in range(blk.c0, blk.c1):
                 dW[r * fo + j] *= mask[r * fo + j]
-    _even(fo, part, nparts, &c0, &c1)
+    even_share(fo, part, nparts, &c0, &c1)
     colsum_rows(n, c0, c1, fo, dZ, db)
     if dX != NULL:
         gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo, <floating>0, dX, fi,
@@ -132,19 +129,14 @@ cdef void activation_backward(Activation act, Py_ssize_t size, const floating *A
 
 # ---- Python-callable entry points ----
 
-cdef inline void _require(bint ok, str what) except *:
-    if not ok:
-        raise ValueError(what)
-
-
 def py_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
                      const floating[::1] b, floating[:, ::1] Z, int act=IDENTITY):
     """Z = act(X @ W + b), written into Z."""
     cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
-    _require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
-    _require(b.shape[0] == fo, f"b: expected length {fo}, got {b.shape[0]}")
-    _require(Z.shape[0] == n and Z.shape[1] == fo, f"Z: expected shape ({n}, {fo})")
-    _require(0 <= act <= 3, f"act: expected 0..3, got {act}")
+    require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
+    require(b.shape[0] == fo, f"b: expected length {fo}, got {b.shape[0]}")
+    require(Z.shape[0] == n and Z.shape[1] == fo, f"Z: expected shape ({n}, {fo})")
+    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
     if n == 0 or fo == 0:
         return
     cdef const floating *pX = &X[0, 0] if fi else NULL
@@ -160,13 +152,13 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                       floating[:, ::1] dX=None, const floating[:, ::1] mask=None):
     """Accumulate dW and db; write dX unless it is None; apply mask to dW if given."""
     cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
-    _require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
-    _require(dZ.shape[0] == n and dZ.shape[1] == fo, f"dZ: expected shape ({n}, {fo})")
-    _require(dW.shape[0] == fi and dW.shape[1] == fo, f"dW: expected shape ({fi}, {fo})")
-    _require(db.shape[0] == fo, f"db: expected length {fo}")
-    _require(dX is None or (dX.shape[0] == n and dX.shape[1] == fi),
+    require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
+    require(dZ.shape[0] == n and dZ.shape[1] == fo, f"dZ: expected shape ({n}, {fo})")
+    require(dW.shape[0] == fi and dW.shape[1] == fo, f"dW: expected shape ({fi}, {fo})")
+    require(db.shape[0] == fo, f"db: expected length {fo}")
+    require(dX is None or (dX.shape[0] == n and dX.shape[1] == fi),
              f"dX: expected shape ({n}, {fi})")
-    _require(mask is None or (mask.shape[0] == fi and mask.shape[1] == fo),
+    require(mask is None or (mask.shape[0] == fi and mask.shape[1] == fo),
              f"mask: expected shape ({fi}, {fo})")
     if fo == 0 or (n == 0 and mask is None):
         return
@@ -188,8 +180,8 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
 
 def py_activation_forward(int act, const floating[::1] Z, floating[::1] A):
     """A = act(Z) over flat arrays."""
-    _require(A.shape[0] == Z.shape[0], f"A: expected length {Z.shape[0]}")
-    _require(0 <= act <= 3, f"act: expected 0..3, got {act}")
+    require(A.shape[0] == Z.shape[0], f"A: expected length {Z.shape[0]}")
+    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
     if Z.shape[0] == 0:
         return
     with nogil:
@@ -199,9 +191,9 @@ def py_activation_forward(int act, const floating[::1] Z, floating[::1] A):
 def py_activation_backward(int act, const floating[::1] A, const floating[::1] dA,
                            floating[::1] dZ):
     """dZ = dA * act'(.) from the forward output A, over flat arrays."""
-    _require(dA.shape[0] == A.shape[0] and dZ.shape[0] == A.shape[0],
+    require(dA.shape[0] == A.shape[0] and dZ.shape[0] == A.shape[0],
              f"dA, dZ: expected length {A.shape[0]}")
-    _require(0 <= act <= 3, f"act: expected 0..3, got {act}")
+    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
     if A.shape[0] == 0:
         return
     with nogil:

@@ -8,6 +8,15 @@ cpdef enum Reduction:
     SUM = 1
     HALF_SUM = 2   # the 1986 paper's E = 1/2 sum over cases and outputs of (y - d)^2
 
+cpdef enum LossKind:
+    MSE = 0            # target rows (n, c)
+    XENT_LABELS = 1    # softmax cross-entropy against class labels (n,)
+    XENT_PROBS = 2     # softmax cross-entropy against target rows (n, c)
+
+ctypedef struct LossSpec:
+    int kind           # LossKind
+    int reduction      # Reduction
+
 # loss of Y (n, m) against targets T (n, m);  dY (n, m) = dloss/dY
 cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY,
                 Reduction red) noexcept nogil
@@ -19,3 +28,10 @@ cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_
 # the same against target distributions T (n, c) (one-hot rows, or any rows of weights)
 cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *T,
                                floating *dZ, Reduction red) noexcept nogil
+
+# the loss of `spec` over Y (n, c) against T (n, c) or labels (n,);  dY = dloss/dY
+cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,
+                           const Py_ssize_t *labels, floating *dY) noexcept nogil
+
+# the index of the first label outside [0, c), or -1
+cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, Py_ssize_t c) noexcept nogil

@@ -15,6 +15,18 @@ class Reduction(IntEnum):
     SUM = 1
     HALF_SUM = 2
 
+class LossKind(IntEnum):
+    MSE = 0
+    XENT_LABELS = 1
+    XENT_PROBS = 2
+
+def check_labels(labels: npt.NDArray[np.integer | np.floating], n_classes: int,
+                 name: str = "target") -> None:
+    """Raise ValueError unless every label of the 1-D array is in [0, n_classes)."""
+
+def valid_reduction(kind: int, reduction: int) -> bool:
+    """True if `reduction` applies to loss `kind` (half_sum is MSE's alone)."""
+
 def py_mse(Y: npt.NDArray[_F], T: npt.NDArray[_F], dY: npt.NDArray[_F], red: int) -> float:
     """Return the MSE loss of Y against T and write dloss/dY into dY."""
 

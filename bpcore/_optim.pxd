@@ -1,22 +1,73 @@
-# The SGD update: over one flat buffer of parameters, or fused with the gradient of a layer.
+# The optimizers' native side: one struct per optimizer, one update function the engine calls
+# on each block of a layer's gradient as it is formed, and the same update over whole runs of
+# parameters for optimizer.step().
 from cython cimport floating
 
-# One block of the update on the calling thread (the loop of csrc/bp_simd.c); keep = 1 - decay
-cdef void sgd_block(Py_ssize_t n, floating *w, const floating *g, floating *v, floating lr,
-                    floating momentum, bint nesterov, floating weight_decay,
-                    floating keep) noexcept nogil
+from bpcore._simd cimport bp_adam_args, bp_sgd_args
 
-# w, g, v (size): g' = g + weight_decay * w;  with momentum the paper's eq. 9,
-# v = momentum * v - lr * g';  w += v  (Nesterov: w += momentum * v - lr * g');
-# without momentum w -= lr * g' (v unused, may be NULL);  then w *= 1 - decay
-cdef void sgd_update(Py_ssize_t size, floating *w, const floating *g, floating *v,
-                     floating lr, floating momentum, bint nesterov,
-                     floating weight_decay, floating decay) noexcept nogil
+cpdef enum Rule:
+    SGD_RULE = 0    # the 1986 paper's eq. 9, with Nesterov, L2 and decoupled decay
+    ADAM_RULE = 1   # Adam, AdamW, AMSGrad; PyTorch's or scikit-learn's placement of eps
 
-# One row segment w (cols) of weights, and its velocity v (NULL if momentum == 0), updated with
-# the gradient row sum_k x[k * stride] * D[k, :cols] (D's rows ld apart), never stored;
-# mask (cols) or NULL
-cdef void outer_row_update(int n, Py_ssize_t stride, const floating *x, const floating *D,
-                           Py_ssize_t ld, int cols, floating *w, floating *v,
-                           const floating *mask, floating lr, floating momentum, bint nesterov,
-                           floating weight_decay, floating keep) noexcept nogil
+# one parameter group's settings, as the user set them (schedules change lr between steps)
+ctypedef struct Settings:
+    double lr
+    double momentum        # SGD
+    double weight_decay    # L2: added to the gradient (SGD, Adam); AdamW: decoupled
+    double decay           # SGD: the paper's w <- (1 - decay) w after each update
+    double beta1, beta2, eps
+    bint nesterov
+
+ctypedef struct Optimizer:
+    int rule               # Rule
+    bint decoupled         # AdamW: weight_decay shrinks w by lr * weight_decay, apart from g
+    bint amsgrad
+    bint sklearn_eps       # eps added to sqrt(v) before the bias correction (scikit-learn)
+    long long t            # steps taken, the one being taken included once begin_step ran
+    int ngroups
+    Settings *settings     # (ngroups,)
+    bp_sgd_args *sgd       # (ngroups,) per-step arguments derived by begin_step
+    bp_adam_args *adam     # (ngroups,)
+    int nparams
+    int *group_of          # (nparams,) the group of each parameter, in order
+    Py_ssize_t size        # elements of all parameters together: the length of each state buffer
+    void *s0               # SGD velocity, Adam's first moment m (size,); NULL if unused
+    void *s1               # Adam's second moment v
+    void *s2               # AMSGrad's running maximum of v
+
+# the gradient row x.T @ D of a layer's weight row, formed a block at a time, never stored:
+# sum_k x[k * stride] * D[k, :], D's rows ld apart, k < rows
+ctypedef struct OuterRow:
+    int rows
+    Py_ssize_t stride
+    const void *x
+    const void *D
+    Py_ssize_t ld
+
+# start a step: count it and derive each group's arguments for it
+cdef void begin_step(Optimizer *o) noexcept nogil
+
+# update w (n) from gradient g with the settings of `group`; w's state sits at `at` of the
+# state buffers. On the calling thread.
+cdef void update_block(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, floating *w,
+                       const floating *g) noexcept nogil
+
+# the same over a long run, on bpcore's threads
+cdef void update_run(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, floating *w,
+                     const floating *g) noexcept nogil
+
+# update the weight row w (cols) from the gradient row of `src`, masked by mask (cols) or NULL
+cdef void outer_row_update(const Optimizer *o, int group, Py_ssize_t at, int cols,
+                           OuterRow src, floating *w, const floating *mask) noexcept nogil
+
+# sum of squares of x (size), threaded, in a thread-count-free order; and x *= scale
+cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil
+cdef void scale_run(Py_ssize_t size, floating *x, double scale) noexcept nogil
+
+# the Python object that owns an Optimizer struct and its buffers (bpcore.optim holds one)
+cdef class OptimizerState:
+    cdef Optimizer o
+    cdef readonly object dtype
+    cdef list buffers          # the state buffers' arrays (keep them alive)
+    cdef list runs             # (data, grad, state offset, group) for step()
+    cdef Optimizer *get(self) except NULL

@@ -1,16 +1,28 @@
 # The table of elementwise loops (csrc/bp_simd.h), filled for this CPU at import.
 
 cdef extern from "bp_simd.h":
+    ctypedef struct bp_sgd_args:
+        double lr, momentum, weight_decay, keep
+        int nesterov
+    ctypedef struct bp_adam_args:
+        double step, sqrt_bc2, beta1, beta2, eps, weight_decay, keep
+        int amsgrad
     ctypedef struct bp_simd_table:
         int level
-        void (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v, float lr, float mom,
-                        int nesterov, float wd, float keep) noexcept nogil
-        void (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v, double lr,
-                        double mom, int nesterov, double wd, double keep) noexcept nogil
-        void (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v, float lr,
-                         float mom, int nesterov, float wd, float keep) noexcept nogil
+        void (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v,
+                        const bp_sgd_args *a) noexcept nogil
+        void (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v,
+                        const bp_sgd_args *a) noexcept nogil
+        void (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v,
+                         const bp_sgd_args *a) noexcept nogil
         void (*sgd1_f64)(Py_ssize_t n, double *w, double x, const double *d, double *v,
-                         double lr, double mom, int nesterov, double wd, double keep) noexcept nogil
+                         const bp_sgd_args *a) noexcept nogil
+        void (*adam_f32)(Py_ssize_t n, float *w, const float *g, float *m, float *v,
+                         float *vmax, const bp_adam_args *a) noexcept nogil
+        void (*adam_f64)(Py_ssize_t n, double *w, const double *g, double *m, double *v,
+                         double *vmax, const bp_adam_args *a) noexcept nogil
+        double (*sumsq_f32)(Py_ssize_t n, const float *x) noexcept nogil
+        double (*sumsq_f64)(Py_ssize_t n, const double *x) noexcept nogil
         void (*outer_f32)(Py_ssize_t n, int k, Py_ssize_t stride, const float *x,
                           const float *D, Py_ssize_t ld, float *g) noexcept nogil
         void (*outer_f64)(Py_ssize_t n, int k, Py_ssize_t stride, const double *x,

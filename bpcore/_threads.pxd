@@ -27,3 +27,8 @@ cdef extern from "bp_omp.h":
     # and a barrier for all of them; partitioned work is always split by the team size
     int bp_omp_team_size() noexcept nogil
     void bp_omp_barrier() noexcept nogil
+
+# part `part` of nparts even shares of `total` items: [lo, hi)
+cdef inline void even_share(int total, int part, int nparts, int *lo, int *hi) noexcept nogil:
+    lo[0] = <int>(<Py_ssize_t>total * part // nparts)
+    hi[0] = <int>(<Py_ssize_t>total * (part + 1) // nparts)

@@ -10,6 +10,9 @@ import numbers
 
 import numpy as np
 
+from bpcore._engine import check_finite
+from bpcore._losses import check_labels
+
 _INT_MAX = 2**31 - 1
 _FLOAT_DTYPES = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64}
 
@@ -62,8 +65,8 @@ def as_matrix(a, name, dtype, cols=None, what="n_features", allow_empty=False, f
         raise ValueError(f"{name}: expected at most {_INT_MAX} rows and columns "
                          f"(BLAS dimensions are 32-bit), got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if finite and not np.isfinite(arr).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    if finite:
+        check_finite(arr, name)
     return arr
 
 
@@ -79,9 +82,7 @@ def as_labels(y, name, n, n_classes):
         if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
             raise TypeError(f"{name}: expected integer class labels, got non-integral "
                             f"values of dtype {arr.dtype.name!r}")
-    if n and (arr.min() < 0 or arr.max() >= n_classes):
-        bad = arr[(arr < 0) | (arr >= n_classes)][0]
-        raise ValueError(f"{name}: expected class labels in [0, {n_classes}), got {bad}")
+    check_labels(arr, n_classes, name)
     return np.ascontiguousarray(arr, dtype=np.intp)
 
 

@@ -9,7 +9,7 @@ alike. A block's time / k is one sample; the table shows medians over the sample
 
 Columns: microseconds per step and samples/s of bpcore; GFLOP/s of its step (GEMM flops only)
 and that as a share of the peak GEMM rate measured on the spot for the thread count; "× floor":
-bpcore's step time over the time of the step's GEMMs alone (Engine.gemm_floor, on the engine's
+bpcore's step time over the time of the step's GEMMs alone (bpcore._bench.gemm_floor, on the engine's
 own buffers: everything bpcore adds around BLAS); "torch/bpcore" and "numpy/bpcore": their step
 times over bpcore's (above 1: bpcore is faster).
 
@@ -28,6 +28,7 @@ import numpy as np
 
 import bpcore
 from bpcore import _blas, _simd, _threads
+from bpcore._bench import gemm_floor
 from bpcore.training import engine_for
 
 __all__ = ["main", "step_flops", "NumpyMLP"]
@@ -117,7 +118,7 @@ class FloorImpl:
         pass
 
     def step(self, i):
-        self.engine.gemm_floor(self.batches[i][0])
+        gemm_floor(self.engine, self.batches[i][0])
 
 
 class NumpyMLP:

@@ -2,17 +2,22 @@
 ``loss.backward()`` returns dloss/doutput, to hand to ``model.backward``."""
 import numpy as np
 
-from bpcore import _engine, _losses
+from bpcore import _losses
 from bpcore._validation import (as_array, as_labels, as_matrix, check_choice, check_same_rows,
                                 float_dtype_of)
 
-__all__ = ["MSELoss", "SoftmaxCrossEntropyLoss"]
+__all__ = ["Loss", "MSELoss", "SoftmaxCrossEntropyLoss"]
 
 _R = _losses.Reduction
 _REDUCTIONS = {"mean": _R.MEAN, "sum": _R.SUM, "half_sum": _R.HALF_SUM}
+_KIND = _losses.LossKind
 
 
-class _Loss:
+class Loss:
+    """Base class. For the training engine a loss says which native loss it is and how its
+    target is laid out (``target_for``), and turns a summed loss into its own reduction
+    (``from_sum``)."""
+
     reductions = ("mean", "sum")
 
     def __init__(self, reduction="mean"):
@@ -36,11 +41,21 @@ class _Loss:
     def reduction_code(self):
         return _REDUCTIONS[self.reduction]
 
+    def elements_per_row(self, c):
+        """What "mean" divides by per row of an output with c columns."""
+        return 1
+
+    def from_sum(self, total, n, c):
+        """The loss over n rows of c outputs in this reduction, from the summed loss."""
+        if self.reduction == "mean":
+            return total / (n * self.elements_per_row(c))
+        return 0.5 * total if self.reduction == "half_sum" else total
+
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
 
-class MSELoss(_Loss):
+class MSELoss(Loss):
     """Squared error between output and target, both (n, m).
 
     reduction="mean": mean over all n*m elements (as torch.nn.MSELoss);
@@ -49,6 +64,9 @@ class MSELoss(_Loss):
     A target of shape (n,) is read as (n, 1) when the output has one column.
     """
     reductions = ("mean", "sum", "half_sum")
+
+    def elements_per_row(self, c):
+        return c  # torch.nn.MSELoss's mean is over every element
 
     def forward(self, output, target):
         Y = self._output(output)
@@ -60,15 +78,18 @@ class MSELoss(_Loss):
 
     def target_for(self, target, n, c, dtype, finite=True):
         """(loss kind, target as a C-contiguous (n, c) array of dtype)."""
+        if (type(target) is np.ndarray and target.flags.c_contiguous and target.dtype == dtype
+                and target.shape == (n, c) and not finite):
+            return _KIND.MSE, target  # exact arrays go straight through: checked natively
         T = as_array(target, "target")
         if T.ndim == 1 and c == 1:
             T = T.reshape(-1, 1)
         T = as_matrix(T, "target", dtype, cols=c, what="n_outputs", finite=finite)
         check_same_rows(n, T, "target", "output")
-        return _engine.MSE_KIND, T
+        return _KIND.MSE, T
 
 
-class SoftmaxCrossEntropyLoss(_Loss):
+class SoftmaxCrossEntropyLoss(Loss):
     """Softmax of the output logits (n, c) and cross-entropy against the targets, fused.
 
     target: integer class labels (n,), or (n, c) rows of target probabilities (one-hot rows for
@@ -82,7 +103,7 @@ class SoftmaxCrossEntropyLoss(_Loss):
         kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
         dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
-        if kind == _engine.XENT_LABELS_KIND:
+        if kind == _KIND.XENT_LABELS:
             loss = _losses.py_softmax_xent_labels(Z, T, dZ, red)
         else:
             loss = _losses.py_softmax_xent_probs(Z, T, dZ, red)
@@ -91,11 +112,14 @@ class SoftmaxCrossEntropyLoss(_Loss):
 
     def target_for(self, target, n, c, dtype, finite=True):
         """(loss kind, target): intp labels (n,) or a C-contiguous (n, c) array of dtype."""
+        if (type(target) is np.ndarray and target.flags.c_contiguous and target.dtype == np.intp
+                and target.shape == (n,) and not finite):
+            return _KIND.XENT_LABELS, target  # exact labels go straight through: checked natively
         T = as_array(target, "target")
         if T.ndim == 1:
-            return _engine.XENT_LABELS_KIND, as_labels(T, "target", n, c)
+            return _KIND.XENT_LABELS, as_labels(T, "target", n, c)
         T = as_matrix(T, "target", dtype, cols=c, what="n_classes", finite=finite)
         check_same_rows(n, T, "target", "output")
         if (T < 0).any():
             raise ValueError(f"target: expected non-negative class probabilities, got {T[T < 0][0]}")
-        return _engine.XENT_PROBS_KIND, T
+        return _KIND.XENT_PROBS, T

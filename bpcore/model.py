@@ -1,8 +1,196 @@
-"""MLP: a Sequential of Dense layers and activations built from a list of layer sizes."""
-from bpcore.layers import ACTIVATIONS, Dense, Sequential, as_generator
-from bpcore._validation import check_choice, check_int, check_real, resolve_dtype
+"""The networks users train: Sequential and MLP, with their training, inference and files.
 
-__all__ = ["MLP"]
+A network gathers its layers' weights into one flat parameter buffer and one flat gradient
+buffer; the training engine (bpcore.training), the optimizers and the checkpoint files
+(bpcore.io) all see those two vectors.
+"""
+import weakref
+
+import numpy as np
+
+from bpcore import io, training
+from bpcore._validation import as_matrix, check_choice, check_int, check_real, resolve_dtype
+from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
+from bpcore.params import as_generator
+
+__all__ = ["Sequential", "MLP", "load", "load_optimizer"]
+
+# layers that belong to a network: a layer keeps its weights and its last input for one only
+_IN_A_NETWORK = weakref.WeakSet()
+
+
+class Sequential(Module):
+    """Layers applied in order, with all their parameters gathered into one flat buffer.
+
+    ``flat_params`` and ``flat_grads`` are those buffers: every ``W``/``b`` of every layer is a
+    view into them, in layer order (W then b). Writing into ``flat_params`` changes the weights.
+    """
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("layers: expected at least one layer, got none")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"layers[{i}]: expected a bpcore layer, got {type(layer).__name__}")
+            if layer in _IN_A_NETWORK or layers.index(layer) != i:
+                raise ValueError(f"layers[{i}]: {layer!r} already belongs to a network; a layer "
+                                 "keeps its weights and its last input for one network only")
+        self.layers = list(layers)
+        dense = [m for m in self.layers if isinstance(m, Dense)]
+        if not dense:
+            raise ValueError("layers: expected at least one Dense layer, got none")
+        dtypes = {m.dtype for m in dense}
+        if len(dtypes) > 1:
+            raise TypeError(f"layers: expected one dtype for all Dense layers, got "
+                            f"{sorted(d.name for d in dtypes)}")
+        for a, b in zip(dense, dense[1:]):
+            if a.fan_out != b.fan_in:
+                raise ValueError(f"layers: {a!r} gives {a.fan_out} features but the next "
+                                 f"{b!r} expects {b.fan_in}")
+        self.dtype = dense[0].dtype
+        self.n_inputs = dense[0].fan_in
+        self.n_outputs = dense[-1].fan_out
+        total = sum(m.size for m in dense)
+        self.flat_params = np.zeros(total, self.dtype)
+        self.flat_grads = np.zeros(total, self.dtype)
+        offset = 0
+        for m in dense:
+            m.bind(self.flat_params, self.flat_grads, offset)
+            offset += m.size
+        _IN_A_NETWORK.update(self.layers)
+        # layers before the first Dense have no weights: backward stops there unless the input
+        # gradient is asked for, and the first Dense skips computing its dX
+        self._first_dense = self.layers.index(dense[0])
+        self._rows = None  # rows of the last forward pass that kept its state
+
+    def parameters(self):
+        return [p for m in self.layers for p in m.parameters()]
+
+    def forward(self, X):
+        """X (n, n_inputs) -> the network's output (n, n_outputs); keeps what backward needs."""
+        X = as_matrix(X, "X", self.dtype, cols=self.n_inputs)
+        self._rows = X.shape[0]
+        for m in self.layers:
+            X = m.forward_unchecked(X)
+        return X
+
+    def backward(self, grad_output, input_grad=False):
+        """Back-propagate dloss/doutput through every layer, accumulating parameter gradients.
+
+        Returns dloss/dX when ``input_grad`` is true, else None (the first Dense then skips
+        computing it).
+        """
+        if self._rows is None:
+            raise RuntimeError("backward: call forward first (predict keeps no state)")
+        g = as_matrix(grad_output, "grad_output", self.dtype, cols=self.n_outputs,
+                      what="n_outputs")
+        if g.shape[0] != self._rows:
+            raise ValueError(f"grad_output: expected {self._rows} rows (the batch of the last "
+                             f"forward), got {g.shape[0]}")
+        stop = 0 if input_grad else self._first_dense
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            g = self.layers[i].backward_unchecked(g, input_grad=input_grad or i > stop)
+        return g if input_grad else None
+
+    def predict(self, X):
+        """The network's output for X, computed natively in chunks; keeps no state for backward."""
+        return training.predict(self, X)
+
+    def train_step(self, X, y, loss, optimizer, max_grad_norm=None):
+        """One fused native step: forward, loss, backward, update. Returns the batch loss."""
+        return training.train_step(self, X, y, loss, optimizer, max_grad_norm=max_grad_norm)
+
+    def fit(self, X, y, **kwargs):
+        """Train natively for whole epochs; see bpcore.training.fit for the arguments."""
+        return training.fit(self, X, y, **kwargs)
+
+    def evaluate(self, X, y, loss):
+        """{"loss", "accuracy"} over all of X, computed natively."""
+        return training.evaluate(self, X, y, loss)
+
+    def save(self, path, optimizer=None):
+        """Write the layers and weights (and the optimizer's state, if given) to path, a
+        safetensors file; ``bpcore.load(path)`` reads the network back and
+        ``bpcore.load_optimizer(path, optimizer)`` the optimizer's state."""
+        io.save_network(path, describe(self), _tensors(self),
+                        None if optimizer is None else optimizer.state_dict())
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}("]
+        for i, m in enumerate(self.layers):
+            n = m.num_parameters
+            lines.append(f"  ({i}) {m!r}" + (f"  {n:,} parameters" if n else ""))
+        lines.append(f")  {self.num_parameters:,} parameters, {self.dtype.name}")
+        return "\n".join(lines)
+
+
+def describe(model):
+    """The architecture of model as plain data: what a file needs to rebuild it."""
+    layers = []
+    for m in model.layers:
+        if isinstance(m, Dense):
+            layers.append({"type": "dense", "fan_in": m.fan_in, "fan_out": m.fan_out,
+                           "mask": m.mask is not None})
+        else:
+            layers.append({"type": m.name})
+    spec = {"dtype": np.dtype(model.dtype).name, "layers": layers}
+    if isinstance(model, MLP):
+        spec["mlp"] = {"sizes": model.sizes, "activation": model.activation,
+                       "output_activation": model.output_activation}
+    return spec
+
+
+def _tensors(model):
+    """The network's arrays by name: layers.{i}.W, layers.{i}.b and layers.{i}.mask."""
+    tensors = {}
+    for i, m in enumerate(model.layers):
+        if isinstance(m, Dense):
+            tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"] = m.W, m.b
+            if m.mask is not None:
+                tensors[f"layers.{i}.mask"] = m.mask
+    return tensors
+
+
+def build(spec, tensors):
+    """A new network from describe()'s plain data and _tensors()'s arrays."""
+    masks = {i: tensors[f"layers.{i}.mask"] for i in range(len(spec["layers"]))
+             if f"layers.{i}.mask" in tensors}
+    model = _architecture(spec, masks)
+    for name, array in _tensors(model).items():
+        if not name.endswith(".mask"):
+            array[...] = tensors[name]
+    return model
+
+
+def _architecture(spec, masks):
+    dtype = spec["dtype"]
+    if "mlp" in spec and not masks:
+        mlp = spec["mlp"]
+        return MLP(mlp["sizes"], activation=mlp["activation"],
+                   output_activation=mlp["output_activation"], dtype=dtype, seed=0)
+    layers = []
+    for i, d in enumerate(spec["layers"]):
+        if d["type"] == "dense":
+            layers.append(Dense(d["fan_in"], d["fan_out"], mask=masks.get(i), dtype=dtype, seed=0))
+        elif d["type"] in ACTIVATIONS:
+            layers.append(ACTIVATIONS[d["type"]]())
+        else:
+            raise ValueError(f"layers[{i}]: unknown layer type {d['type']!r}")
+    return Sequential(*layers)
+
+
+def load(path):
+    """The network saved at path (safetensors, or the .npz files of bpcore 0.1), as a new
+    object with its weights."""
+    spec, tensors = io.load_network(path)
+    return build(spec, tensors)
+
+
+def load_optimizer(path, optimizer):
+    """Restore optimizer's state (moments, velocities, step count, settings) from the file
+    written by ``model.save(path, optimizer=...)``, for an exact resume."""
+    optimizer.load_state_dict(io.load_optimizer_state(path))
+    return optimizer
 
 
 class MLP(Sequential):

@@ -15,18 +15,21 @@
 
 /* Results below the smallest normal number are flushed to zero: a weight whose gradient stays
  * zero (a pixel that is always blank) has its velocity decay geometrically into subnormals,
- * which x86 processes about a hundred times slower. Branch-free, so the loops vectorise. */
-#define FLUSH_f32(x) (fabsf(x) >= FLT_MIN ? (x) : 0.0f)
-#define FLUSH_f64(x) (fabs(x) >= DBL_MIN ? (x) : 0.0)
+ * which x86 processes about a hundred times slower. Branch-free, so the loops vectorise; the
+ * test is written so that NaN (every comparison false) stays NaN. */
+#define FLUSH_f32(x) (fabsf(x) < FLT_MIN ? 0.0f : (x))
+#define FLUSH_f64(x) (fabs(x) < DBL_MIN ? 0.0 : (x))
+#define SQRT_f32(x) sqrtf(x)
+#define SQRT_f64(x) sqrt(x)
 #define EXP_f32(x) expf(x)
 #define EXP_f64(x) exp(x)
 #define TANH_f32(x) tanhf(x)
 #define TANH_f64(x) tanh(x)
 
 #define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
-BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,               \
-                              int nesterov, T wd, T keep) {                                     \
+BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {   \
     ptrdiff_t i;                                                                               \
+    const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;  \
     /* one loop per mode, each branch-free */                                                  \
     if (mom == 0) {                                                                            \
         for (i = 0; i < n; i++) {                                                              \
@@ -34,7 +37,7 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom, 
             T wi = (w[i] - lr * gi) * keep;                                                    \
             w[i] = FLUSH_##SUF(wi);                                                            \
         }                                                                                      \
-    } else if (nesterov) {                                                                     \
+    } else if (a->nesterov) {                                                                  \
         for (i = 0; i < n; i++) {                                                              \
             T gi = g[i] + wd * w[i];                                                           \
             T vi = mom * v[i] - lr * gi;                                                       \
@@ -62,12 +65,12 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom, 
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,         \
-                               int nesterov, T wd, T keep) {                                    \
+BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,                      \
+                               const bp_sgd_args *a) {                                          \
     /* the update for a batch of one: the gradient row is x * d, formed in registers */       \
     ptrdiff_t i;                                                                               \
-    const T c = lr * x;                                                                        \
-    if (mom != 0 && !nesterov && wd == 0 && keep == 1) {                                       \
+    const T c = (T)a->lr * x, mom = (T)a->momentum;                                            \
+    if (mom != 0 && !a->nesterov && a->weight_decay == 0 && a->keep == 1) {                    \
         for (i = 0; i < n; i++) {                                                              \
             T vi = mom * v[i] - c * d[i];                                                      \
             vi = FLUSH_##SUF(vi);                                                              \
@@ -79,9 +82,37 @@ BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T
         for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
             ptrdiff_t m = n - j0 < 256 ? n - j0 : 256;                                         \
             for (i = 0; i < m; i++) g[i] = x * d[j0 + i];                                      \
-            sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, lr, mom, nesterov, wd, keep);         \
+            sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, a);                                   \
         }                                                                                      \
     }                                                                                          \
+}                                                                                              \
+BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a) {                                         \
+    const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
+    const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
+    const T keep = (T)a->keep, step = (T)a->step, sqrt_bc2 = (T)a->sqrt_bc2;                   \
+    ptrdiff_t i;                                                                               \
+    for (i = 0; i < n; i++) {                                                                  \
+        T gi = g[i] + wd * w[i];                                                               \
+        T mi = b1 * m[i] + c1 * gi;                                                            \
+        T vi = b2 * v[i] + c2 * gi * gi;                                                       \
+        mi = FLUSH_##SUF(mi);                                                                  \
+        vi = FLUSH_##SUF(vi);                                                                  \
+        m[i] = mi;                                                                             \
+        v[i] = vi;                                                                             \
+        if (vmax) {                                                                            \
+            /* written so that a NaN in v reaches vmax */                                      \
+            vi = vmax[i] >= vi ? vmax[i] : vi;                                                 \
+            vmax[i] = vi;                                                                      \
+        }                                                                                      \
+        T wi = w[i] * keep - step * mi / (SQRT_##SUF(vi) / sqrt_bc2 + eps);                   \
+        w[i] = FLUSH_##SUF(wi);                                                                \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
+    double s = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];                        \
+    return s;                                                                                  \
 }                                                                                              \
 BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,             \
                                 const T *D, ptrdiff_t ld, T *g) {                              \
@@ -144,12 +175,17 @@ BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
 BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
 
 #define BP_WRAPPERS(NAME, ATTR, T, SUF)                                                         \
-ATTR static void sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,         \
-                                    int nesterov, T wd, T keep)                                 \
-    { sgd_body_##SUF(n, w, g, v, lr, mom, nesterov, wd, keep); }                               \
-ATTR static void sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,  \
-                                     int nesterov, T wd, T keep)                                \
-    { sgd1_body_##SUF(n, w, x, d, v, lr, mom, nesterov, wd, keep); }                           \
+ATTR static void sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                     \
+                                    const bp_sgd_args *a)                                       \
+    { sgd_body_##SUF(n, w, g, v, a); }                                                         \
+ATTR static void sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v,                \
+                                     const bp_sgd_args *a)                                      \
+    { sgd1_body_##SUF(n, w, x, d, v, a); }                                                     \
+ATTR static void adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
+                                     const bp_adam_args *a)                                     \
+    { adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \
+ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                              \
+    { return sumsq_body_##SUF(n, x); }                                                         \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
                                       const T *D, ptrdiff_t ld, T *g)                          \
     { outer_body_##SUF(n, k, stride, x, D, ld, g); }                                           \
@@ -169,6 +205,8 @@ ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)               
     static void fill_##NAME(bp_simd_table *t) {                                                 \
         t->sgd_f32 = sgd_f32_##NAME; t->sgd_f64 = sgd_f64_##NAME;                               \
         t->sgd1_f32 = sgd1_f32_##NAME; t->sgd1_f64 = sgd1_f64_##NAME;                           \
+        t->adam_f32 = adam_f32_##NAME; t->adam_f64 = adam_f64_##NAME;                           \
+        t->sumsq_f32 = sumsq_f32_##NAME; t->sumsq_f64 = sumsq_f64_##NAME;                       \
         t->outer_f32 = outer_f32_##NAME; t->outer_f64 = outer_f64_##NAME;                       \
         t->act_f32 = act_f32_##NAME; t->act_f64 = act_f64_##NAME;                               \
         t->dact_f32 = dact_f32_##NAME; t->dact_f64 = dact_f64_##NAME;                           \

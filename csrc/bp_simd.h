@@ -15,14 +15,39 @@
 /* activations, as bpcore._layers.Activation */
 enum { BP_IDENTITY = 0, BP_RELU = 1, BP_SIGMOID = 2, BP_TANH = 3 };
 
+/* One parameter group's SGD settings for one step: g' = g + wd * w; momentum 0:
+ * w = (w - lr * g') * keep; else v = mom * v - lr * g', w = (w + v) * keep (Nesterov:
+ * w + mom * v - lr * g'); keep = 1 - decay (the 1986 paper's decoupled decay) */
+typedef struct {
+    double lr, momentum, weight_decay, keep;
+    int nesterov;
+} bp_sgd_args;
+
+/* One parameter group's Adam settings for one step (t steps taken, this one included):
+ * g' = g + wd * w;  w *= keep (AdamW's decoupled decay: keep = 1 - lr * decay);
+ * m = beta1 * m + (1 - beta1) * g';  v = beta2 * v + (1 - beta2) * g'^2;
+ * with amsgrad vmax = max(vmax, v) replaces v below;
+ * w -= step * m / (sqrt(v) / sqrt_bc2 + eps), where
+ *   PyTorch's form:      step = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)
+ *   scikit-learn's form: step = lr * sqrt(1 - beta2^t) / (1 - beta1^t), sqrt_bc2 = 1 */
+typedef struct {
+    double step, sqrt_bc2, beta1, beta2, eps, weight_decay, keep;
+    int amsgrad;
+} bp_adam_args;
+
 #define BP_KERNEL_TYPES(T, SUF)                                                                 \
-    /* w, g, v: g' = g + wd * w; momentum 0: w = (w - lr * g') * keep; else v = mom * v -      \
-     * lr * g', w = (w + v) * keep (Nesterov: w + mom * v - lr * g'); subnormal results -> 0 */\
-    typedef void (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v, T lr, T mom,        \
-                                      int nesterov, T wd, T keep);                              \
-    /* the same update for a batch of one, with gradient row x * d[j] (v NULL if mom == 0) */ \
-    typedef void (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v, T lr, T mom,  \
-                                       int nesterov, T wd, T keep);                             \
+    /* the SGD update of w (n) from gradient g, velocity v (NULL if momentum is 0); results    \
+     * below the smallest normal number become 0, NaN stays NaN */                             \
+    typedef void (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v,                     \
+                                      const bp_sgd_args *a);                                    \
+    /* the same update for a batch of one, with gradient row x * d[j] */                      \
+    typedef void (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v,              \
+                                       const bp_sgd_args *a);                                   \
+    /* the Adam update of w (n) from gradient g, moments m and v, vmax (NULL without amsgrad) */\
+    typedef void (*bp_adam_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,    \
+                                       const bp_adam_args *a);                                  \
+    /* sum of x[j]^2, accumulated in double */                                                 \
+    typedef double (*bp_sumsq_##SUF##_fn)(ptrdiff_t n, const T *x);                            \
     /* g[j] += sum_r x[r * stride] * D[r * ld + j]: a row segment of X.T @ D */               \
     typedef void (*bp_outer_##SUF##_fn)(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,     \
                                         const T *D, ptrdiff_t ld, T *g);                        \
@@ -43,6 +68,8 @@ typedef struct {
     int level;
     bp_sgd_f32_fn sgd_f32;          bp_sgd_f64_fn sgd_f64;
     bp_sgd1_f32_fn sgd1_f32;        bp_sgd1_f64_fn sgd1_f64;
+    bp_adam_f32_fn adam_f32;        bp_adam_f64_fn adam_f64;
+    bp_sumsq_f32_fn sumsq_f32;      bp_sumsq_f64_fn sumsq_f64;
     bp_outer_f32_fn outer_f32;      bp_outer_f64_fn outer_f64;
     bp_act_f32_fn act_f32;          bp_act_f64_fn act_f64;
     bp_dact_f32_fn dact_f32;        bp_dact_f64_fn dact_f64;

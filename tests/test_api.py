@@ -26,7 +26,7 @@ def test_layers_are_views_into_one_flat_buffer():
     model.flat_params[:] = np.arange(model.num_parameters)
     np.testing.assert_array_equal(model.layers[0].W.ravel(), np.arange(12))
     np.testing.assert_array_equal(model.layers[0].b, [12, 13, 14])
-    assert len(bpcore.SGD(model, lr=0.1)._segments) == 1  # one update loop for the whole net
+    assert bpcore.SGD(model, lr=0.1).native().size == model.flat_params.size  # one flat state
 
 
 def test_gradients_accumulate_until_zero_grad(rng):

@@ -57,41 +57,6 @@ def test_gemm_empty_inner_dimension_scales_c(rng, dtype):
     np.testing.assert_array_equal(C, want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,n", [(1, 1), (3, 17), (17, 3), (1000, 3), (1, 1000)])
-def test_gemv(rng, dtype, m, n):
-    A = _rand(rng, (m, n), dtype)
-    x, y0 = _rand(rng, n, dtype), _rand(rng, m, dtype)
-    y = y0.copy()
-    _blas.py_gemv("n", 2.0, A, x, -1.0, y)
-    _close(y, 2.0 * (A.astype(np.float64) @ x) - y0, dtype, n)
-    xt, yt0 = _rand(rng, m, dtype), _rand(rng, n, dtype)
-    yt = yt0.copy()
-    _blas.py_gemv("t", 2.0, A, xt, -1.0, yt)
-    _close(yt, 2.0 * (A.astype(np.float64).T @ xt) - yt0, dtype, m)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,n", [(1, 1), (3, 17), (1000, 3)])
-def test_ger(rng, dtype, m, n):
-    A0 = _rand(rng, (m, n), dtype)
-    x, y = _rand(rng, m, dtype), _rand(rng, n, dtype)
-    A = A0.copy()
-    _blas.py_ger(-0.5, x, y, A)
-    _close(A, A0 - 0.5 * np.outer(x.astype(np.float64), y), dtype, 1)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [0, 1, 3, 17, 1000])
-def test_axpy_and_scal(rng, dtype, n):
-    x, y0 = _rand(rng, n, dtype), _rand(rng, n, dtype)
-    y = y0.copy()
-    _blas.py_axpy(1.5, x, y)
-    _close(y, y0 + 1.5 * x.astype(np.float64), dtype, 1)
-    _blas.py_scal(-2.0, y)
-    _close(y, -2.0 * (y0 + 1.5 * x.astype(np.float64)), dtype, 1)
-
-
 def test_gemm_rejects_mismatched_shapes():
     A = np.zeros((3, 4))
     with pytest.raises(ValueError, match="B: expected 4 rows"):

@@ -92,8 +92,38 @@ def test_symmetry_learns_the_papers_structure(tmp_path):
     # roughly 1:2:4 in the median
     r = s["median_ratios"]
     assert 1.6 < r[1] < 2.5 and 3.2 < r[2] < 5
-    # every start passes through the all-"not symmetric" plateau in its first sweeps
+    # every net passes through the all-"not symmetric" plateau, read from its outputs: not
+    # at the random start (outputs near 1/2), but within a few sweeps every output is below
+    # 0.05, and it stays there until shortly before it converges
+    sym = load("symmetry")
+    for r in runs:
+        top, p = r["max_output"], r["plateau"]
+        assert top[0] > 0.3
+        assert p["entered"] is not None and 1 <= p["entered"] <= 10
+        assert (top[p["entered"]:p["left"]] < sym.PLATEAU_Y).all()
+        # there E is that of answering 0 everywhere: each palindrome's (1 - y)^2 over 0.95^2,
+        # each other pattern's y^2 under 0.05^2; bpcore's loss must agree with its outputs
+        assert 0.5 * 8 * 0.95 ** 2 < r["E"][p["entered"]] < 0.5 * (8 + 56 * 0.05 ** 2)
+        if r["sweeps"]:
+            assert p["left"] is not None and top[p["left"]] >= sym.PLATEAU_Y
+            assert 0 < r["sweeps"] - p["left"] < 1000
     assert s["visited_plateau"] == s["seeds"]
+    assert s["on_plateau_at_paper"] == sum(len(r["max_output"]) > sym.PAPER_SWEEPS and
+                                           r["max_output"][sym.PAPER_SWEEPS] < 0.05 for r in runs)
+    # a looser criterion is met strictly earlier, a tighter one strictly later, in every run
+    for r in conv:
+        assert r["reached"][0.5] < r["sweeps"] < r["reached"][0.1]
+    assert s["compared"][0.5]["range"][0] > 0 and s["compared"][0.1]["range"][0] > 0
+
+
+def test_symmetry_plateau_is_read_from_the_outputs():
+    sym = load("symmetry")
+    # a net whose largest output never drops below 0.05 never reached the plateau
+    assert sym.plateau(np.array([0.5, 0.2, 0.06, 0.9, 0.95]))["entered"] is None
+    p = sym.plateau(np.array([0.5, 0.2, 0.04, 0.01, 0.03, 0.3, 0.02, 0.9]))
+    assert (p["entered"], p["left"], p["stays"]) == (2, 5, 2)
+    p = sym.plateau(np.array([0.5, 0.04, 0.01]))
+    assert (p["entered"], p["left"], p["stays"]) == (1, None, 1)
 
 
 # -- 4. family trees ---------------------------------------------------------------------------

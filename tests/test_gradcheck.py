@@ -126,7 +126,7 @@ def test_each_layer_alone(rng, act):
     def run(keep):
         out = X
         for m in layers:
-            out = m._forward(out, keep=keep)
+            out = m.forward_unchecked(out, keep=keep)
         return out
 
     def f():

@@ -34,5 +34,5 @@ def test_masked_sequential_round_trip_keeps_the_mask(tmp_path, rng):
 
 def test_load_rejects_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
-    with pytest.raises(ValueError, match="path: expected a file written by bpcore.save"):
+    with pytest.raises(ValueError, match="not a network saved by bpcore"):
         bpcore.load(tmp_path / "other.npz")
