@@ -21,6 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine", "_bench"]
 # plain C compiled into a module beside its .pyx
 C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
+# GCC and Clang: sqrt without errno, so the optimizers' loops vectorise (IEEE results unchanged;
+# no -ffast-math)
+GNU_FLAGS = {"_simd": ["-fno-math-errno"]}
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -106,6 +109,8 @@ class BuildExt(build_ext):
             # here: wheels run on CPUs other than the build machine and rely on IEEE semantics.
             opt = ["-O0", "-g"] if _flag("BPCORE_DEBUG") else ["-O3"]
         for ext in self.extensions:
+            if ctype != "msvc":
+                ext.extra_compile_args += GNU_FLAGS.get(ext.name.split(".")[-1], [])
             ext.extra_compile_args = opt + cflags + ext.extra_compile_args
             ext.extra_link_args = ldflags + ext.extra_link_args
         super().build_extensions()

@@ -41,9 +41,9 @@ cdef void begin_step(Optimizer *o) noexcept nogil:
         o.adam[g].beta1, o.adam[g].beta2, o.adam[g].eps = s.beta1, s.beta2, s.eps
         o.adam[g].amsgrad = o.amsgrad
         if o.sklearn_eps:
-            o.adam[g].step, o.adam[g].sqrt_bc2 = s.lr * sqrt(bc2) / bc1, 1.0
+            o.adam[g].step, o.adam[g].inv_sqrt_bc2 = s.lr * sqrt(bc2) / bc1, 1.0
         else:
-            o.adam[g].step, o.adam[g].sqrt_bc2 = s.lr / bc1, sqrt(bc2)
+            o.adam[g].step, o.adam[g].inv_sqrt_bc2 = s.lr / bc1, 1 / sqrt(bc2)
         if o.decoupled:
             o.adam[g].weight_decay, o.adam[g].keep = 0.0, 1 - s.lr * s.weight_decay
         else:

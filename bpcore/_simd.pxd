@@ -5,7 +5,7 @@ cdef extern from "bp_simd.h":
         double lr, momentum, weight_decay, keep
         int nesterov
     ctypedef struct bp_adam_args:
-        double step, sqrt_bc2, beta1, beta2, eps, weight_decay, keep
+        double step, inv_sqrt_bc2, beta1, beta2, eps, weight_decay, keep
         int amsgrad
     ctypedef struct bp_simd_table:
         int level

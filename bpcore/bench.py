@@ -36,6 +36,14 @@ __all__ = ["main", "step_flops", "NumpyMLP"]
 DEFAULT_SIZES = (784, 256, 128, 10)
 DEFAULT_BATCHES = (1, 8, 32, 128, 512, 2048)
 LR, MOMENTUM = 0.01, 0.9
+ADAM_LR = 0.001
+
+
+def bpcore_optimizer(name, model):
+    """A fresh optimizer (zero state) of the benchmark's settings."""
+    if name == "adam":
+        return bpcore.Adam(model, lr=ADAM_LR)
+    return bpcore.SGD(model, lr=LR, momentum=MOMENTUM)
 
 # Timing knobs: (full run, --quick). A block lasts about block_s (at least one step, at most
 # MAX_BLOCK_STEPS steps of an implementation that trains: see below); a cell runs rounds until
@@ -91,15 +99,15 @@ class BpcoreImpl:
     """bpcore's fused native step: model.train_step."""
     max_block = MAX_BLOCK_STEPS
 
-    def __init__(self, model, batches):
-        self.model, self.batches = model, batches
+    def __init__(self, model, batches, optimizer="sgd"):
+        self.model, self.batches, self.optimizer = model, batches, optimizer
         self.loss = bpcore.MSELoss()
         self.p0 = model.flat_params.copy()
         self.reset()
 
     def reset(self):
         self.model.flat_params[...] = self.p0
-        self.opt = bpcore.SGD(self.model, lr=LR, momentum=MOMENTUM)  # fresh zero velocity
+        self.opt = bpcore_optimizer(self.optimizer, self.model)  # fresh zero state
 
     def step(self, i):
         X, Y = self.batches[i]
@@ -126,7 +134,8 @@ class NumpyMLP:
     MSE (mean), SGD with momentum in torch's form (v = m v + g; w -= lr v), all in the dtype of
     the weights given."""
 
-    def __init__(self, weights, biases, lr=LR, momentum=MOMENTUM):
+    def __init__(self, weights, biases, lr=LR, momentum=MOMENTUM, adam=False):
+        self.adam, self.t = adam, 0
         self.W0 = [np.array(w) for w in weights]
         self.b0 = [np.array(b) for b in biases]
         self.lr, self.momentum = lr, momentum
@@ -134,12 +143,30 @@ class NumpyMLP:
         self.b = [b.copy() for b in self.b0]
         self.vW = [np.zeros_like(w) for w in self.W]
         self.vb = [np.zeros_like(b) for b in self.b]
+        self.sW = [np.zeros_like(w) for w in self.W]  # Adam's second moments
+        self.sb = [np.zeros_like(b) for b in self.b]
 
     def reset(self):
         for dst, src in zip(self.W + self.b, self.W0 + self.b0):
             dst[...] = src
-        for v in self.vW + self.vb:
+        for v in self.vW + self.vb + self.sW + self.sb:
             v[...] = 0
+        self.t = 0
+
+    def update(self, p, v, s, g):
+        """SGD with momentum in torch's form, or Adam in torch's form."""
+        if not self.adam:
+            v *= self.momentum
+            v += g
+            p -= self.lr * v
+            return
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        v *= b1
+        v += (1 - b1) * g
+        s *= b2
+        s += (1 - b2) * g * g
+        denom = np.sqrt(s) / np.sqrt(1 - b2 ** self.t) + eps
+        p -= (self.lr / (1 - b1 ** self.t)) * v / denom
 
     def train_step(self, X, Y):
         L = len(self.W)
@@ -152,23 +179,24 @@ class NumpyMLP:
         diff = acts[-1] - Y
         loss = float(np.vdot(diff, diff)) / diff.size
         grad = diff * (2 / diff.size)  # d mean((out - Y)^2) / d out
+        self.t += 1
         for l in range(L - 1, -1, -1):
             dW = acts[l].T @ grad
             db = grad.sum(axis=0)
             if l > 0:  # the input gradient, with the weights before this step's update
                 grad = (grad @ self.W[l].T) * (acts[l] > 0)
-            for p, v, g in ((self.W[l], self.vW[l], dW), (self.b[l], self.vb[l], db)):
-                v *= self.momentum
-                v += g
-                p -= self.lr * v
+            self.update(self.W[l], self.vW[l], self.sW[l], dW)
+            self.update(self.b[l], self.vb[l], self.sb[l], db)
         return loss
 
 
 class NumpyImpl:
     max_block = MAX_BLOCK_STEPS
-    def __init__(self, model, batches):
+    def __init__(self, model, batches, optimizer="sgd"):
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
-        self.net = NumpyMLP([d.W for d in dense], [d.b for d in dense])
+        adam = optimizer == "adam"
+        self.net = NumpyMLP([d.W for d in dense], [d.b for d in dense],
+                            lr=ADAM_LR if adam else LR, adam=adam)
         self.batches = batches
 
     def reset(self):
@@ -183,7 +211,7 @@ class TorchImpl:
     zero_grad, forward, loss, backward, step."""
     max_block = MAX_BLOCK_STEPS
 
-    def __init__(self, model, batches, torch):
+    def __init__(self, model, batches, torch, optimizer="sgd"):
         nn = torch.nn
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
         tdtype = {np.dtype(np.float32): torch.float32,
@@ -201,19 +229,29 @@ class TorchImpl:
             self.p0 += [torch.from_numpy(np.ascontiguousarray(d.W.T)),
                         torch.from_numpy(d.b.copy())]
         self.torch = torch
-        self.opt = torch.optim.SGD(self.params, lr=LR, momentum=MOMENTUM)
+        self.optimizer = optimizer
+        self.opt = self.new_optimizer()
         self.loss = nn.MSELoss()
         self.batches = [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in batches]
         self.reset()
+
+    def new_optimizer(self):
+        if self.optimizer == "adam":
+            return self.torch.optim.Adam(self.params, lr=ADAM_LR)
+        return self.torch.optim.SGD(self.params, lr=LR, momentum=MOMENTUM)
 
     def reset(self):
         with self.torch.no_grad():
             for p, p0 in zip(self.params, self.p0):
                 p.copy_(p0)
-                # a zero buffer gives the same first update as torch's fresh one (buf = grad)
-                buf = self.opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    buf.zero_()
+        if self.optimizer == "adam":
+            self.opt = self.new_optimizer()  # zero moments and step count
+            return
+        for p in self.params:
+            # a zero buffer gives the same first update as torch's fresh one (buf = grad)
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.zero_()
 
     def step(self, i):
         X, Y = self.batches[i]
@@ -339,11 +377,14 @@ def run_cell(args, timing, threads, n, torch):
         torch.set_num_threads(threads)
     model = bpcore.MLP(sizes, dtype=args.dtype, seed=0)
     batches = make_batches(sizes, n, args.dtype)
-    impls = {"bpcore": BpcoreImpl(model, batches), "floor": FloorImpl(model, batches)}
+    impls = {"bpcore": BpcoreImpl(model, batches, args.optimizer),
+             "floor": FloorImpl(model, batches)}
+    if args.optimizer != "sgd":  # the same step with SGD, timed in the same rounds
+        impls["bpcore_sgd"] = BpcoreImpl(model, batches, "sgd")
     if torch is not None:
-        impls["torch"] = TorchImpl(model, batches, torch)
+        impls["torch"] = TorchImpl(model, batches, torch, args.optimizer)
     if not args.no_numpy:
-        impls["numpy"] = NumpyImpl(model, batches)
+        impls["numpy"] = NumpyImpl(model, batches, args.optimizer)
     # every implementation copied the initial weights above; now training may start
     pause = timing["pause"] if args.pause is None else args.pause
     raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
@@ -368,6 +409,8 @@ def run_cell(args, timing, threads, n, torch):
     for name in ("torch", "numpy"):
         if name in med:
             cell[f"{name}_ratio"] = med[name] / t
+    if "bpcore_sgd" in med:
+        cell["over_sgd"] = t / med["bpcore_sgd"]
     if "numpy" in impls:
         net = impls["numpy"].net
         cell["numpy_subnormal_velocities"] = count_subnormal(net.vW + net.vb)
@@ -408,6 +451,9 @@ def parse_args(argv):
     ap.add_argument("--threads", type=thread_list, default=thread_list("1,all"),
                     help='thread counts, integers or "all" (default 1,all)')
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                    help="the optimizer of every implementation (default sgd); with adam, "
+                         "bpcore's SGD step is timed too and the table shows adam/sgd")
     ap.add_argument("--seconds", type=float, default=None,
                     help="time budget per cell, all implementations together (default 1.5)")
     ap.add_argument("--pause", type=float, default=None, metavar="SECONDS",
@@ -463,7 +509,8 @@ def config(args, timing, torch):
         "sizes": args.sizes, "dtype": args.dtype, "batches": args.batches,
         "threads": args.threads, "seconds_per_cell": args.seconds, "quick": args.quick,
         "pause_s": timing["pause"] if args.pause is None else args.pause,
-        "lr": LR, "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
+        "optimizer": args.optimizer, "lr": ADAM_LR if args.optimizer == "adam" else LR,
+        "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
     }
@@ -478,7 +525,8 @@ def header(cfg, peak, peak_size):
         f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}, "
         f"BLAS {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')})",
         f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, MSE on one-hot targets, "
-        f"SGD lr {LR} momentum {MOMENTUM}; medians of interleaved blocks, "
+        + (f"Adam lr {ADAM_LR}" if cfg["optimizer"] == "adam" else
+         f"SGD lr {LR} momentum {MOMENTUM}") + "; medians of interleaved blocks, "
         f"{cfg['seconds_per_cell']:g} s per cell",
         f"peak GEMM ({peak_size}³ {cfg['dtype']}): " + ", ".join(
             f"{t} thread{'s' if t > 1 else ''} {g:.1f} GFLOP/s" for t, g in peak.items()),
@@ -486,9 +534,10 @@ def header(cfg, peak, peak_size):
     return "\n".join(lines)
 
 
-def table_columns(with_torch, with_numpy):
+def table_columns(with_torch, with_numpy, with_sgd=False):
     cols = ["threads", "batch", "µs/step", "samples/s", "GFLOP/s", "% peak", "× floor"]
-    return cols + ["torch/bpcore"] * with_torch + ["numpy/bpcore"] * with_numpy
+    return (cols + ["adam/sgd"] * with_sgd + ["torch/bpcore"] * with_torch
+            + ["numpy/bpcore"] * with_numpy)
 
 
 def table_head(cols):
@@ -499,6 +548,8 @@ def table_row(c, cols):
     vals = [str(c["threads"]), str(c["batch"]), f"{c['us_per_step']:,.1f}",
             f"{c['samples_per_s']:,.0f}", f"{c['gflops']:.1f}", f"{c['pct_peak']:.0f}%",
             f"{c['floor_ratio']:.2f}"]
+    if "adam/sgd" in cols:
+        vals.append(f"{c['over_sgd']:.3f}")
     if "torch/bpcore" in cols:
         vals.append(f"{c['torch_ratio']:.2f}")
     if "numpy/bpcore" in cols:
@@ -524,7 +575,7 @@ def main(argv=None):
             bpcore.set_num_threads(t)
             args.peak[t] = peak_gemm_gflops(timing["peak_size"], timing["peak_reps"], args.dtype)
         print(header(cfg, args.peak, timing["peak_size"]), end="\n\n")
-        cols = table_columns(torch is not None, not args.no_numpy)
+        cols = table_columns(torch is not None, not args.no_numpy, args.optimizer != "sgd")
         print(table_head(cols), flush=True)
         cells = []
         for t in args.threads:
