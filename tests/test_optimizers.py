@@ -678,12 +678,23 @@ def test_lbfgs_keeps_a_float32_model_float32_and_lowers_the_loss(n):
 # ---------------------------------------------------------------------------------------------
 # 6. schedules through fit
 
-@pytest.mark.parametrize("opt_kind", ["SGD", "Adam"])
+STEP_LR_OPTS = {"SGD": dict(lr=0.3), "SGD_nesterov_l2": dict(lr=0.2, momentum=0.9, nesterov=True,
+                                                             weight_decay=1e-2),
+                "Adam": dict(lr=0.05)}
+
+
+@pytest.mark.parametrize("opt_name", list(STEP_LR_OPTS))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_step_lr_through_fit_matches_torch(dtype, opt_kind):
+def test_step_lr_through_fit_matches_torch(dtype, opt_name):
+    """fit(schedule=StepLR(2, 0.5)), full batch, against torch's optimizer with its StepLR
+    stepped once per epoch. SGD with momentum is the 1986 form (v <- m v - lr g; w <- w + v),
+    which equals torch's (buf <- m buf + g; w <- w - lr buf) only at a constant lr; so with
+    momentum torch runs that form by hand on its own gradients."""
+    opt_kind = opt_name.split("_")[0]
+    kw = STEP_LR_OPTS[opt_name]
+    momentum = kw.get("momentum", 0.0)
     model, tnet, dense, linear = twin_nets(SIZES, "tanh", dtype, seed=60)
     w0 = [d.W.copy() for d in dense]
-    kw = dict(lr=0.2, momentum=0.9) if opt_kind == "SGD" else dict(lr=0.05)
     opt = getattr(bpcore, opt_kind)(model, **kw)
     topt = getattr(torch.optim, opt_kind)(tnet.parameters(), **kw)
     sched = torch.optim.lr_scheduler.StepLR(topt, step_size=2, gamma=0.5)
@@ -693,9 +704,22 @@ def test_step_lr_through_fit_matches_torch(dtype, opt_kind):
     history = model.fit(X, T, loss=loss, optimizer=opt, epochs=epochs, batch_size=len(X),
                         shuffle=False, schedule=bpcore.schedules.StepLR(step_size=2, gamma=0.5))
     expected, lrs = [], []
+    velocity = [torch.zeros_like(p) for p in tnet.parameters()]
     for _ in range(epochs):
-        lrs.append(topt.param_groups[0]["lr"])
-        expected.append(torch_step(tnet, topt, tloss, X, T, dtype)[0])
+        lr = topt.param_groups[0]["lr"]
+        lrs.append(lr)
+        if not momentum:
+            expected.append(torch_step(tnet, topt, tloss, X, T, dtype)[0])
+        else:  # eq. 9 by hand, with torch's gradients, L2 and Nesterov
+            topt.zero_grad()
+            tL = tloss(tnet(torch.from_numpy(X)), torch_target(T, dtype))
+            tL.backward()
+            expected.append(tL.item())
+            with torch.no_grad():
+                for p, v in zip(tnet.parameters(), velocity):
+                    g = p.grad + kw["weight_decay"] * p
+                    v.mul_(momentum).sub_(lr * g)
+                    p.add_(momentum * v - lr * g if kw.get("nesterov") else v)
         sched.step()
     assert lrs == [kw["lr"] * f for f in (1, 1, 0.5, 0.5, 0.25)]
     assert opt.lr == pytest.approx(kw["lr"] * 0.25)
