@@ -10,7 +10,7 @@ import numpy as np
 
 from bpcore import io, training
 from bpcore._validation import as_matrix, check_choice, check_int, check_real, resolve_dtype
-from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
+from bpcore.layers import ACTIVATIONS, Dense, Module
 from bpcore.params import as_generator
 
 __all__ = ["Sequential", "MLP", "load", "load_optimizer"]

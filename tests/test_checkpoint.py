@@ -6,7 +6,6 @@ extension or malformed header in a bpcore-written file raises CheckpointError (n
 exception, never a wrong answer); a file claiming a huge tensor is refused without allocating it.
 """
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -21,13 +20,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-try:
-    from bpcore import _checkpoint as ckpt
-except ImportError:  # not installed yet: the source file next to the tests
-    spec = importlib.util.spec_from_file_location(
-        "bpcore._checkpoint", pathlib.Path(__file__).parents[1] / "bpcore" / "_checkpoint.py")
-    ckpt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ckpt)
+from bpcore import _checkpoint as ckpt
 
 CheckpointError = ckpt.CheckpointError
 

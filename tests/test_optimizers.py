@@ -39,7 +39,7 @@ CONFIGS = {
                           amsgrad=False)),
     "adam_l2_amsgrad": ("Adam", dict(lr=5e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=1e-2,
                                      amsgrad=True)),
-    "adam_big_eps_amsgrad": ("Adam", dict(lr=3e-2, betas=(0.5, 0.9), eps=1e-3,
+    "adam_big_eps_amsgrad": ("Adam", dict(lr=2e-2, betas=(0.5, 0.9), eps=1e-3,
                                           weight_decay=0.0, amsgrad=True)),
     "adamw": ("AdamW", dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-7, weight_decay=0.1,
                             amsgrad=False)),

@@ -7,21 +7,13 @@ schedules use closed forms, so they differ by rounding only).
 scikit-learn: InverseScalingLR against SGDOptimizer.iteration_ends, AdaptiveLR against the
 lr that MLPClassifier(solver="sgd", learning_rate="adaptive") actually trains each epoch with.
 """
-import importlib.util
 import json
 import math
-import pathlib
 import warnings
 
 import pytest
 
-try:
-    from bpcore import schedules
-except ImportError:  # not installed yet: load the source file next to the tests
-    spec = importlib.util.spec_from_file_location(
-        "bpcore.schedules", pathlib.Path(__file__).parents[1] / "bpcore" / "schedules.py")
-    schedules = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(schedules)
+from bpcore import schedules
 
 BASE_LRS = (0.1, 0.03)
 N_EPOCHS = 45
