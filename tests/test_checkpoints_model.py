@@ -7,7 +7,6 @@ files still load; a process killed while model.save rewrites a file leaves the p
 checkpoint loadable.
 """
 import json
-import os
 import random
 import signal
 import subprocess
@@ -256,7 +255,8 @@ def test_load_optimizer_from_a_file_without_one(tmp_path):
     opt = bpcore.Adam(model)
     with pytest.raises(bpcore.CheckpointError, match="no optimizer state") as info:
         bpcore.load_optimizer(path, opt)
-    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert str(path) in str(info.value) and info.value.path == str(path)
     assert opt.steps == 0
 
 
