@@ -65,18 +65,25 @@ def _as_groups(params):
 
 def _runs(groups):
     """(data, grad, group) for each run of parameters back to back in one flat buffer and one
-    group, in order; and the group of every parameter."""
-    runs, group_of = [], []
+    group; and the group of every parameter. Both follow the parameters' order in their flat
+    buffers, not the groups' order, so the optimizer's state of the weight at offset k of a
+    network's buffer sits at offset k of the state (what the training engine relies on)."""
+    buffers = {}  # id of a flat buffer -> its rank of first appearance
+    tagged = []
     for gi, group in enumerate(groups):
         for p in group["params"]:
-            group_of.append(gi)
-            start, stop = p.offset, p.offset + p.size
-            last = runs[-1] if runs else None
-            if (last is not None and last[0] is p.flat_data and last[3] == start
-                    and last[4] == gi):
-                last[3] = stop
-            else:
-                runs.append([p.flat_data, p.flat_grad, start, stop, gi])
+            rank = buffers.setdefault(id(p.flat_data), len(buffers))
+            tagged.append((rank, p.offset, gi, p))
+    tagged.sort(key=lambda t: t[:2])
+    runs, group_of = [], []
+    for _, _, gi, p in tagged:
+        group_of.append(gi)
+        start, stop = p.offset, p.offset + p.size
+        last = runs[-1] if runs else None
+        if last is not None and last[0] is p.flat_data and last[3] == start and last[4] == gi:
+            last[3] = stop
+        else:
+            runs.append([p.flat_data, p.flat_grad, start, stop, gi])
     return [(flat[a:b], gflat[a:b], gi) for flat, gflat, a, b, gi in runs], group_of
 
 
@@ -175,6 +182,7 @@ class Optimizer:
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
         return {"type": type(self).__name__, "steps": self.steps, "flags": self.flags,
                 "param_groups": groups,
+                "shapes": [[list(p.shape) for p in g["params"]] for g in self.param_groups],
                 "buffers": {k: v.copy() for k, v in self._native.state().items()}}
 
     def load_state_dict(self, state):
@@ -197,6 +205,10 @@ class Optimizer:
                                  f"got {buf.shape}")
             if not np.isfinite(buf).all():
                 raise ValueError(f"state: expected finite values in {name}")
+        shapes = [[list(p.shape) for p in g["params"]] for g in self.param_groups]
+        if state.get("shapes") != shapes:
+            raise ValueError(f"state: expected parameters of shapes {shapes} (by group), got "
+                             f"{state.get('shapes')}")
         steps = check_int(state.get("steps"), "steps", low=0)
         for group, saved in zip(self.param_groups, groups):
             for k in list(self.defaults) + ["initial_lr"]:

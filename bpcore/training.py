@@ -231,16 +231,23 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
     eng.check_data(X, T, kind)
     reduction = loss.reduction_code
     losses = []
+    last = {}  # the last point evaluated and its loss: the callback's point, almost always
 
     def objective(w):
         model.flat_params[...] = w
         value = eng.loss_and_gradient(X, T, kind, reduction)
         if not np.isfinite(value):
             raise FloatingPointError(f"loss: became {value} during L-BFGS")
+        last["w"], last["loss"] = w.copy(), value
         return value, model.flat_grads.astype(np.float64)
 
+    def after_iteration(w):
+        if not np.array_equal(w, last["w"]):
+            objective(w)
+        losses.append(last["loss"])
+
     result = minimize(objective, model.flat_params.astype(np.float64), jac=True,
-                      method="L-BFGS-B", callback=lambda w: losses.append(objective(w)[0]),
+                      method="L-BFGS-B", callback=after_iteration,
                       options={"maxiter": settings.max_iter, "maxfun": settings.max_fun,
                                "ftol": settings.tol, "gtol": settings.tol,
                                "maxcor": settings.history})

@@ -440,6 +440,10 @@ def _small_spec_and_tensors():
     (lambda s: s.__setitem__("layers", [{"type": "tanh"}]), "no dense layer"),
     (lambda s: s.__setitem__("layers", "dense"), "architecture"),
     (lambda s: s.pop("dtype"), "architecture"),
+    (lambda s: s["mlp"].__setitem__("activation", "relu"), "has layers"),
+    (lambda s: s["mlp"].__setitem__("activation", "softplus"), "has layers"),
+    (lambda s: s["mlp"].__setitem__("output_activation", "bogus"), "has layers"),
+    (lambda s: s["layers"].append({"type": "tanh"}), "has layers"),
 ])
 def test_inconsistent_architectures_are_refused(tmp_path, change, fragment):
     spec, tensors = _small_spec_and_tensors()
@@ -592,3 +596,19 @@ def test_sigkill_during_model_save_leaves_the_previous_checkpoint_loadable(tmp_p
         assert all(name.startswith(".ckpt.safetensors.") for name in leftovers)
     assert saw_replacement, f"the child never completed a save: versions {versions}"
     assert saw_kill_mid_write, "no kill landed mid-write"
+
+
+def test_load_optimizer_over_a_model_of_the_same_size_but_other_shapes_is_refused(tmp_path):
+    model = bpcore.MLP([4, 5, 3], dtype="float64", seed=0)
+    opt = bpcore.SGD(model, lr=0.1, momentum=0.9)
+    path = tmp_path / "sgd.safetensors"
+    model.save(path, optimizer=opt)
+    # another three-layer-size MLP with exactly as many parameters
+    other = next(bpcore.MLP([a, b, c], dtype="float64", seed=0)
+                 for a in range(1, 12) for b in range(1, 12) for c in range(1, 12)
+                 if a * b + b + b * c + c == model.num_parameters and [a, b, c] != [4, 5, 3])
+    assert other.num_parameters == model.num_parameters
+    target = bpcore.SGD(other, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"state: expected parameters of shapes"):
+        bpcore.load_optimizer(path, target)
+    assert target.steps == 0

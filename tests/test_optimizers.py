@@ -390,15 +390,16 @@ def test_parameter_groups_layer_api(dtype, opt_kind):
     compare_weights(dense, linear, dtype, f"{opt_kind} groups", w0)
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
 @pytest.mark.parametrize("batch", [1, 16, 200])
 @pytest.mark.parametrize("opt_kind", ["SGD", "AdamW"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_parameter_groups_train_step(dtype, opt_kind, batch):
-    """Weights' and biases' settings differ, through train_step. The engine takes parameters
-    in the model's order, so the groups are one per parameter, settings alternating."""
+def test_parameter_groups_train_step(dtype, opt_kind, batch, interleaved):
+    """Weights' and biases' settings differ, through train_step: one group of all weights and
+    one of all biases (the README's form), or one group per parameter, settings alternating."""
     model, tnet, dense, linear = twin_nets(SIZES, "relu", dtype, seed=12)
     w0 = [d.W.copy() for d in dense]
-    opt, topt = make_group_optimizers(opt_kind, model, tnet, interleaved=True)
+    opt, topt = make_group_optimizers(opt_kind, model, tnet, interleaved=interleaved)
     loss, tloss = losses_for("mse")
     for step, (X, T) in enumerate(make_batches("mse", batch, dtype, seed=13)):
         value = model.train_step(X, T, loss, opt)
