@@ -1,6 +1,7 @@
 # The fused training engine: forward, loss, backward and update in one native call.
 from cython cimport floating
 
+from bpcore._blas cimport Block
 from bpcore._losses cimport LossSpec
 cimport numpy as cnp
 
@@ -15,6 +16,7 @@ ctypedef struct Net:
     void **mask            # (L,) mask_l (sizes[l], sizes[l+1]) or NULL
     void *P                # the flat parameters
     void *G                # the flat gradients: the engine's scratch space for dW
+    int itemsize           # bytes per element of P and G (4 or 8)
 
 # activations and deltas for up to `capacity` rows, and how a step uses threads
 ctypedef struct Workspace:
@@ -44,6 +46,7 @@ ctypedef struct Rows:
     const void *X
     Batch all              # the targets of all N rows
     const Py_ssize_t *idx
+    int batch_size         # rows per batch when trained on
 
 # how a training step runs
 ctypedef struct StepConf:

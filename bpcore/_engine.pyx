@@ -22,8 +22,8 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
-from bpcore._layers cimport (Activation, activation_backward, act_rows, colsum_rows, dact_rows,
-                             dense_backward, dense_forward)
+from bpcore._layers cimport (Activation, DenseLayer, activation_backward, act_rows, colsum_rows,
+                             dact_rows, dense_backward, dense_forward)
 from bpcore._losses cimport LossKind, MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, outer_row_update, scale_run,
                             sum_of_squares, update_block, update_run)
@@ -63,15 +63,32 @@ cdef inline int _group(const Optimizer *opt, int l, bint bias) noexcept nogil:
     return opt.group_of[2 * l + bias]
 
 
+cdef inline DenseLayer _layer(const Net *net, int l) noexcept nogil:
+    """Layer l of the network: its W and b in P, dW and db in G (the engine's scratch)."""
+    cdef DenseLayer layer
+    cdef Py_ssize_t nw = <Py_ssize_t>net.sizes[l] * net.sizes[l + 1], item = net.itemsize
+    layer.fan_in, layer.fan_out, layer.act = net.sizes[l], net.sizes[l + 1], <Activation>net.act[l]
+    layer.W = <const char *>net.P + net.woff[l] * item
+    layer.b = <const char *>layer.W + nw * item
+    layer.dW = <char *>net.G + net.woff[l] * item
+    layer.db = <char *>layer.dW + nw * item
+    layer.mask = net.mask[l]
+    return layer
+
+
+cdef inline Block _block(int r0, int r1, int c0, int c1) noexcept nogil:
+    cdef Block blk
+    blk.r0, blk.r1, blk.c0, blk.c1 = r0, r1, c0, c1
+    return blk
+
+
 cdef void forward(const Net *net, Workspace *ws, const floating *X) noexcept nogil:
     """A_l (rows, sizes[l+1]) = act_l(A_{l-1} @ W_l + b_l) for every layer."""
-    cdef int l, fi, fo
-    cdef const floating *P = <const floating *>net.P
+    cdef int l
+    cdef DenseLayer layer
     for l in range(net.L):
-        fi, fo = net.sizes[l], net.sizes[l + 1]
-        dense_forward(ws.rows, fi, fo, _A(net, ws, l - 1, X), P + net.woff[l],
-                      P + net.woff[l] + <Py_ssize_t>fi * fo, _A(net, ws, l, X),
-                      <Activation>net.act[l])
+        layer = _layer(net, l)
+        dense_forward(&layer, ws.rows, _A(net, ws, l - 1, X), _A(net, ws, l, X))
 
 
 cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
@@ -96,8 +113,7 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
     cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
                                <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
                                part, nparts)
-    dact_rows(blk.r0, blk.r1, blk.c0, blk.c1, fi, _A(net, ws, l - 1, X), dn, dn,
-              <Activation>net.act[l - 1])
+    dact_rows(blk, fi, _A(net, ws, l - 1, X), dn, dn, <Activation>net.act[l - 1])
 
 
 cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
@@ -180,8 +196,8 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
             for t in range(1, nt):
                 for r in range(n):
                     colsum_rows(1, c0, c1, fo, first + t * ws.pstride + r * fo, first + r * fo)
-            act_rows(0, n, c0, c1, fo, first, W + <Py_ssize_t>fi * fo, _A(net, ws, l, X),
-                     <Activation>net.act[l])
+            act_rows(_block(0, n, c0, c1), fo, first, W + <Py_ssize_t>fi * fo,
+                     _A(net, ws, l, X), <Activation>net.act[l])
         bp_omp_barrier()
 
 
@@ -213,7 +229,7 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
         if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
             gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo, W + <Py_ssize_t>r0 * fo, fo,
                  <floating>0, dn + r0, fi)
-            dact_rows(0, n, r0, r1, fi, Xl, dn, dn, <Activation>net.act[l - 1])
+            dact_rows(_block(0, n, r0, r1), fi, Xl, dn, dn, <Activation>net.act[l - 1])
         if fused:
             src.rows, src.stride, src.D, src.ld = n, fi, d, fo
             for i in range(r0, r1):
@@ -270,22 +286,19 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
 cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
                          const floating *X) noexcept nogil:
     """G += the gradient of the batch's loss (G accumulates, so chunks of rows add up)."""
-    cdef int l, fi, fo
-    cdef floating *P = <floating *>net.P
-    cdef floating *G = <floating *>net.G
+    cdef int l
     cdef floating *d = <floating *>ws.d0
     cdef floating *dn = <floating *>ws.d1
     cdef floating *tmp
     cdef double value
+    cdef DenseLayer layer
     forward(net, ws, X)
     value = output_delta(net, ws, loss, b, X)
     for l in range(net.L - 1, -1, -1):
-        fi, fo = net.sizes[l], net.sizes[l + 1]
-        dense_backward(ws.rows, fi, fo, _A(net, ws, l - 1, X), P + net.woff[l], d,
-                       G + net.woff[l], G + net.woff[l] + <Py_ssize_t>fi * fo,
-                       dn if l > 0 else NULL, <const floating *>net.mask[l])
+        layer = _layer(net, l)
+        dense_backward(&layer, ws.rows, _A(net, ws, l - 1, X), d, dn if l > 0 else NULL)
         if l > 0:
-            activation_backward(<Activation>net.act[l - 1], <Py_ssize_t>ws.rows * fi,
+            activation_backward(<Activation>net.act[l - 1], <Py_ssize_t>ws.rows * net.sizes[l],
                                 _A(net, ws, l - 1, X), dn, dn)
         tmp = d
         d = dn
@@ -369,17 +382,17 @@ cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start,
 
 
 cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf *sc, Rows data,
-                        int first, int last, int batch_size, const floating *like) noexcept nogil:
-    """Batches first..last-1 of an epoch; returns the sum of batch losses, each weighted by
-    its rows for mean reductions. (`like` only picks the dtype.)"""
+                        int first, int last, const floating *like) noexcept nogil:
+    """Batches first..last-1 of an epoch, of data.batch_size rows; returns the sum of batch
+    losses, each weighted by its rows for mean reductions. (`like` only picks the dtype.)"""
     cdef int bi, count
     cdef Py_ssize_t start
     cdef const floating *X
     cdef Batch b
     cdef double value, total = 0
     for bi in range(first, last):
-        start = <Py_ssize_t>bi * batch_size
-        count = <int>min(<Py_ssize_t>batch_size, data.N - start)
+        start = <Py_ssize_t>bi * data.batch_size
+        count = <int>min(<Py_ssize_t>data.batch_size, data.N - start)
         b = take_rows(net, ws, data, start, count, &X)
         value = train_step(net, ws, opt, sc, b, X)
         total += value * count if sc.loss.reduction == MEAN else value
@@ -556,6 +569,7 @@ cdef class Engine:
         self.params = _arr(params, "params", self.typenum, 1, off, -1, True)
         self.grads = _arr(grads, "grads", self.typenum, 1, off, -1, True)
         self.net.P, self.net.G = _data(self.params), _data(self.grads)
+        self.net.itemsize = self.dtype.itemsize
         self.masks = [None if m is None else
                       _arr(m, f"masks[{l}]", self.typenum, 2, sizes[l], sizes[l + 1])
                       for l, m in enumerate(masks)]
@@ -672,7 +686,7 @@ cdef class Engine:
 
     cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=None) except *:
         cdef Rows r
-        r.N, r.X, r.idx = X.shape[0], _data(X), NULL
+        r.N, r.X, r.idx, r.batch_size = X.shape[0], _data(X), NULL, X.shape[0]
         r.all.T = _data(T) if kind != XENT_LABELS else NULL
         r.all.labels = <const Py_ssize_t *>_data(T) if kind == XENT_LABELS else NULL
         if order is not None:
@@ -736,6 +750,7 @@ cdef class Engine:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         nb = <int>((data.N + batch_size - 1) // batch_size)
+        data.batch_size = batch_size
         self.enter()
         try:
             self.reserve(min(<Py_ssize_t>batch_size, data.N))
@@ -745,10 +760,10 @@ cdef class Engine:
                     pinned = blas_pin()
                     if self.f64:
                         total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
-                                             batch_size, <const double *>NULL)
+                                             <const double *>NULL)
                     else:
                         total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
-                                             batch_size, <const float *>NULL)
+                                             <const float *>NULL)
                     blas_unpin(pinned)
                 first = last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch

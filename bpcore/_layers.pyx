@@ -22,28 +22,28 @@ cdef enum:
 
 # ---- row-segment loops over a block (rows r0:r1, columns c0:c1, row stride ld) ----
 
-cdef void act_rows(int r0, int r1, int c0, int c1, int ld, const floating *Z,
-                   const floating *b, floating *A, Activation act) noexcept nogil:
+cdef void act_rows(Block blk, int ld, const floating *Z, const floating *b, floating *A,
+                   Activation act) noexcept nogil:
     """A = act(Z + b) on the block (b indexed by column; NULL for no bias)."""
     cdef Py_ssize_t r, off
-    for r in range(r0, r1):
-        off = r * ld + c0
+    for r in range(blk.r0, blk.r1):
+        off = r * ld + blk.c0
         if floating is float:
-            K.act_f32(c1 - c0, Z + off, b + c0 if b != NULL else NULL, A + off, act)
+            K.act_f32(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off, act)
         else:
-            K.act_f64(c1 - c0, Z + off, b + c0 if b != NULL else NULL, A + off, act)
+            K.act_f64(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off, act)
 
 
-cdef void dact_rows(int r0, int r1, int c0, int c1, int ld, const floating *A,
-                    const floating *dA, floating *dZ, Activation act) noexcept nogil:
+cdef void dact_rows(Block blk, int ld, const floating *A, const floating *dA, floating *dZ,
+                    Activation act) noexcept nogil:
     """dZ = dA * act'(.) from the output A, on the block."""
     cdef Py_ssize_t r, off
-    for r in range(r0, r1):
-        off = r * ld + c0
+    for r in range(blk.r0, blk.r1):
+        off = r * ld + blk.c0
         if floating is float:
-            K.dact_f32(c1 - c0, A + off, dA + off, dZ + off, act)
+            K.dact_f32(blk.c1 - blk.c0, A + off, dA + off, dZ + off, act)
         else:
-            K.dact_f64(c1 - c0, A + off, dA + off, dZ + off, act)
+            K.dact_f64(blk.c1 - blk.c0, A + off, dA + off, dZ + off, act)
 
 
 cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
@@ -57,64 +57,70 @@ cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
 
 # ---- dense layer ----
 
-cdef inline void _forward_part(int part, int nparts, int n, int fi, int fo, const floating *X,
-                               const floating *W, const floating *b, floating *Z,
-                               Activation act) noexcept nogil:
-    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi, W, fo,
-                               <floating>0, Z, fo, part, nparts)
-    act_rows(blk.r0, blk.r1, blk.c0, blk.c1, fo, Z, b, Z, act)
+cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, int n,
+                               const floating *X, floating *Z) noexcept nogil:
+    cdef int fi = layer.fan_in, fo = layer.fan_out
+    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
+                               <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
+    act_rows(blk, fo, Z, <const floating *>layer.b, Z, layer.act)
 
 
-cdef void dense_forward(int n, int fi, int fo, const floating *X, const floating *W,
-                        const floating *b, floating *Z, Activation act) noexcept nogil:
-    cdef int nt = gemm_parts(n, fo, fi)
+cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
+                        floating *Z) noexcept nogil:
+    cdef int nt = gemm_parts(n, layer.fan_out, layer.fan_in)
     if nt == 1:
-        _forward_part(0, 1, n, fi, fo, X, W, b, Z, act)
+        _forward_part(0, 1, layer, n, X, Z)
         return
     with parallel(num_threads=nt):
-        _forward_part(threadid(), bp_omp_team_size(), n, fi, fo, X, W, b, Z, act)
+        _forward_part(threadid(), bp_omp_team_size(), layer, n, X, Z)
 
 
-cdef inline void _backward_part(int part, int nparts, int n, int fi, int fo,
-                                const floating *X, const floating *W, const floating *dZ,
-                                floating *dW, floating *db, floating *dX,
-                                const floating *mask) noexcept nogil:
-    cdef Block blk
+cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, int n,
+                                const floating *X, const floating *dZ,
+                                floating *dX) noexcept nogil:
+    cdef int fi = layer.fan_in, fo = layer.fan_out, c0, c1
+    cdef floating *dW = <floating *>layer.dW
+    cdef const floating *mask = <const floating *>layer.mask
     cdef Py_ssize_t r, j
-    cdef int c0, c1
     # each part writes its own rows of dW, its own columns of db and its own block of dX
-    blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo, <floating>1, dW, fo,
-                    part, nparts)
+    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo,
+                               <floating>1, dW, fo, part, nparts)
     if mask != NULL:
         for r in range(blk.r0, blk.r1):
             for j in range(blk.c0, blk.c1):
                 dW[r * fo + j] *= mask[r * fo + j]
     even_share(fo, part, nparts, &c0, &c1)
-    colsum_rows(n, c0, c1, fo, dZ, db)
+    colsum_rows(n, c0, c1, fo, dZ, <floating *>layer.db)
     if dX != NULL:
-        gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, W, fo, <floating>0, dX, fi,
-                  part, nparts)
+        gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, <const floating *>layer.W, fo,
+                  <floating>0, dX, fi, part, nparts)
 
 
-cdef void dense_backward(int n, int fi, int fo, const floating *X, const floating *W,
-                         const floating *dZ, floating *dW, floating *db, floating *dX,
-                         const floating *mask) noexcept nogil:
-    cdef int nt = gemm_parts(fi, fo, n)
+cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
+                         const floating *dZ, floating *dX) noexcept nogil:
+    cdef int nt = gemm_parts(layer.fan_in, layer.fan_out, n)
     if nt == 1:
-        _backward_part(0, 1, n, fi, fo, X, W, dZ, dW, db, dX, mask)
+        _backward_part(0, 1, layer, n, X, dZ, dX)
         return
     with parallel(num_threads=nt):
-        _backward_part(threadid(), bp_omp_team_size(), n, fi, fo, X, W, dZ, dW, db, dX, mask)
+        _backward_part(threadid(), bp_omp_team_size(), layer, n, X, dZ, dX)
 
 
 # ---- activations over flat arrays ----
+
+cdef inline Block _flat_block(Py_ssize_t left) noexcept nogil:
+    """One row of min(ELEMENT_BLOCK, left) elements."""
+    cdef Block blk
+    blk.r0, blk.r1, blk.c0, blk.c1 = 0, 1, 0, <int>min(<Py_ssize_t>ELEMENT_BLOCK, left)
+    return blk
+
 
 cdef void activation_forward(Activation act, Py_ssize_t size, const floating *Z,
                              floating *A) noexcept nogil:
     cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
         start = blk * ELEMENT_BLOCK
-        act_rows(0, 1, 0, <int>min(<Py_ssize_t>ELEMENT_BLOCK, size - start), 0, Z + start,
+        act_rows(_flat_block(size - start), 0, Z + start,
                  <const floating *>NULL, A + start, act)
 
 
@@ -123,7 +129,7 @@ cdef void activation_backward(Activation act, Py_ssize_t size, const floating *A
     cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
         start = blk * ELEMENT_BLOCK
-        dact_rows(0, 1, 0, <int>min(<Py_ssize_t>ELEMENT_BLOCK, size - start), 0, A + start,
+        dact_rows(_flat_block(size - start), 0, A + start,
                   dA + start, dZ + start, act)
 
 
@@ -140,10 +146,13 @@ def py_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
     if n == 0 or fo == 0:
         return
     cdef const floating *pX = &X[0, 0] if fi else NULL
-    cdef const floating *pW = &W[0, 0] if fi else NULL
+    cdef DenseLayer layer
+    layer.fan_in, layer.fan_out, layer.act = fi, fo, <Activation>act
+    layer.W, layer.b = &W[0, 0] if fi else NULL, &b[0]
+    layer.dW, layer.db, layer.mask = NULL, NULL, NULL
     with nogil:
         pinned = blas_pin()
-        dense_forward(n, fi, fo, pX, pW, &b[0], &Z[0, 0], <Activation>act)
+        dense_forward(&layer, n, pX, &Z[0, 0])
         blas_unpin(pinned)
 
 
@@ -163,18 +172,18 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     if fo == 0 or (n == 0 and mask is None):
         return
     cdef floating *pdX = NULL
-    cdef const floating *pmask = NULL
     cdef const floating *pX = &X[0, 0] if n and fi else NULL
-    cdef const floating *pW = &W[0, 0] if fi else NULL
     cdef const floating *pdZ = &dZ[0, 0] if n else NULL
-    cdef floating *pdW = &dW[0, 0] if fi else NULL
+    cdef DenseLayer layer
+    layer.fan_in, layer.fan_out, layer.act = fi, fo, IDENTITY
+    layer.W, layer.b = &W[0, 0] if fi else NULL, NULL
+    layer.dW, layer.db = &dW[0, 0] if fi else NULL, &db[0]
+    layer.mask = &mask[0, 0] if mask is not None and fi else NULL
     if dX is not None and n and fi:
         pdX = &dX[0, 0]
-    if mask is not None and fi:
-        pmask = &mask[0, 0]
     with nogil:
         pinned = blas_pin()
-        dense_backward(n, fi, fo, pX, pW, pdZ, pdW, &db[0], pdX, pmask)
+        dense_backward(&layer, n, pX, pdZ, pdX)
         blas_unpin(pinned)
 
 
