@@ -62,9 +62,8 @@ def gemm_floor(Engine engine, X, bint parts=False):
     cdef Py_ssize_t n = Xa.shape[0]
     cdef size_t pX = Xa.ctypes.data
     cdef int pinned = 0
-    engine.enter()
+    engine.enter(n)
     try:
-        engine.reserve(n)
         engine.ws.rows = <int>n
         deltas = engine.workspaces()["deltas"]
         deltas[...] = 0  # no step has written the deltas yet: read zeros, not garbage

@@ -17,6 +17,7 @@ ctypedef struct Net:
     void *P                # the flat parameters
     void *G                # the flat gradients: the engine's scratch space for dW
     int itemsize           # bytes per element of P and G (4 or 8)
+    Py_ssize_t size        # elements of P (and of G): all the parameters
 
 # activations and deltas for up to `capacity` rows, and how a step uses threads
 ctypedef struct Workspace:
@@ -53,6 +54,24 @@ ctypedef struct StepConf:
     LossSpec loss
     double max_grad_norm   # 0: update each block as it forms; > 0: whole gradient, clip, update
 
+cdef enum JobKind:
+    TRAIN_BATCHES = 0      # steps on batches first..last-1
+    PREDICT = 1            # the outputs of every row into out
+    EVALUATE = 2           # the summed loss and the count of right answers
+    GRADIENT = 3           # the summed loss and its gradient into G, both times scale
+
+# one native pass over rows: what to do, and what it gave
+ctypedef struct Job:
+    int kind               # JobKind
+    StepConf conf
+    Optimizer *opt         # TRAIN_BATCHES
+    int first, last        # TRAIN_BATCHES
+    void *out              # PREDICT: (N, outputs)
+    double scale           # GRADIENT
+    double total           # the summed loss (TRAIN_BATCHES: batch losses, each weighted by
+                           # its rows for mean reductions)
+    Py_ssize_t correct     # EVALUATE
+
 
 cdef class Engine:
     cdef Net net
@@ -62,10 +81,11 @@ cdef class Engine:
     cdef bint f64
     cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
     cdef int part_threads       # threads the partial-sum workspace has room for
-    cdef Py_ssize_t work_per_row  # parameters + activations touched per row, for thread choice
     cdef bint busy
     cdef int reserve(self, Py_ssize_t n) except -1
-    cdef int enter(self) except -1
+    cdef int enter(self, Py_ssize_t rows) except -1
+    cdef int run(self, Rows data, Job *job) except -1
+    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)

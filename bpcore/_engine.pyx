@@ -311,8 +311,7 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     """The whole gradient, scaled to a global norm of at most max_norm (as
     torch.nn.utils.clip_grad_norm_), then the update of every parameter."""
     cdef int l
-    cdef Py_ssize_t size = net.woff[net.L - 1] + <Py_ssize_t>(net.sizes[net.L - 1] + 1) * net.sizes[net.L]
-    cdef Py_ssize_t nw
+    cdef Py_ssize_t size = net.size, nw
     cdef floating *P = <floating *>net.P
     cdef floating *G = <floating *>net.G
     cdef double value, norm, coef
@@ -450,16 +449,30 @@ cdef double gradient_rows(const Net *net, Workspace *ws, LossSpec loss, Rows dat
     """G = the gradient of the loss summed over all rows (loss.reduction SUM or HALF_SUM),
     chunk by chunk; returns that loss."""
     cdef Py_ssize_t start = 0
-    cdef Py_ssize_t size = net.woff[net.L - 1] + <Py_ssize_t>(net.sizes[net.L - 1] + 1) * net.sizes[net.L]
     cdef double total = 0
     cdef const floating *X
     cdef Batch b
-    memset(net.G, 0, size * sizeof(floating))
+    memset(net.G, 0, net.size * sizeof(floating))
     while start < data.N:
         b = take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
         total += add_gradient(net, ws, loss, b, X)
         start += ws.rows
     return total
+
+
+cdef void run_job(const Net *net, Workspace *ws, Rows data, Job *job,
+                  const floating *like) noexcept nogil:
+    """Run the job over the rows (`like` only picks the dtype)."""
+    if job.kind == TRAIN_BATCHES:
+        job.total += run_batches(net, ws, job.opt, &job.conf, data, job.first, job.last, like)
+    elif job.kind == PREDICT:
+        predict_rows(net, ws, data, <floating *>job.out)
+    elif job.kind == EVALUATE:
+        job.total = evaluate_rows(net, ws, job.conf.loss, data, &job.correct, like)
+    else:
+        job.total = gradient_rows(net, ws, job.conf.loss, data, like) * job.scale
+        if job.scale != 1:
+            scale_run(net.size, <floating *>net.G, job.scale)
 
 
 cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
@@ -565,7 +578,7 @@ cdef class Engine:
             self.net.act[l] = acts[l]
             self.net.woff[l] = off
             off += <Py_ssize_t>sizes[l] * sizes[l + 1] + sizes[l + 1]
-        self.work_per_row = off
+        self.net.size = off
         self.params = _arr(params, "params", self.typenum, 1, off, -1, True)
         self.grads = _arr(grads, "grads", self.typenum, 1, off, -1, True)
         self.net.P, self.net.G = _data(self.params), _data(self.grads)
@@ -620,7 +633,7 @@ cdef class Engine:
         cdef int nt = max(pool_threads(), 1)
         cdef Py_ssize_t item = self.dtype.itemsize
         # a small-batch step touches every weight a few times: worth threads only for big nets
-        self.ws.small_threads = nt if self.work_per_row * 4 >= PARALLEL_MIN_WORK else 1
+        self.ws.small_threads = nt if self.net.size * 4 >= PARALLEL_MIN_WORK else 1
         if n <= self.ws.capacity and nt <= self.part_threads:
             return 0
         n = max(n, <Py_ssize_t>self.ws.capacity)
@@ -652,10 +665,29 @@ cdef class Engine:
         """{name: array} of the workspace buffers (for the benchmarks' GEMM floor)."""
         return {"acts": self.acts_ws, "deltas": self.delta_ws}
 
-    cdef int enter(self) except -1:
+    cdef int enter(self, Py_ssize_t rows) except -1:
+        """Claim the engine for one call and size its workspaces for batches of `rows`."""
         if self.busy:
             raise RuntimeError("this model is already training or predicting in another thread")
         self.busy = True
+        try:
+            self.reserve(rows)
+        except BaseException:
+            self.busy = False
+            raise
+        return 0
+
+    cdef int run(self, Rows data, Job *job) except -1:
+        """The one place a native pass runs: the BLAS pinned, the GIL released, the dtype's
+        kernels chosen."""
+        cdef int pinned
+        with nogil:
+            pinned = blas_pin()
+            if self.f64:
+                run_job(&self.net, &self.ws, data, job, <const double *>NULL)
+            else:
+                run_job(&self.net, &self.ws, data, job, <const float *>NULL)
+            blas_unpin(pinned)
         return 0
 
     cdef void leave(self) noexcept:
@@ -743,108 +775,63 @@ cdef class Engine:
         cdef cnp.ndarray Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         cdef Rows data = self.rows_of(Xa, T, loss_kind, order)
-        cdef StepConf sc = self.step_conf(loss_kind, reduction, max_grad_norm)
-        cdef Optimizer *opt = self.optimizer_of(optimizer)
-        cdef int first = 0, last, nb, pinned
-        cdef double total = 0
+        cdef Job job
+        cdef int nb
+        job.kind, job.conf = TRAIN_BATCHES, self.step_conf(loss_kind, reduction, max_grad_norm)
+        job.opt, job.total = self.optimizer_of(optimizer), 0
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         nb = <int>((data.N + batch_size - 1) // batch_size)
         data.batch_size = batch_size
-        self.enter()
+        self.enter(min(<Py_ssize_t>batch_size, data.N))
         try:
-            self.reserve(min(<Py_ssize_t>batch_size, data.N))
-            while first < nb:
-                last = min(first + SIGNAL_EVERY, nb)
-                with nogil:
-                    pinned = blas_pin()
-                    if self.f64:
-                        total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
-                                             <const double *>NULL)
-                    else:
-                        total += run_batches(&self.net, &self.ws, opt, &sc, data, first, last,
-                                             <const float *>NULL)
-                    blas_unpin(pinned)
-                first = last
+            job.first = 0
+            while job.first < nb:
+                job.last = min(job.first + SIGNAL_EVERY, nb)
+                self.run(data, &job)
+                job.first = job.last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
         finally:
             self.leave()
-        return total
+        return job.total
 
     def predict(self, X, out):
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef cnp.ndarray O = _arr(out, "out", self.typenum, 2, Xa.shape[0],
                                   self.net.sizes[self.net.L], True)
-        cdef Rows data = self.rows_of(Xa, O, MSE)
-        cdef void *pO = _data(O)
-        cdef int pinned
-        self.enter()
-        try:
-            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
-            with nogil:
-                pinned = blas_pin()
-                if self.f64:
-                    predict_rows(&self.net, &self.ws, data, <double *>pO)
-                else:
-                    predict_rows(&self.net, &self.ws, data, <float *>pO)
-                blas_unpin(pinned)
-        finally:
-            self.leave()
+        cdef Job job
+        job.kind, job.out = PREDICT, _data(O)
+        self._pass(Xa, O, MSE, &job)
         return out
 
     def evaluate(self, X, target, int loss_kind):
         """(summed loss, correct argmax count) over all rows of X, in chunks."""
         cdef cnp.ndarray Xa = self.checked_X(X)
-        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
-        cdef Rows data = self.rows_of(Xa, T, loss_kind)
-        cdef StepConf sc = self.step_conf(loss_kind, SUM, 0)
-        cdef Py_ssize_t correct = 0
-        cdef int pinned
-        cdef double total
-        self.enter()
-        try:
-            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
-            with nogil:
-                pinned = blas_pin()
-                if self.f64:
-                    total = evaluate_rows(&self.net, &self.ws, sc.loss, data, &correct,
-                                          <const double *>NULL)
-                else:
-                    total = evaluate_rows(&self.net, &self.ws, sc.loss, data, &correct,
-                                          <const float *>NULL)
-                blas_unpin(pinned)
-        finally:
-            self.leave()
-        return total, correct
+        cdef Job job
+        job.kind, job.conf, job.correct = EVALUATE, self.step_conf(loss_kind, SUM, 0), 0
+        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
+        return job.total, job.correct
 
     def loss_and_gradient(self, X, target, int loss_kind, int reduction):
         """The loss over all rows of X in the given reduction, with its gradient written into
         the flat gradient buffer (replacing it); in chunks of rows, no per-row Python."""
         cdef cnp.ndarray Xa = self.checked_X(X)
-        cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
-        cdef Rows data = self.rows_of(Xa, T, loss_kind)
-        cdef StepConf sc = self.step_conf(loss_kind, reduction, 0)
-        cdef int pinned
-        cdef Py_ssize_t size = cnp.PyArray_SIZE(self.params)
-        cdef double total, scale = 1
+        cdef Py_ssize_t n = Xa.shape[0], c = self.net.sizes[self.net.L]
+        cdef Job job
+        job.kind, job.conf, job.scale = GRADIENT, self.step_conf(loss_kind, reduction, 0), 1
         if reduction == MEAN:  # summed over the chunks, then scaled once
-            sc.loss.reduction = SUM
-            scale = 1.0 / data.N if loss_kind != MSE else 1.0 / (data.N * self.net.sizes[self.net.L])
-        self.enter()
+            job.conf.loss.reduction = SUM
+            job.scale = 1.0 / n if loss_kind != MSE else 1.0 / (n * c)
+        self._pass(Xa, self.checked_target(target, n, loss_kind), loss_kind, &job)
+        return job.total
+
+    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1:
+        """One job over all rows of X, in chunks of the workspace's capacity."""
+        cdef Rows data = self.rows_of(X, T, kind)
+        self.enter(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
         try:
-            self.reserve(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
-            with nogil:
-                pinned = blas_pin()
-                if self.f64:
-                    total = gradient_rows(&self.net, &self.ws, sc.loss, data, <const double *>NULL)
-                    if scale != 1:
-                        scale_run(size, <double *>self.net.G, scale)
-                else:
-                    total = gradient_rows(&self.net, &self.ws, sc.loss, data, <const float *>NULL)
-                    if scale != 1:
-                        scale_run(size, <float *>self.net.G, scale)
-                blas_unpin(pinned)
+            self.run(data, job)
         finally:
             self.leave()
-        return total * scale
+        return 0
