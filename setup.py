@@ -89,6 +89,13 @@ def probe_openmp(compiler, cflags, ldflags):
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        # the modules compile independently: one per core (a newcomer's first install waits
+        # for this build)
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         ctype = self.compiler.compiler_type
         cflags, ldflags = openmp_flags(ctype)
@@ -132,6 +139,7 @@ def extensions():
     ]
     return cythonize(
         exts,
+        nthreads=os.cpu_count() or 1,
         compiler_directives={
             "language_level": 3,
             "boundscheck": debug,
