@@ -612,3 +612,39 @@ def test_load_optimizer_over_a_model_of_the_same_size_but_other_shapes_is_refuse
     with pytest.raises(ValueError, match=r"state: expected parameters of shapes"):
         bpcore.load_optimizer(path, target)
     assert target.steps == 0
+
+
+# --------------------------------------------------------------------------------------------
+# round trips through the public API (from the former test_io.py)
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mlp_round_trip_keeps_class_dtype_and_repr(tmp_path, rng, dtype):
+    model = bpcore.MLP([5, 7, 3], activation="tanh", output_activation="sigmoid", dtype=dtype,
+                       seed=1)
+    X = rng.uniform(size=(4, 5))
+    model.save(tmp_path / "net.safetensors")
+    back = bpcore.load(tmp_path / "net.safetensors")
+    assert isinstance(back, bpcore.MLP) and back.dtype == model.dtype
+    np.testing.assert_array_equal(back.flat_params, model.flat_params)
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+    assert repr(back) == repr(model)
+
+
+def test_masked_sequential_round_trip_keeps_the_mask(tmp_path, rng):
+    mask = (rng.uniform(size=(6, 4)) > 0.5).astype(float)
+    net = bpcore.Sequential(bpcore.Dense(6, 4, mask=mask, seed=0), bpcore.Sigmoid(),
+                            bpcore.Dense(4, 2, seed=1))
+    net.save(tmp_path / "masked")  # any name: the format is in the file
+    back = bpcore.load(tmp_path / "masked")
+    np.testing.assert_array_equal(back.layers[0].mask, net.layers[0].mask)
+    np.testing.assert_array_equal(back.flat_params, net.flat_params)
+    opt = bpcore.SGD(back, lr=0.5, momentum=0.9)
+    back.fit(rng.uniform(size=(8, 6)), rng.uniform(size=(8, 2)), loss=bpcore.MSELoss(),
+             optimizer=opt, epochs=3, batch_size=4)
+    np.testing.assert_array_equal(back.layers[0].W[mask == 0], 0)
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a network saved by bpcore"):
+        bpcore.load(tmp_path / "other.npz")
