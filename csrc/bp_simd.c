@@ -90,31 +90,22 @@ BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vma
                                const bp_adam_args *a) {                                         \
     const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
     const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
-    const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;                   \
+    const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;       \
     ptrdiff_t i;                                                                               \
-    /* two branch-free loops, with and without AMSGrad's running maximum */                    \
-    if (vmax) {                                                                                \
-        for (i = 0; i < n; i++) {                                                              \
-            T gi = g[i] + wd * w[i];                                                           \
-            T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                           \
-            T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                      \
-            m[i] = mi;                                                                         \
-            v[i] = vi;                                                                         \
-            T hi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */       \
-            vmax[i] = hi;                                                                      \
-            T wi = w[i] * keep - step * mi / (SQRT_##SUF(hi) * inv_sqrt_bc2 + eps);               \
-            w[i] = FLUSH_##SUF(wi);                                                            \
+    /* the loop-invariant test of vmax is hoisted by the compiler (-O3 unswitching): both   \
+     * versions vectorise */                                                                  \
+    for (i = 0; i < n; i++) {                                                                  \
+        T gi = g[i] + wd * w[i];                                                               \
+        T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                               \
+        T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                          \
+        m[i] = mi;                                                                             \
+        v[i] = vi;                                                                             \
+        if (vmax) {                                                                            \
+            vi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */          \
+            vmax[i] = vi;                                                                      \
         }                                                                                      \
-    } else {                                                                                   \
-        for (i = 0; i < n; i++) {                                                              \
-            T gi = g[i] + wd * w[i];                                                           \
-            T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                           \
-            T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                      \
-            m[i] = mi;                                                                         \
-            v[i] = vi;                                                                         \
-            T wi = w[i] * keep - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);               \
-            w[i] = FLUSH_##SUF(wi);                                                            \
-        }                                                                                      \
+        T wi = w[i] * keep - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);               \
+        w[i] = FLUSH_##SUF(wi);                                                                \
     }                                                                                          \
 }                                                                                              \
 BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
