@@ -86,16 +86,16 @@ BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,        
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
-                               const bp_adam_args *a) {                                         \
+BP_INLINE void adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a, const int decay) {                        \
     const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
     const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
-    const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;       \
+    const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;           \
     ptrdiff_t i;                                                                               \
     /* the loop-invariant test of vmax is hoisted by the compiler (-O3 unswitching): both   \
      * versions vectorise */                                                                  \
     for (i = 0; i < n; i++) {                                                                  \
-        T gi = g[i] + wd * w[i];                                                               \
+        T gi = decay ? g[i] + wd * w[i] : g[i];                                                \
         T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                               \
         T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                          \
         m[i] = mi;                                                                             \
@@ -104,9 +104,18 @@ BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vma
             vi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */          \
             vmax[i] = vi;                                                                      \
         }                                                                                      \
-        T wi = w[i] * keep - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);               \
-        w[i] = FLUSH_##SUF(wi);                                                                \
+        T wi = (decay ? w[i] * keep : w[i]) - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);\
+        /* only a decay can shrink w geometrically into subnormals */                          \
+        w[i] = decay ? FLUSH_##SUF(wi) : wi;                                                   \
     }                                                                                          \
+}                                                                                              \
+BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a) {                                         \
+    /* the common case, no weight decay, in a loop of its own (decay is a constant there) */  \
+    if (a->weight_decay == 0 && a->keep == 1)                                                  \
+        adam_loop_##SUF(n, w, g, m, v, vmax, a, 0);                                            \
+    else                                                                                       \
+        adam_loop_##SUF(n, w, g, m, v, vmax, a, 1);                                            \
 }                                                                                              \
 BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
     double s = 0;                                                                              \
