@@ -10,17 +10,14 @@ import json
 import os
 import pathlib
 import random
-import signal
 import stat
-import subprocess
-import sys
-import time
 import tracemalloc
 
 import numpy as np
 import pytest
 
 from bpcore import _checkpoint as ckpt
+from sigkill import kill_while_rewriting
 
 CheckpointError = ckpt.CheckpointError
 
@@ -198,7 +195,7 @@ import numpy as np
 spec = importlib.util.spec_from_file_location("bpcore._checkpoint", sys.argv[1])
 ckpt = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ckpt)
-path, iteration, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+path, n, iteration = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) * 10_000
 print("ready", flush=True)
 while True:
     ckpt.write(path, {"values": np.full(n, iteration, np.float32),
@@ -222,32 +219,10 @@ def test_sigkill_during_rewrites_leaves_one_complete_version(tmp_path):
     path = tmp_path / "ckpt.safetensors"
     ckpt.write(path, {"values": np.full(n, 0, np.float32), "iteration": np.array(0, np.int64)},
                {"iteration": "0"})
-    delays = random.Random(2024)
-    rounds, versions, saw_replacement, saw_kill_mid_write = 0, [0], False, False
-    # At least 5 kills; more (up to 12) until a kill landed mid-write and a rewrite completed,
-    # so that a slow or fast machine cannot make the test vacuous.
-    while rounds < 5 or (rounds < 12 and not (saw_replacement and saw_kill_mid_write)):
-        rounds += 1
-        child = subprocess.Popen(
-            [sys.executable, "-c", _REWRITER, ckpt.__file__, str(path), str(rounds * 10_000),
-             str(n)],
-            stdout=subprocess.PIPE)
-        try:
-            assert child.stdout.readline() == b"ready\n"
-            time.sleep(delays.uniform(0.05, 1.0))
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            child.stdout.close()
-        assert child.returncode == -signal.SIGKILL
-        versions.append(_read_one_complete_version(path, n))
-        saw_replacement |= versions[-1] != versions[-2]
-        leftovers = _temp_files(tmp_path)
-        saw_kill_mid_write |= bool(leftovers)
-        # Stray temporary files are documented: .<name>.<random>.tmp next to the checkpoint.
-        assert all(name.startswith(".ckpt.safetensors.") for name in leftovers)
-    assert saw_replacement, f"the child never completed a rewrite: versions {versions}"
-    assert saw_kill_mid_write, "no kill landed mid-write"
+    # at least 5 kills; more (up to 12) until a kill landed mid-write and a rewrite completed,
+    # so that a slow or fast machine cannot make the test vacuous
+    kill_while_rewriting(_REWRITER, [ckpt.__file__, path, n], path,
+                         lambda p: _read_one_complete_version(p, n), 5, 12, 1.0, seed=2024)
 
 
 def test_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(tmp_path, monkeypatch):

@@ -8,10 +8,6 @@ checkpoint loadable.
 """
 import json
 import random
-import signal
-import subprocess
-import sys
-import time
 import tracemalloc
 
 import numpy as np
@@ -19,6 +15,7 @@ import pytest
 
 import bpcore
 from bpcore import _checkpoint
+from sigkill import kill_while_rewriting
 
 DTYPES = ("float32", "float64")
 FORMAT = "bpcore-network-2"
@@ -551,7 +548,7 @@ _SAVER = r"""
 import sys
 import numpy as np
 import bpcore
-path, iteration = sys.argv[1], int(sys.argv[2])
+path, iteration = sys.argv[1], int(sys.argv[2]) * 1000
 model = bpcore.MLP([1000, 2000], dtype="float32", seed=0)
 print("ready", flush=True)
 while True:
@@ -573,29 +570,10 @@ def test_sigkill_during_model_save_leaves_the_previous_checkpoint_loadable(tmp_p
     model = bpcore.MLP([1000, 2000], dtype="float32", seed=0)  # 8 MB of weights
     model.flat_params[...] = 0
     model.save(path)
-    delays = random.Random(15)
-    rounds, versions, saw_replacement, saw_kill_mid_write = 0, [0], False, False
     # 3 kills at least; up to 8 until one landed mid-write and a rewrite had completed
-    while rounds < 3 or (rounds < 8 and not (saw_replacement and saw_kill_mid_write)):
-        rounds += 1
-        child = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), str(rounds * 1000)],
-                                 stdout=subprocess.PIPE, cwd=tmp_path)
-        try:
-            assert child.stdout.readline() == b"ready\n"
-            time.sleep(delays.uniform(0.05, 0.6))
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            child.stdout.close()
-        assert child.returncode == -signal.SIGKILL
-        versions.append(_one_complete_version(path))
-        assert versions[-1] == 0 or versions[-1] // 1000 <= rounds
-        saw_replacement |= versions[-1] != versions[-2]
-        leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-        saw_kill_mid_write |= bool(leftovers)
-        assert all(name.startswith(".ckpt.safetensors.") for name in leftovers)
-    assert saw_replacement, f"the child never completed a save: versions {versions}"
-    assert saw_kill_mid_write, "no kill landed mid-write"
+    versions = kill_while_rewriting(_SAVER, [path], path, _one_complete_version, 3, 8, 0.6,
+                                    seed=15)
+    assert all(v == 0 or v // 1000 <= len(versions) for v in versions)
 
 
 def test_load_optimizer_over_a_model_of_the_same_size_but_other_shapes_is_refused(tmp_path):
