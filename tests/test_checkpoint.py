@@ -11,12 +11,12 @@ import os
 import pathlib
 import random
 import stat
-import tracemalloc
 
 import numpy as np
 import pytest
 
 from bpcore import _checkpoint as ckpt
+from memory import peak_bytes
 from sigkill import kill_while_rewriting
 
 CheckpointError = ckpt.CheckpointError
@@ -478,13 +478,11 @@ def test_a_huge_claim_is_refused_without_allocating_it(tmp_path):
     path = tmp_path / "huge.safetensors"
     for claim in claims:
         path.write_bytes(_file_with_header(json.dumps(claim).encode(), bytes(1024)))
-        tracemalloc.start()
-        try:
+        def refuse():
             with pytest.raises(CheckpointError, match="'w'|describe"):
                 ckpt.read(path)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+
+        peak = peak_bytes(refuse)
         assert peak < 1_000_000, f"peak {peak} bytes while refusing {claim}"
 
 
@@ -492,13 +490,7 @@ def test_tracemalloc_sees_the_tensors_read_allocates(tmp_path):
     # Guards the test above: a read that did allocate would be visible to tracemalloc.
     path = tmp_path / "big.safetensors"
     ckpt.write(path, {"w": np.ones(1_000_000, np.float32)}, {})
-    tracemalloc.start()
-    try:
-        ckpt.read(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak >= 4_000_000
+    assert peak_bytes(lambda: ckpt.read(path)) >= 4_000_000
 
 
 @pytest.mark.parametrize("length", [2**63, 2**64 - 1, 100 * 1024 * 1024 + 1, 200 * 1024 * 1024])

@@ -8,13 +8,13 @@ checkpoint loadable.
 """
 import json
 import random
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import bpcore
 from bpcore import _checkpoint
+from memory import peak_bytes
 from sigkill import kill_while_rewriting
 
 DTYPES = ("float32", "float64")
@@ -316,16 +316,17 @@ def _huge_spec():
 
 
 def _refused_without_allocating(path):
-    tracemalloc.start()
-    try:
+    refused = []
+
+    def refuse():
         with pytest.raises(bpcore.CheckpointError) as info:
             bpcore.load(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+        refused.append(info.value)
+
+    peak = peak_bytes(refuse)
     assert peak < 4_000_000, f"peak {peak} bytes while refusing the file"
-    assert str(path) in str(info.value)
-    return info.value
+    assert str(path) in str(refused[0])
+    return refused[0]
 
 
 def test_a_huge_layer_claimed_by_a_1kb_header_is_refused_without_allocating(tmp_path):
@@ -359,13 +360,7 @@ def test_tracemalloc_sees_what_a_load_allocates(tmp_path):
     model = bpcore.MLP([1000, 1000], dtype="float32", seed=0)
     path = tmp_path / "big.safetensors"
     model.save(path)
-    tracemalloc.start()
-    try:
-        bpcore.load(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak >= 4_000_000
+    assert peak_bytes(lambda: bpcore.load(path)) >= 4_000_000
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

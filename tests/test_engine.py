@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bpcore
+from memory import peak_bytes
 
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
 
@@ -256,22 +257,6 @@ def test_nan_anywhere_in_a_large_batch_is_found(where):
     np.testing.assert_array_equal(model.flat_params, before)  # nothing was applied
 
 
-def _peak_bytes_over(step, repeats=50):
-    """Most bytes held at once above the starting point, over `repeats` calls of step()."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        start, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        for _ in range(repeats):
-            step()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - start
-
-
 @pytest.mark.parametrize("n", [1, 16, 200])  # fused, row-split and batch-split steps
 def test_steady_state_train_step_allocates_no_arrays(rng, n):
     model = bpcore.MLP([50, 40, 10], seed=0)
@@ -282,9 +267,9 @@ def test_steady_state_train_step_allocates_no_arrays(rng, n):
     # NumPy reports its buffers to tracemalloc; the smallest array a step could make (one row
     # of 10 outputs) is 40 bytes, a batch's activations far more; a step's Python objects
     # (its float result, argument tuples) stay in the hundreds
-    assert _peak_bytes_over(lambda: model.train_step(X, y, loss, opt)) < 1024
+    assert peak_bytes(lambda: model.train_step(X, y, loss, opt), 50) < 1024
     # the check can fail: the layer API's step makes arrays
-    assert _peak_bytes_over(lambda: _layer_api_step(model, X, y, loss, opt)) > 40 * n
+    assert peak_bytes(lambda: _layer_api_step(model, X, y, loss, opt), 50) > 40 * n
 
 
 def test_predict_works_for_layouts_the_engine_does_not_run(rng):
