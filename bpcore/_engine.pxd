@@ -86,6 +86,8 @@ cdef class Engine:
     cdef int enter(self, Py_ssize_t rows) except -1
     cdef int run(self, Rows data, Job *job) except -1
     cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1
+    cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
+                       OptimizerState optimizer, double max_grad_norm) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)

@@ -761,9 +761,9 @@ cdef class Engine:
         """One fused step on the batch X; returns the loss (of the weights before the step)."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
-        cdef double total = self.run_epoch(Xa, T, loss_kind, reduction, None, Xa.shape[0],
-                                           optimizer, max_grad_norm, False)
-        return total / Xa.shape[0] if reduction == MEAN else total  # run_epoch weights by rows
+        cdef double total = self._train(self.rows_of(Xa, T, loss_kind), Xa.shape[0], loss_kind,
+                                        reduction, optimizer, max_grad_norm)
+        return total / Xa.shape[0] if reduction == MEAN else total  # _train weights by rows
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
                   OptimizerState optimizer, double max_grad_norm=0, bint check=True):
@@ -774,14 +774,19 @@ cdef class Engine:
         check=False skips the pass over the data for finite values."""
         cdef cnp.ndarray Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
-        cdef Rows data = self.rows_of(Xa, T, loss_kind, order)
-        cdef Job job
-        cdef int nb
-        job.kind, job.conf = TRAIN_BATCHES, self.step_conf(loss_kind, reduction, max_grad_norm)
-        job.opt, job.total = self.optimizer_of(optimizer), 0
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        nb = <int>((data.N + batch_size - 1) // batch_size)
+        return self._train(self.rows_of(Xa, T, loss_kind, order), batch_size, loss_kind,
+                           reduction, optimizer, max_grad_norm)
+
+    cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
+                       OptimizerState optimizer, double max_grad_norm) except? -1:
+        """Steps over checked rows in batches of batch_size, returning to Python every
+        SIGNAL_EVERY batches for Ctrl-C."""
+        cdef Job job
+        cdef int nb = <int>((data.N + batch_size - 1) // batch_size)
+        job.kind, job.conf = TRAIN_BATCHES, self.step_conf(loss_kind, reduction, max_grad_norm)
+        job.opt, job.total = self.optimizer_of(optimizer), 0
         data.batch_size = batch_size
         self.enter(min(<Py_ssize_t>batch_size, data.N))
         try:
