@@ -183,7 +183,17 @@ def load(path):
     """The network saved at path (safetensors, or the .npz files of bpcore 0.1), as a new
     object with its weights."""
     spec, tensors = io.load_network(path)
-    return build(spec, tensors)
+    try:
+        model = build(spec, tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise io.CheckpointError(path, f"architecture: {exc}") from None
+    # the file's description of the layers must be the network its settings build (an MLP's
+    # activations, say): the rule of which layers a network has lives in its constructor
+    if describe(model) != spec:
+        raise io.CheckpointError(path, f"architecture: the settings build "
+                                       f"{describe(model)['layers']}, the file lists "
+                                       f"{spec['layers']}")
+    return model
 
 
 def load_optimizer(path, optimizer):

@@ -432,10 +432,11 @@ def _small_spec_and_tensors():
     (lambda s: s.__setitem__("layers", [{"type": "tanh"}]), "no dense layer"),
     (lambda s: s.__setitem__("layers", "dense"), "architecture"),
     (lambda s: s.pop("dtype"), "architecture"),
-    (lambda s: s["mlp"].__setitem__("activation", "relu"), "has layers"),
-    (lambda s: s["mlp"].__setitem__("activation", "softplus"), "has layers"),
-    (lambda s: s["mlp"].__setitem__("output_activation", "bogus"), "has layers"),
-    (lambda s: s["layers"].append({"type": "tanh"}), "has layers"),
+    (lambda s: s["mlp"].__setitem__("activation", "relu"), "the settings build"),
+    (lambda s: s["mlp"].__setitem__("activation", "softplus"), "architecture: activation"),
+    (lambda s: s["mlp"].__setitem__("output_activation", "bogus"),
+     "architecture: output_activation"),
+    (lambda s: s["layers"].append({"type": "tanh"}), "the settings build"),
 ])
 def test_inconsistent_architectures_are_refused(tmp_path, change, fragment):
     spec, tensors = _small_spec_and_tensors()
