@@ -24,8 +24,9 @@ import numpy as np
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
 from bpcore._layers cimport (Activation, DenseLayer, activation_backward, act_rows, colsum_rows,
                              dact_rows, dense_backward, dense_forward)
-from bpcore._losses cimport LossKind, MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
-from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, outer_row_update, scale_run,
+from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
+from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, clip_factor, outer_row_update,
+                            scale_run,
                             sum_of_squares, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_team_size,
@@ -43,8 +44,6 @@ cdef enum:
     SIGNAL_EVERY = 16
     PREDICT_CHUNK = 1024
     CHECK_BLOCK = 65536
-    # torch.nn.utils.clip_grad_norm_'s guard against a zero norm, kept for parity
-    CLIP_EPS_EXP = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     memset(G, 0, size * sizeof(floating))
     value = add_gradient(net, ws, loss, b, X)
     norm = sqrt(sum_of_squares(size, G))
-    coef = max_norm / (norm + 1e-6)
+    coef = clip_factor(norm, max_norm)
     if coef < 1:
         scale_run(size, G, coef)
     for l in range(net.L):

@@ -43,5 +43,8 @@ class OptimizerState:
 def py_sum_of_squares(x: npt.NDArray[_F]) -> float:
     """The sum of x**2, accumulated in double."""
 
+def clip_factor(norm: float, max_norm: float) -> float:
+    """What gradients of global norm `norm` are scaled by to a norm of at most max_norm."""
+
 def py_scale(x: npt.NDArray[_F], scale: float) -> None:
     """x *= scale, in place."""

@@ -122,6 +122,13 @@ cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil:
     return total
 
 
+cpdef double clip_factor(double norm, double max_norm) noexcept nogil:
+    """What gradients of global norm `norm` are scaled by to a norm of at most max_norm, as
+    torch.nn.utils.clip_grad_norm_ (whose 1e-6 guards a zero norm); 1 when within it."""
+    cdef double coef = max_norm / (norm + 1e-6)
+    return coef if coef < 1 else 1.0
+
+
 cdef void scale_run(Py_ssize_t size, floating *x, double scale) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating s = <floating>scale

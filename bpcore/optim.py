@@ -355,7 +355,7 @@ def clip_grad_norm(params, max_norm):
     max_norm = check_real(max_norm, "max_norm", low=0, low_open=True)
     grads = [p.grad.reshape(-1) for p in params]
     norm = float(np.sqrt(sum(_optim.py_sum_of_squares(g) for g in grads)))
-    coef = max_norm / (norm + 1e-6)
+    coef = _optim.clip_factor(norm, max_norm)
     if coef < 1:
         for g in grads:
             _optim.py_scale(g, coef)
