@@ -62,5 +62,5 @@ class Engine:
                  loss_kind: int) -> tuple[float, int]:
         """(summed loss, correct argmax count) over all rows of X, in chunks."""
     def loss_and_gradient(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
-                          reduction: int) -> float:
-        """The loss over all rows, its gradient written into the flat gradient buffer."""
+                          scale: float) -> float:
+        """scale times the summed loss, its gradient written into the flat gradient buffer."""

@@ -263,7 +263,7 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
     another for the update would move half of it between cores every step)."""
     cdef double value = 0
     cdef double *out = &value  # written by thread 0 inside the parallel region
-    cdef int tid, nt = ws.small_threads
+    cdef int tid = 0, nt = ws.small_threads
     if nt == 1:
         _rowsplit_forward(0, 1, net, ws, X)
         value = output_delta(net, ws, loss, b, X)
@@ -817,17 +817,14 @@ cdef class Engine:
         self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
         return job.total, job.correct
 
-    def loss_and_gradient(self, X, target, int loss_kind, int reduction):
-        """The loss over all rows of X in the given reduction, with its gradient written into
-        the flat gradient buffer (replacing it); in chunks of rows, no per-row Python."""
+    def loss_and_gradient(self, X, target, int loss_kind, double scale):
+        """scale times the loss summed over all rows of X, with its gradient written into the
+        flat gradient buffer (replacing it); in chunks of rows, no per-row Python. (A loss's
+        reduction is a scale of the sum: the caller's loss object knows which.)"""
         cdef cnp.ndarray Xa = self.checked_X(X)
-        cdef Py_ssize_t n = Xa.shape[0], c = self.net.sizes[self.net.L]
         cdef Job job
-        job.kind, job.conf, job.scale = GRADIENT, self.step_conf(loss_kind, reduction, 0), 1
-        if reduction == MEAN:  # summed over the chunks, then scaled once
-            job.conf.loss.reduction = SUM
-            job.scale = 1.0 / n if loss_kind != MSE else 1.0 / (n * c)
-        self._pass(Xa, self.checked_target(target, n, loss_kind), loss_kind, &job)
+        job.kind, job.conf, job.scale = GRADIENT, self.step_conf(loss_kind, SUM, 0), scale
+        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
         return job.total
 
     cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1:

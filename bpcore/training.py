@@ -211,7 +211,7 @@ def loss_and_gradient(model, X, y, loss):
     eng = engine_for(model)
     X = _input(model, X)
     kind, T = _target(model, loss, y, X.shape[0])
-    value = eng.loss_and_gradient(X, T, kind, loss.reduction_code)
+    value = eng.loss_and_gradient(X, T, kind, loss.from_sum(1.0, X.shape[0], model.n_outputs))
     return value, model.flat_grads.copy()
 
 
@@ -229,13 +229,13 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
     X = _input(model, X)
     kind, T = _target(model, loss, y, X.shape[0])
     eng.check_data(X, T, kind)
-    reduction = loss.reduction_code
+    scale = loss.from_sum(1.0, X.shape[0], model.n_outputs)  # the reduction, as a factor
     losses = []
     last = {}  # the last point evaluated and its loss: the callback's point, almost always
 
     def objective(w):
         model.flat_params[...] = w
-        value = eng.loss_and_gradient(X, T, kind, reduction)
+        value = eng.loss_and_gradient(X, T, kind, scale)
         if not np.isfinite(value):
             raise FloatingPointError(f"loss: became {value} during L-BFGS")
         last["w"], last["loss"] = w.copy(), value
