@@ -16,7 +16,7 @@ else:
     from bpcore._version import __version__
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
-    from bpcore.io import CheckpointError
+    from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
     from bpcore.layers import Dense, Identity, Module, ReLU, Sigmoid, Tanh
     from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
     from bpcore.model import MLP, Sequential, load, load_optimizer
@@ -27,6 +27,7 @@ else:
 
 __all__ = [
     "__version__", "show_config", "one_hot", "load", "load_optimizer", "CheckpointError",
+    "FileFormatError", "NonFiniteError",
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",

@@ -44,6 +44,8 @@ import tempfile
 
 import numpy as np
 
+from bpcore.errors import CheckpointError
+
 __all__ = ["CheckpointError", "write", "read", "read_header"]
 
 # safetensors dtype tag <-> NumPy dtype (as stored in the file: little-endian).
@@ -69,15 +71,6 @@ HEADER_ALIGNMENT = 8
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Reading in pieces keeps the hash update and the copy in cache and lets short reads be detected.
 READ_CHUNK_BYTES = 16 * 1024 * 1024
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read: missing, truncated, corrupted or malformed."""
-
-    def __init__(self, path, problem):
-        super().__init__(f"{os.fspath(path)}: {problem}")
-        self.path = os.fspath(path)
-        self.problem = problem
 
 
 # ---------------------------------------------------------------------------------------------
