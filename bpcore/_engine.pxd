@@ -35,6 +35,16 @@ ctypedef struct Workspace:
     int small_threads      # threads for a row-split step
     int rowsplit_max_batch # batches up to this size take the row-split step
     int fused_max_batch    # ... and form the gradient inside the update, a block at a time
+    int failure            # Failure: what the last step found not finite
+    int failed_batch       # the batch of an epoch whose step failed, or -1
+
+# what a step found not finite: its loss or its gradient (the step was not applied), or a value
+# its update wrote (the parameters or the optimizer's state hold it)
+cdef enum Failure:
+    NO_FAILURE = 0
+    LOSS_NONFINITE = 1
+    GRADIENT_NONFINITE = 2
+    UPDATE_NONFINITE = 3
 
 # a batch's targets: rows (rows, outputs) of the network's dtype, or class labels (rows,)
 ctypedef struct Batch:
@@ -71,6 +81,8 @@ ctypedef struct Job:
     double total           # the summed loss (TRAIN_BATCHES: batch losses, each weighted by
                            # its rows for mean reductions)
     Py_ssize_t correct     # EVALUATE
+    int failed             # TRAIN_BATCHES: the batch whose step failed (the pass stops), or -1
+    int failure            # ... and its Failure
 
 
 cdef class Engine:
@@ -82,12 +94,13 @@ cdef class Engine:
     cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
+    cdef readonly object failure  # None, or (what, batch) of the last training call's failure
     cdef int reserve(self, Py_ssize_t n) except -1
     cdef int enter(self, Py_ssize_t rows) except -1
     cdef int run(self, Rows data, Job *job) except -1
     cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1
     cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
-                       OptimizerState optimizer, double max_grad_norm) except? -1
+                       OptimizerState optimizer, double max_grad_norm, int batches=*) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)

@@ -42,6 +42,10 @@ class Engine:
     @property
     def capacity(self) -> int:
         """Rows the workspaces hold now (the largest batch seen)."""
+    @property
+    def failure(self) -> tuple[str, int] | None:
+        """None, or (what was not finite: "loss", "gradient" or "update", the batch) of the
+        last training call."""
     def workspaces(self) -> dict[str, npt.NDArray[Any]]:
         """{name: array} of the workspace buffers."""
     def check_data(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int) -> None:
@@ -53,7 +57,7 @@ class Engine:
     def run_epoch(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
                   reduction: int, order: npt.NDArray[np.intp] | None, batch_size: int,
                   optimizer: OptimizerState, max_grad_norm: float = 0,
-                  check: bool = True) -> float:
+                  check: bool = True, batches: int = -1) -> float:
         """Train one epoch; returns the summed batch losses, each weighted by its rows for
         mean reductions."""
     def predict(self, X: npt.NDArray[Any], out: _A) -> _A:

@@ -15,7 +15,7 @@ write out of bounds.
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport isfinite, sqrt
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
@@ -25,9 +25,8 @@ from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
 from bpcore._layers cimport (Activation, DenseLayer, activation_backward, act_rows, colsum_rows,
                              dact_rows, dense_backward, dense_forward)
 from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
-from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, clip_factor, outer_row_update,
-                            scale_run,
-                            sum_of_squares, update_block, update_run)
+from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
+                            outer_row_update, scale_run, sum_of_squares, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_team_size,
                               even_share, gemm_parts, pool_threads, threads_for,
@@ -151,6 +150,9 @@ cdef double step_batchsplit(const Net *net, Workspace *ws, const Optimizer *opt,
     cdef double value
     forward(net, ws, X)
     value = output_delta(net, ws, loss, b, X)
+    if not isfinite(value):
+        ws.failure = LOSS_NONFINITE
+        return value
     for l in range(net.L - 1, -1, -1):
         if l > 0:
             nt = gemm_parts(n, net.sizes[l], net.sizes[l + 1])
@@ -267,7 +269,10 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
     if nt == 1:
         _rowsplit_forward(0, 1, net, ws, X)
         value = output_delta(net, ws, loss, b, X)
-        _rowsplit_backward(0, 1, net, ws, opt, X)
+        if isfinite(value):
+            _rowsplit_backward(0, 1, net, ws, opt, X)
+        else:
+            ws.failure = LOSS_NONFINITE
         return value
     with parallel(num_threads=nt):
         tid, nt = threadid(), bp_omp_team_size()
@@ -275,7 +280,10 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
         if tid == 0:
             out[0] = output_delta(net, ws, loss, b, X)
         bp_omp_barrier()
-        _rowsplit_backward(tid, nt, net, ws, opt, X)
+        if isfinite(out[0]):  # every thread reads the loss thread 0 wrote before the barrier
+            _rowsplit_backward(tid, nt, net, ws, opt, X)
+    if not isfinite(value):
+        ws.failure = LOSS_NONFINITE
     return value
 
 
@@ -316,7 +324,13 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     cdef double value, norm, coef
     memset(G, 0, size * sizeof(floating))
     value = add_gradient(net, ws, loss, b, X)
+    if not isfinite(value):
+        ws.failure = LOSS_NONFINITE
+        return value
     norm = sqrt(sum_of_squares(size, G))
+    if not isfinite(norm):  # the whole gradient is known before any update: nothing applied
+        ws.failure = GRADIENT_NONFINITE
+        return value
     coef = clip_factor(norm, max_norm)
     if coef < 1:
         scale_run(size, G, coef)
@@ -331,13 +345,23 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
 cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *sc, Batch b,
                        const floating *X) noexcept nogil:
     """Forward, loss, backward and update of the batch (ws.rows rows); returns the loss of the
-    weights before the update. Nothing is allocated."""
+    weights before the update, and sets ws.failure. A loss or gradient that is not finite
+    stops the step before any update (uncounted); an update that writes a NaN or an infinity
+    is reported by the optimizer's flag, set in the update's own pass. Nothing is allocated."""
+    cdef double value
+    ws.failure = NO_FAILURE
     begin_step(opt)
     if sc.max_grad_norm > 0:
-        return step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
-    if ws.rows <= ws.rowsplit_max_batch:
-        return step_rowsplit(net, ws, opt, sc.loss, b, X)
-    return step_batchsplit(net, ws, opt, sc.loss, b, X)
+        value = step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
+    elif ws.rows <= ws.rowsplit_max_batch:
+        value = step_rowsplit(net, ws, opt, sc.loss, b, X)
+    else:
+        value = step_batchsplit(net, ws, opt, sc.loss, b, X)
+    if ws.failure != NO_FAILURE:
+        cancel_step(opt)
+    elif opt.nonfinite[0]:
+        ws.failure = UPDATE_NONFINITE
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,12 +412,16 @@ cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf 
     cdef const floating *X
     cdef Batch b
     cdef double value, total = 0
+    ws.failure = NO_FAILURE
     for bi in range(first, last):
         start = <Py_ssize_t>bi * data.batch_size
         count = <int>min(<Py_ssize_t>data.batch_size, data.N - start)
         b = take_rows(net, ws, data, start, count, &X)
         value = train_step(net, ws, opt, sc, b, X)
+        if ws.failure != NO_FAILURE:
+            break  # the caller reads ws.failure and ws.failed_batch
         total += value * count if sc.loss.reduction == MEAN else value
+    ws.failed_batch = bi if ws.failure != NO_FAILURE else -1
     return total
 
 
@@ -464,6 +492,7 @@ cdef void run_job(const Net *net, Workspace *ws, Rows data, Job *job,
     """Run the job over the rows (`like` only picks the dtype)."""
     if job.kind == TRAIN_BATCHES:
         job.total += run_batches(net, ws, job.opt, &job.conf, data, job.first, job.last, like)
+        job.failed, job.failure = ws.failed_batch, ws.failure
     elif job.kind == PREDICT:
         predict_rows(net, ws, data, <floating *>job.out)
     elif job.kind == EVALUATE:
@@ -507,6 +536,7 @@ def check_finite(cnp.ndarray a, str name):
 # ---------------------------------------------------------------------------------------------
 # the Python-facing engine
 
+_FAILURES = {LOSS_NONFINITE: "loss", GRADIENT_NONFINITE: "gradient", UPDATE_NONFINITE: "update"}
 _TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp"}
 
 
@@ -765,34 +795,44 @@ cdef class Engine:
         return total / Xa.shape[0] if reduction == MEAN else total  # _train weights by rows
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
-                  OptimizerState optimizer, double max_grad_norm=0, bint check=True):
+                  OptimizerState optimizer, double max_grad_norm=0, bint check=True,
+                  int batches=-1):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
         KeyboardInterrupt with the model consistent (only whole batches are applied).
-        check=False skips the pass over the data for finite values."""
+        check=False skips the pass over the data for finite values; batches >= 0 runs only the
+        epoch's first `batches` batches (the replay of an epoch up to a failed step)."""
         cdef cnp.ndarray Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         return self._train(self.rows_of(Xa, T, loss_kind, order), batch_size, loss_kind,
-                           reduction, optimizer, max_grad_norm)
+                           reduction, optimizer, max_grad_norm, batches)
 
     cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
-                       OptimizerState optimizer, double max_grad_norm) except? -1:
+                       OptimizerState optimizer, double max_grad_norm, int batches=-1) except? -1:
         """Steps over checked rows in batches of batch_size, returning to Python every
-        SIGNAL_EVERY batches for Ctrl-C."""
+        SIGNAL_EVERY batches for Ctrl-C. A step that meets a NaN or an infinity ends the pass;
+        ``failure`` then says what and in which batch (the loss returned covers the batches
+        before it)."""
         cdef Job job
         cdef int nb = <int>((data.N + batch_size - 1) // batch_size)
+        if batches >= 0:
+            nb = min(nb, batches)
         job.kind, job.conf = TRAIN_BATCHES, self.step_conf(loss_kind, reduction, max_grad_norm)
-        job.opt, job.total = self.optimizer_of(optimizer), 0
+        job.opt, job.total, job.failed = self.optimizer_of(optimizer), 0, -1
         data.batch_size = batch_size
+        self.failure = None
         self.enter(min(<Py_ssize_t>batch_size, data.N))
         try:
             job.first = 0
             while job.first < nb:
                 job.last = min(job.first + SIGNAL_EVERY, nb)
                 self.run(data, &job)
+                if job.failed >= 0:
+                    self.failure = (_FAILURES[job.failure], job.failed)
+                    break
                 job.first = job.last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
         finally:

@@ -34,6 +34,8 @@ ctypedef struct Optimizer:
     void *s0               # SGD velocity, Adam's first moment m (size,); NULL if unused
     void *s1               # Adam's second moment v
     void *s2               # AMSGrad's running maximum of v
+    int *nonfinite         # set to 1 by an update that wrote a NaN or an infinity; begin_step
+                           # clears it (a pointer: the engine's updates take the struct const)
 
 # the gradient row x.T @ D of a layer's weight row, formed a block at a time, never stored:
 # sum_k x[k * stride] * D[k, :], D's rows ld apart, k < rows
@@ -44,8 +46,11 @@ ctypedef struct OuterRow:
     const void *D
     Py_ssize_t ld
 
-# start a step: count it and derive each group's arguments for it
+# start a step: count it, derive each group's arguments for it, clear the non-finite flag
 cdef void begin_step(Optimizer *o) noexcept nogil
+
+# a step begun but not applied (its loss was not finite): uncount it
+cdef void cancel_step(Optimizer *o) noexcept nogil
 
 # update w (n) from gradient g with the settings of `group`; w's state sits at `at` of the
 # state buffers. On the calling thread.
@@ -73,4 +78,5 @@ cdef class OptimizerState:
     cdef readonly object dtype
     cdef list buffers          # the state buffers' arrays (keep them alive)
     cdef list runs             # (data, grad, state offset, group) for step()
+    cdef int nonfinite_flag    # what o.nonfinite points at
     cdef Optimizer *get(self) except NULL

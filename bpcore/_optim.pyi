@@ -37,8 +37,12 @@ class OptimizerState:
     def size(self) -> int: ...
     def state(self) -> dict[str, npt.NDArray[Any]]:
         """{name: flat state buffer} (the arrays themselves, not copies)."""
-    def step(self) -> None:
-        """One update of every run from its gradient."""
+    @property
+    def nonfinite(self) -> bool:
+        """True if the last step's update wrote a NaN or an infinity."""
+    def step(self) -> str | None:
+        """One update of every run from its gradient; None, or "gradient"/"update": what was
+        not finite."""
 
 def py_sum_of_squares(x: npt.NDArray[_F]) -> float:
     """The sum of x**2, accumulated in double."""

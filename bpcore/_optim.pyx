@@ -29,6 +29,7 @@ cdef void begin_step(Optimizer *o) noexcept nogil:
     cdef const Settings *s
     cdef double bc1, bc2
     o.t += 1
+    o.nonfinite[0] = 0
     for g in range(o.ngroups):
         s = &o.settings[g]
         if o.rule == SGD_RULE:
@@ -50,23 +51,35 @@ cdef void begin_step(Optimizer *o) noexcept nogil:
             o.adam[g].weight_decay, o.adam[g].keep = s.weight_decay, 1.0
 
 
+cdef void cancel_step(Optimizer *o) noexcept nogil:
+    o.t -= 1
+
+
 cdef inline floating *_state(void *buffer, Py_ssize_t at, floating *like) noexcept nogil:
     return <floating *>buffer + at if buffer != NULL else NULL
 
 
+cdef inline void _flag(const Optimizer *o, int bad) noexcept nogil:
+    # threads only ever store 1 here, so their racing stores agree
+    if bad:
+        o.nonfinite[0] = 1
+
+
 cdef void update_block(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, floating *w,
                        const floating *g) noexcept nogil:
+    cdef int bad
     if o.rule == SGD_RULE:
         if floating is float:
-            K.sgd_f32(n, w, g, _state(o.s0, at, w), &o.sgd[group])
+            bad = K.sgd_f32(n, w, g, _state(o.s0, at, w), &o.sgd[group])
         else:
-            K.sgd_f64(n, w, g, _state(o.s0, at, w), &o.sgd[group])
+            bad = K.sgd_f64(n, w, g, _state(o.s0, at, w), &o.sgd[group])
     elif floating is float:
-        K.adam_f32(n, w, g, _state(o.s0, at, w), _state(o.s1, at, w), _state(o.s2, at, w),
-                   &o.adam[group])
+        bad = K.adam_f32(n, w, g, _state(o.s0, at, w), _state(o.s1, at, w), _state(o.s2, at, w),
+                         &o.adam[group])
     else:
-        K.adam_f64(n, w, g, _state(o.s0, at, w), _state(o.s1, at, w), _state(o.s2, at, w),
-                   &o.adam[group])
+        bad = K.adam_f64(n, w, g, _state(o.s0, at, w), _state(o.s1, at, w), _state(o.s2, at, w),
+                         &o.adam[group])
+    _flag(o, bad)
 
 
 cdef void update_run(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, floating *w,
@@ -87,9 +100,9 @@ cdef void outer_row_update(const Optimizer *o, int group, Py_ssize_t at, int col
     if o.rule == SGD_RULE and src.rows == 1 and mask == NULL:
         # a batch of one: the gradient row x[0] * D formed in registers
         if floating is float:
-            K.sgd1_f32(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group])
+            _flag(o, K.sgd1_f32(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group]))
         else:
-            K.sgd1_f64(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group])
+            _flag(o, K.sgd1_f64(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group]))
         return
     while j0 < cols:
         bw = min(<int>BLOCK, cols - j0)
@@ -157,6 +170,7 @@ cdef class OptimizerState:
         self.o.sgd = NULL
         self.o.adam = NULL
         self.o.group_of = NULL
+        self.o.nonfinite = &self.nonfinite_flag
 
     def __init__(self, int rule, dtype, runs, group_of, int ngroups, bint decoupled=False,
                  bint amsgrad=False, bint sklearn_eps=False):
@@ -239,12 +253,26 @@ cdef class OptimizerState:
         names = _STATE_NAMES[self.o.rule]
         return {names[i]: buf for i, buf in enumerate(self.buffers)}
 
+    @property
+    def nonfinite(self):
+        """True if the last step's update wrote a NaN or an infinity."""
+        return bool(self.nonfinite_flag)
+
     def step(self):
-        """One update of every run from its gradient."""
+        """One update of every run from its gradient. Returns None, or what was not finite:
+        "gradient" (a gradient value; nothing was updated) or "update" (a value the update
+        wrote: the parameters or the state now hold it)."""
         cdef Py_ssize_t at, n
         cdef int group
         cdef void *w
         cdef void *g
+        cdef bint f64 = self.dtype == np.float64
+        for data, grad, at, group in self.runs:
+            g = <void *>(<size_t>grad.ctypes.data)
+            n = grad.shape[0]
+            if n and (K.nonfinite_f64(n, <const double *>g) if f64
+                      else K.nonfinite_f32(n, <const float *>g)):
+                return "gradient"
         begin_step(&self.o)
         for data, grad, at, group in self.runs:
             n = data.shape[0]
@@ -252,7 +280,8 @@ cdef class OptimizerState:
                 continue
             w = <void *>(<size_t>data.ctypes.data)
             g = <void *>(<size_t>grad.ctypes.data)
-            _update_any(&self.o, group, at, n, w, g, self.dtype == np.float64)
+            _update_any(&self.o, group, at, n, w, g, f64)
+        return "update" if self.nonfinite_flag else None
 
 
 cdef void _update_any(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, void *w,

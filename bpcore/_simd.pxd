@@ -9,17 +9,17 @@ cdef extern from "bp_simd.h":
         int amsgrad
     ctypedef struct bp_simd_table:
         int level
-        void (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v,
+        int (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v,
                         const bp_sgd_args *a) noexcept nogil
-        void (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v,
+        int (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v,
                         const bp_sgd_args *a) noexcept nogil
-        void (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v,
+        int (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v,
                          const bp_sgd_args *a) noexcept nogil
-        void (*sgd1_f64)(Py_ssize_t n, double *w, double x, const double *d, double *v,
+        int (*sgd1_f64)(Py_ssize_t n, double *w, double x, const double *d, double *v,
                          const bp_sgd_args *a) noexcept nogil
-        void (*adam_f32)(Py_ssize_t n, float *w, const float *g, float *m, float *v,
+        int (*adam_f32)(Py_ssize_t n, float *w, const float *g, float *m, float *v,
                          float *vmax, const bp_adam_args *a) noexcept nogil
-        void (*adam_f64)(Py_ssize_t n, double *w, const double *g, double *m, double *v,
+        int (*adam_f64)(Py_ssize_t n, double *w, const double *g, double *m, double *v,
                          double *vmax, const bp_adam_args *a) noexcept nogil
         double (*sumsq_f32)(Py_ssize_t n, const float *x) noexcept nogil
         double (*sumsq_f64)(Py_ssize_t n, const double *x) noexcept nogil

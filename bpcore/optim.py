@@ -26,6 +26,7 @@ import numpy as np
 
 from bpcore import _optim
 from bpcore._validation import check_choice, check_int, check_real
+from bpcore.errors import NonFiniteError
 from bpcore.params import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LBFGS", "clip_grad_norm"]
@@ -154,8 +155,16 @@ class Optimizer:
         return settings
 
     def step(self):
-        """Apply one update to every parameter from its accumulated gradient."""
-        self.native().step()
+        """Apply one update to every parameter from its accumulated gradient. A gradient with
+        a NaN or an infinity raises bpcore.NonFiniteError before anything is changed; so does
+        an update that overflows, after it (the parameters then hold its values)."""
+        failed = self.native().step()
+        if failed == "gradient":
+            raise NonFiniteError("step: a gradient is NaN or infinite; no parameter was updated")
+        if failed == "update":
+            raise NonFiniteError("step: the update wrote a NaN or an infinity into the "
+                                 "parameters (the gradient was finite: the learning rate is "
+                                 "too large for it)")
 
     def zero_grad(self):
         for p in self.params:

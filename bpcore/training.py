@@ -14,7 +14,8 @@ import numpy as np
 
 from bpcore import _engine
 from bpcore._rng import Generator
-from bpcore._validation import as_matrix, check_int, check_real
+from bpcore._validation import as_matrix, check_choice, check_int, check_real
+from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense
 from bpcore.losses import Loss
 from bpcore.optim import LBFGS, Optimizer
@@ -97,8 +98,27 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None):
     eng = engine_for(model)
     X = _input(model, X)
     kind, T = _target(model, loss, y, X.shape[0])
-    return eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
-                          _max_norm(max_grad_norm))
+    value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
+                           _max_norm(max_grad_norm))
+    if eng.failure is not None:
+        raise _nonfinite(eng.failure[0], "train_step: the batch's")
+    return value
+
+
+# what each kind of failure means for the weights (the engine reports "loss", "gradient" or
+# "update"; a loss or gradient that is not finite stops the step before it changes anything)
+_FAILED = {"loss": "loss is NaN or infinite; the step was not applied",
+           "gradient": "gradient is NaN or infinite; the step was not applied",
+           "update": "update wrote a NaN or an infinity into the parameters"}
+
+
+def _nonfinite(what, where, restored=False):
+    message = f"{where} {_FAILED[what]}"
+    if what == "update":
+        message += (" (restored to before that step)" if restored else
+                    "; they hold that step's values (fit restores the last good weights)")
+    return NonFiniteError(message + ". A learning rate too large for the data is the usual "
+                          "cause.")
 
 
 def predict(model, X):
@@ -137,8 +157,33 @@ def _apply_schedule(schedule, optimizer, epoch, samples_seen):
         setattr(optimizer, key, value)
 
 
+class _Snapshot:
+    """The weights and the optimizer's state at the start of an epoch (copies, into buffers
+    allocated once): with the epoch's order, enough to rebuild the state before any of its
+    steps exactly, by replaying the steps before it (the engine is deterministic)."""
+
+    def __init__(self, model, native):
+        self.model, self.native = model, native
+        self.params = np.empty_like(model.flat_params)
+        self.state = {k: np.empty_like(v) for k, v in native.state().items()}
+        self.steps = 0
+
+    def take(self):
+        np.copyto(self.params, self.model.flat_params)
+        for k, v in self.native.state().items():
+            np.copyto(self.state[k], v)
+        self.steps = self.native.steps
+
+    def restore(self):
+        np.copyto(self.model.flat_params, self.params)
+        for k, v in self.native.state().items():
+            np.copyto(v, self.state[k])
+        self.native.steps = self.steps
+
+
 def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, seed=None,
-        validation_data=None, schedule=None, callbacks=None, max_grad_norm=None, verbose=0):
+        validation_data=None, schedule=None, callbacks=None, max_grad_norm=None,
+        on_nonfinite="raise", verbose=0):
     """Train for ``epochs`` passes over (X, y); returns the history.
 
     Each epoch runs natively: the rows are shuffled with the seeded RNG (``shuffle=False``
@@ -152,9 +197,16 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     and leaves the model consistent. ``optimizer=bpcore.LBFGS(...)`` trains full-batch by
     L-BFGS instead (see fit_lbfgs).
 
+    A step whose loss, gradient or update is NaN or infinite is never applied: the weights
+    and the optimizer's state are put back to before it (an update already written is undone
+    by replaying the epoch's earlier steps from the state at its start), then
+    ``on_nonfinite="raise"`` raises bpcore.NonFiniteError naming the epoch and batch, and
+    ``"stop"`` ends training there, recording ``history["stopped"] = (epoch, batch)`` (1-based).
+
     Returns {"loss": [...], and with validation_data (Xv, yv) "val_loss": [...],
     "val_accuracy": [...]}: per epoch, the mean batch loss weighted by batch size (for "sum"
-    reductions, the summed loss over the epoch, the 1986 paper's E per sweep).
+    reductions, the summed loss over the epoch, the 1986 paper's E per sweep); an epoch cut
+    short by a non-finite step is not in it.
     """
     if isinstance(optimizer, LBFGS):
         return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer)
@@ -162,9 +214,10 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     epochs = check_int(epochs, "epochs", low=0)
     batch_size = check_int(batch_size, "batch_size", low=1)
     max_norm = _max_norm(max_grad_norm)
+    check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
     X = _input(model, X)
     kind, T = _target(model, loss, y, X.shape[0])
-    _optimizer(optimizer)
+    snapshot = _Snapshot(model, _optimizer(optimizer))
     eng.check_data(X, T, kind)  # finite values and labels in range, once for all epochs
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -183,8 +236,24 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         t0 = time.perf_counter()
         if rng is not None:
             rng.shuffle(order)
-        total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size,
-                              _optimizer(optimizer), max_norm, False)
+        native = _optimizer(optimizer)
+        snapshot.take()
+        total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
+                              max_norm, False)
+        if eng.failure is not None:
+            what, batch = eng.failure
+            if what == "update":
+                snapshot.restore()
+                eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
+                              max_norm, False, batch)
+                if eng.failure is not None:  # the replay is deterministic: it cannot fail
+                    raise RuntimeError(f"fit: replaying epoch {epoch + 1} up to batch "
+                                       f"{batch + 1} failed at batch {eng.failure[1] + 1}")
+            if on_nonfinite == "stop":
+                history["stopped"] = (epoch + 1, batch + 1)
+                break
+            raise _nonfinite(what, f"fit: epoch {epoch + 1}, batch {batch + 1}: the step's",
+                             restored=True)
         logs = {"loss": total / X.shape[0] if loss.reduction == "mean" else total,
                 "seconds": time.perf_counter() - t0}
         history["loss"].append(logs["loss"])
@@ -237,7 +306,7 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
         model.flat_params[...] = w
         value = eng.loss_and_gradient(X, T, kind, scale)
         if not np.isfinite(value):
-            raise FloatingPointError(f"loss: became {value} during L-BFGS")
+            raise NonFiniteError(f"fit_lbfgs: the loss became {value} during L-BFGS")
         last["w"], last["loss"] = w.copy(), value
         return value, model.flat_grads.astype(np.float64)
 

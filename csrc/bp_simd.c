@@ -27,15 +27,26 @@
 #define TANH_f64(x) tanh(x)
 
 #define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
-BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {   \
+BP_INLINE UINT expbits_##SUF(T x) {                                                            \
+    /* x's exponent bits: all ones (EXPMASK) exactly for NaN and infinity. The updates keep  \
+     * the largest they wrote, an integer max that vectorises with the loop, and report     \
+     * whether any value they wrote is non-finite: the check costs no pass of its own */     \
+    UINT bits;                                                                                 \
+    memcpy(&bits, &x, sizeof bits);                                                            \
+    return bits & EXPMASK;                                                                     \
+}                                                                                              \
+BP_INLINE UINT max_##SUF(UINT a, UINT b) { return a > b ? a : b; }                             \
+BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {    \
     ptrdiff_t i;                                                                               \
     const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;  \
+    UINT top = 0;                                                                              \
     /* one loop per mode, each branch-free */                                                  \
     if (mom == 0) {                                                                            \
         for (i = 0; i < n; i++) {                                                              \
             T gi = g[i] + wd * w[i];                                                           \
             T wi = (w[i] - lr * gi) * keep;                                                    \
             w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     } else if (a->nesterov) {                                                                  \
         for (i = 0; i < n; i++) {                                                              \
@@ -45,6 +56,7 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_
             v[i] = vi;                                                                         \
             T wi = (w[i] + mom * vi - lr * gi) * keep;                                         \
             w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     } else if (wd == 0 && keep == 1) {                                                         \
         /* the common case, with no decay: w cannot shrink geometrically, only v can */       \
@@ -52,7 +64,9 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_
             T vi = mom * v[i] - lr * g[i];                                                     \
             vi = FLUSH_##SUF(vi);                                                              \
             v[i] = vi;                                                                         \
-            w[i] += vi;                                                                        \
+            T wi = w[i] + vi;                                                                  \
+            w[i] = wi;                                                                         \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     } else {                                                                                   \
         for (i = 0; i < n; i++) {                                                              \
@@ -62,60 +76,75 @@ BP_INLINE void sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_
             v[i] = vi;                                                                         \
             T wi = (w[i] + vi) * keep;                                                         \
             w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     }                                                                                          \
+    /* a non-finite v makes w non-finite in the same update: checking w covers both */       \
+    return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE void sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,                      \
+BP_INLINE int sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,                      \
                                const bp_sgd_args *a) {                                          \
     /* the update for a batch of one: the gradient row is x * d, formed in registers */       \
     ptrdiff_t i;                                                                               \
     const T c = (T)a->lr * x, mom = (T)a->momentum;                                            \
+    UINT top = 0;                                                                              \
+    int bad = 0;                                                                               \
     if (mom != 0 && !a->nesterov && a->weight_decay == 0 && a->keep == 1) {                    \
         for (i = 0; i < n; i++) {                                                              \
             T vi = mom * v[i] - c * d[i];                                                      \
             vi = FLUSH_##SUF(vi);                                                              \
             v[i] = vi;                                                                         \
-            w[i] += vi;                                                                        \
+            T wi = w[i] + vi;                                                                  \
+            w[i] = wi;                                                                         \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
+        bad = top == EXPMASK;                                                                  \
     } else {                                                                                   \
         T g[256];                                                                              \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
             ptrdiff_t m = n - j0 < 256 ? n - j0 : 256;                                         \
             for (i = 0; i < m; i++) g[i] = x * d[j0 + i];                                      \
-            sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, a);                                   \
+            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, a);                            \
         }                                                                                      \
     }                                                                                          \
+    return bad;                                                                                \
 }                                                                                              \
-BP_INLINE void adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
-                               const bp_adam_args *a, const int decay) {                        \
+BP_INLINE int adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a, const int decay, const int ams) {         \
     const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
     const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
     const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;           \
     ptrdiff_t i;                                                                               \
-    /* the loop-invariant test of vmax is hoisted by the compiler (-O3 unswitching): both   \
-     * versions vectorise */                                                                  \
+    UINT top = 0;                                                                              \
     for (i = 0; i < n; i++) {                                                                  \
         T gi = decay ? g[i] + wd * w[i] : g[i];                                                \
         T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                               \
         T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                          \
         m[i] = mi;                                                                             \
         v[i] = vi;                                                                             \
-        if (vmax) {                                                                            \
+        if (ams) {                                                                             \
             vi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */          \
             vmax[i] = vi;                                                                      \
         }                                                                                      \
         T wi = (decay ? w[i] * keep : w[i]) - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);\
         /* only a decay can shrink w geometrically into subnormals */                          \
         w[i] = decay ? FLUSH_##SUF(wi) : wi;                                                   \
+        /* (w only: checking v too cost 14% more on AVX2; an infinite v, from |g| > 1e19 in   \
+         * float32, stops its weight, which stays finite, as in torch.optim) */               \
+        top = max_##SUF(top, expbits_##SUF(wi));                                               \
     }                                                                                          \
+    return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE void adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
                                const bp_adam_args *a) {                                         \
-    /* the common case, no weight decay, in a loop of its own (decay is a constant there) */  \
-    if (a->weight_decay == 0 && a->keep == 1)                                                  \
-        adam_loop_##SUF(n, w, g, m, v, vmax, a, 0);                                            \
-    else                                                                                       \
-        adam_loop_##SUF(n, w, g, m, v, vmax, a, 1);                                            \
+    /* one loop per mode, the mode's tests constants there, so that each vectorises (without  \
+     * relying on the compiler to unswitch a loop grown past its limits) */                   \
+    const int decay = a->weight_decay != 0 || a->keep != 1;                                    \
+    if (vmax)                                                                                  \
+        return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 1)                           \
+                     : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 1);                          \
+    return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 0)                               \
+                 : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 0);                              \
 }                                                                                              \
 BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
     double s = 0;                                                                              \
@@ -131,10 +160,11 @@ BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x
     }                                                                                          \
 }                                                                                              \
 BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, int act) {        \
+    /* ReLU is written z < 0 ? 0 : z, and its derivative NaN at NaN, so that NaN stays NaN */ \
     ptrdiff_t j;                                                                               \
     if (b) {                                                                                   \
         switch (act) {                                                                         \
-        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z > 0 ? z : 0; }  \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z < 0 ? 0 : z; }  \
             break;                                                                             \
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
             break;                                                                             \
@@ -143,7 +173,7 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, int 
         }                                                                                      \
     } else {                                                                                   \
         switch (act) {                                                                         \
-        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j]; out[j] = z > 0 ? z : 0; } break;  \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j]; out[j] = z < 0 ? 0 : z; } break;  \
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
         default: if (out != in) memmove(out, in, (size_t)n * sizeof(T));                       \
@@ -153,7 +183,8 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, int 
 BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *d, T *out, int act) {        \
     ptrdiff_t j;                                                                               \
     switch (act) {                                                                             \
-    case BP_RELU: for (j = 0; j < n; j++) { T dj = d[j]; out[j] = a[j] > 0 ? dj : 0; } break;  \
+    case BP_RELU: for (j = 0; j < n; j++) { T aj = a[j]; out[j] = aj > 0 ? d[j] : aj <= 0 ? 0 : aj; }\
+        break;                                                                                 \
     case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = d[j] * a[j] * (1 - a[j]); break;         \
     case BP_TANH: for (j = 0; j < n; j++) out[j] = d[j] * (1 - a[j] * a[j]); break;            \
     default: if (out != d) memmove(out, d, (size_t)n * sizeof(T));                             \
@@ -183,15 +214,15 @@ BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
 BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
 
 #define BP_WRAPPERS(NAME, ATTR, T, SUF)                                                         \
-ATTR static void sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                     \
+ATTR static int sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                     \
                                     const bp_sgd_args *a)                                       \
-    { sgd_body_##SUF(n, w, g, v, a); }                                                         \
-ATTR static void sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v,                \
+    { return sgd_body_##SUF(n, w, g, v, a); }                                                         \
+ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v,                \
                                      const bp_sgd_args *a)                                      \
-    { sgd1_body_##SUF(n, w, x, d, v, a); }                                                     \
-ATTR static void adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
+    { return sgd1_body_##SUF(n, w, x, d, v, a); }                                                     \
+ATTR static int adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
                                      const bp_adam_args *a)                                     \
-    { adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \
+    { return adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \
 ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                              \
     { return sumsq_body_##SUF(n, x); }                                                         \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \

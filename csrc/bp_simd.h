@@ -38,14 +38,15 @@ typedef struct {
 
 #define BP_KERNEL_TYPES(T, SUF)                                                                 \
     /* the SGD update of w (n) from gradient g, velocity v (NULL if momentum is 0); results    \
-     * below the smallest normal number become 0, NaN stays NaN */                             \
-    typedef void (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v,                     \
+     * below the smallest normal number become 0, NaN stays NaN. The updates return nonzero   \
+     * if any value they wrote is NaN or infinite */                                           \
+    typedef int (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v,                     \
                                       const bp_sgd_args *a);                                    \
     /* the same update for a batch of one, with gradient row x * d[j] */                      \
-    typedef void (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v,              \
+    typedef int (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v,              \
                                        const bp_sgd_args *a);                                   \
     /* the Adam update of w (n) from gradient g, moments m and v, vmax (NULL without amsgrad) */\
-    typedef void (*bp_adam_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,    \
+    typedef int (*bp_adam_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,    \
                                        const bp_adam_args *a);                                  \
     /* sum of x[j]^2, accumulated in double */                                                 \
     typedef double (*bp_sumsq_##SUF##_fn)(ptrdiff_t n, const T *x);                            \

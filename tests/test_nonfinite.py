@@ -1,0 +1,193 @@
+"""A NaN or an infinity is never hidden: kernels keep it, and a training step that meets one is
+not applied (the weights and the optimizer's state stay as before it) and raises
+bpcore.NonFiniteError, or, with fit(on_nonfinite="stop"), ends training at the last good
+weights."""
+import re
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore import _layers
+from bpcore import MLP, SGD, Adam, AdamW, MSELoss, NonFiniteError, SoftmaxCrossEntropyLoss
+from bpcore.layers import ReLU
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((64, 3))
+LABELS = np.arange(64) % 2
+ONE_HOT = np.eye(2)[LABELS]
+
+
+def _state(model, opt):
+    return (model.flat_params.copy(), {k: v.copy() for k, v in opt.native().state().items()},
+            opt.steps)
+
+
+def _same_state(a, b):
+    assert np.array_equal(a[0], b[0], equal_nan=True)
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        assert np.array_equal(a[1][k], b[1][k], equal_nan=True), k
+    assert a[2] == b[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels keep NaN
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_of_nan_is_nan_and_its_derivative_too(dtype):
+    # the kernels' twins (the layer API refuses non-finite input before it gets here)
+    z = np.array([np.nan, -1.0, 2.0, np.inf, -np.inf], dtype)
+    out = np.empty_like(z)
+    _layers.py_activation_forward(ReLU.kind, z, out)
+    np.testing.assert_array_equal(out, np.array([np.nan, 0, 2, np.inf, 0], dtype))
+    grad = np.empty_like(z)
+    _layers.py_activation_backward(ReLU.kind, out, np.ones_like(z), grad)
+    np.testing.assert_array_equal(grad, np.array([np.nan, 0, 1, 1, 0], dtype))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_a_nan_weight_gives_nan_predictions(activation):
+    m = MLP([3, 4, 2], activation=activation, seed=0, dtype="float64")
+    m.layers[0].W[0, :] = np.nan  # every hidden unit reads input 0
+    assert np.isnan(m.predict(X[:4])).all()
+    assert np.isnan(m.forward(X[:4])).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# train_step: a non-finite loss or gradient stops the step before it changes anything
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("batch", [1, 8, 256])
+@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=0.1, momentum=0.9),
+                                      lambda m: Adam(m, lr=0.01),
+                                      lambda m: AdamW(m, lr=0.01, amsgrad=True)])
+def test_train_step_with_a_nan_weight_raises_and_changes_nothing(activation, batch, make_opt):
+    m = MLP([3, 4, 2], activation=activation, seed=0, dtype="float64")
+    opt = make_opt(m)
+    Xb, yb = np.resize(X, (batch, 3)), np.resize(LABELS, batch)
+    m.train_step(Xb, yb, SoftmaxCrossEntropyLoss(), opt)  # one good step: state to keep
+    m.flat_params[0] = np.nan
+    before = _state(m, opt)
+    with pytest.raises(NonFiniteError, match="loss is NaN or infinite; the step was not"):
+        m.train_step(Xb, yb, SoftmaxCrossEntropyLoss(), opt)
+    _same_state(before, _state(m, opt))
+
+
+def test_clipped_step_with_a_gradient_that_overflows_is_not_applied():
+    m = MLP([3, 16, 2], activation="relu", seed=0, dtype="float32")
+    opt = SGD(m, lr=1e15)
+    loss = MSELoss()
+    m.train_step(X[:8] * 10, ONE_HOT[:8], loss, opt, max_grad_norm=1.0)
+    before = _state(m, opt)
+    with pytest.raises(NonFiniteError, match="gradient is NaN or infinite"):
+        m.train_step(X[8:16] * 10, ONE_HOT[8:16], loss, opt, max_grad_norm=1.0)
+    _same_state(before, _state(m, opt))
+
+
+def test_train_step_whose_update_overflows_raises():
+    m = MLP([3, 4, 2], activation="relu", seed=0, dtype="float32")
+    opt = SGD(m, lr=3e38)
+    with pytest.raises(NonFiniteError, match="update wrote a NaN or an infinity"):
+        m.train_step(X[:8] * 1e3, ONE_HOT[:8], MSELoss(), opt)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit: raise naming the epoch and batch, or stop, with the weights of before that step
+
+def _reference(make, opt_kw, X, Y, batch_size, epochs_done, batches_done, mgn):
+    """The state after the given whole epochs and batches, by train_step in stored order."""
+    m = make()
+    opt = SGD(m, **opt_kw)
+    n = X.shape[0]
+    for e in range(epochs_done + 1):
+        stop = batches_done if e == epochs_done else -(-n // batch_size)
+        for b in range(stop):
+            sl = slice(b * batch_size, (b + 1) * batch_size)
+            m.train_step(X[sl], Y[sl], MSELoss(), opt, max_grad_norm=mgn)
+    return _state(m, opt)
+
+
+@pytest.mark.parametrize("lr, mgn, what, rows, batch_size", [
+    (1e10, None, "update", 64, 8),      # the update overflows: undone by replaying the epoch
+    (1e15, 1.0, "gradient", 64, 8),     # the clipped step sees the whole gradient first
+    (1e25, None, "loss", 64, 8),
+    (1e10, None, "update", 512, 256),   # the large-batch step
+])
+@pytest.mark.parametrize("on_nonfinite", ["raise", "stop"])
+def test_fit_restores_the_weights_of_before_the_failed_step(lr, mgn, what, rows, batch_size,
+                                                           on_nonfinite):
+    Xr = np.resize(X, (rows, 3)) * 10
+    Yr = np.resize(ONE_HOT, (rows, 2))
+
+    def make():
+        return MLP([3, 16, 2], activation="relu", seed=0, dtype="float32")
+
+    m = make()
+    opt = SGD(m, lr=lr)
+    kw = dict(loss=MSELoss(), optimizer=opt, epochs=6, batch_size=batch_size, shuffle=False,
+              max_grad_norm=mgn, on_nonfinite=on_nonfinite)
+    if on_nonfinite == "raise":
+        with pytest.raises(NonFiniteError, match=rf"fit: epoch \d+, batch \d+: the step's {what}"
+                           ) as info:
+            m.fit(Xr, Yr, **kw)
+        epoch, batch = (int(s) for s in re.search(r"epoch (\d+), batch (\d+)",
+                                                  str(info.value)).groups())
+    else:
+        history = m.fit(Xr, Yr, **kw)
+        epoch, batch = history["stopped"]
+        assert len(history["loss"]) == epoch - 1
+        assert np.isfinite(history["loss"]).all()
+    assert np.isfinite(m.flat_params).all()
+    expect = _reference(make, {"lr": lr}, Xr, Yr, batch_size, epoch - 1, batch - 1, mgn)
+    _same_state(expect, _state(m, opt))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=1e37, momentum=0.9),
+                                      lambda m: Adam(m, lr=1e37)])
+def test_diverging_fit_never_reports_a_nan_followed_by_numbers(dtype, make_opt):
+    m = MLP([3, 4, 2], activation="relu", seed=0, dtype=dtype)
+    opt = make_opt(m)
+    history = m.fit(X * 1e3, ONE_HOT, loss=MSELoss(), optimizer=opt, epochs=40, batch_size=8,
+                    seed=0, on_nonfinite="stop")
+    assert np.isfinite(history["loss"]).all()
+    assert np.isfinite(m.flat_params).all()
+    for buf in opt.native().state().values():
+        assert np.isfinite(buf).all()
+
+
+def test_fit_checks_on_nonfinite():
+    m = MLP([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match="on_nonfinite: expected one of 'raise', 'stop'"):
+        m.fit(X, LABELS, loss=SoftmaxCrossEntropyLoss(), optimizer=SGD(m), on_nonfinite="skip")
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer.step (the layer API)
+
+@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=0.1, momentum=0.9),
+                                      lambda m: Adam(m, lr=0.01)])
+def test_step_with_a_nan_gradient_raises_and_changes_nothing(make_opt):
+    m = MLP([3, 4, 2], seed=0, dtype="float64")
+    opt = make_opt(m)
+    m.zero_grad()
+    m.flat_grads[:] = 1.0
+    opt.step()
+    m.flat_grads[5] = np.nan
+    before = _state(m, opt)
+    with pytest.raises(NonFiniteError, match="no parameter was updated"):
+        opt.step()
+    _same_state(before, _state(m, opt))
+
+
+def test_step_whose_update_overflows_raises():
+    m = MLP([3, 4, 2], seed=0, dtype="float32")
+    opt = SGD(m, lr=3e38)
+    m.flat_grads[:] = 10.0
+    with pytest.raises(NonFiniteError, match="update wrote a NaN or an infinity"):
+        opt.step()
+
+
+def test_nonfinite_error_is_a_floating_point_error():
+    assert issubclass(bpcore.NonFiniteError, FloatingPointError)
