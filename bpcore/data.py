@@ -3,19 +3,25 @@
 IDX (the format of the MNIST, Fashion-MNIST and EMNIST files): a 4-byte magic number -- two
 zero bytes, a type code and the number of dimensions -- then each dimension as a big-endian
 32-bit integer, then the values, big-endian, in C order. ``read_idx`` reads any such file,
-gzip-compressed or not (told by its first bytes, not by its name); ``load_mnist`` reads the
-four standard MNIST files from a folder, ready to train on::
+gzip-compressed or not (told by its first bytes, not by its name), checking the header
+before it allocates, so a damaged or hostile file raises ``bpcore.errors.FileFormatError``
+rather than exhausting memory; ``load_mnist`` reads the four standard MNIST files from a
+folder, ready to train on::
 
     from bpcore.data import load_mnist
     X, y = load_mnist("~/data/mnist", "train")      # (60000, 784) float32 in [0, 1], labels
     X_test, y_test = load_mnist("~/data/mnist", "test")
 """
 import gzip
+import math
 import os
+import stat
+import zlib
 
 import numpy as np
 
 from bpcore._validation import as_array, as_labels, check_choice, check_int, resolve_dtype
+from bpcore.errors import FileFormatError
 
 __all__ = ["one_hot", "read_idx", "write_idx", "load_mnist", "MNIST_FILES"]
 
@@ -39,48 +45,110 @@ _IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"
 _IDX_CODES = {dt.newbyteorder("=").kind + str(dt.itemsize): code
               for code, dt in _IDX_TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
+# Deflate's densest code is a 258-byte match in 2 bits, so no gzip file inflates to more than
+# 1032 times its size: a header asking for more is refused before anything is allocated.
+# (The gzip trailer's ISIZE is no such bound: it counts only the last member of a multi-member
+# file such as `cat a.gz b.gz` makes, and it is only the size mod 2**32.)
+_DEFLATE_MAX_RATIO = 1032
+# Bytes asked of the decompressor at a time: what gzip holds beyond the output array.
+_CHUNK = 1 << 20
 
 
-def _open(path):
-    """The file's bytes, gunzipped if they start with the gzip magic number."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
-    return data
+def _fill(path, stream, view):
+    """Read ``stream`` into ``view`` until it is full or the stream ends; the bytes read.
+
+    gzip's own exceptions (a BadGzipFile OSError, EOFError, zlib.error) become the
+    FileFormatError read_idx promises, so a caller never sees a raw decompression error.
+    """
+    got = 0
+    try:
+        while got < len(view):
+            n = stream.readinto(view[got:got + _CHUNK])
+            if not n:
+                break
+            got += n
+    except EOFError:
+        raise FileFormatError(path, "truncated gzip stream (it ends before its end-of-stream "
+                                    "marker)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise FileFormatError(path, f"gzip stream corrupted ({exc})") from None
+    return got
 
 
 def read_idx(path):
     """The array stored in the IDX file at ``path`` (gzip-compressed or not).
 
     Returns a C-contiguous NumPy array of the file's shape in native byte order: uint8 for
-    MNIST's images (n, 28, 28) and labels (n,). Raises ValueError naming the file if the
-    header is not IDX or the data is shorter or longer than the header says.
+    MNIST's images (n, 28, 28) and labels (n,). Safe on untrusted files: the header is read
+    and checked first (against the file's size, or for gzip the most it can inflate to), the
+    array is allocated once at the size the header gives, and a gzip stream is inflated in
+    bounded chunks, never past that size. Raises ``bpcore.errors.FileFormatError`` (a
+    ValueError) naming the file if it is not IDX, not valid gzip, or its data is shorter or
+    longer than the header says; FileNotFoundError if there is no such file.
     """
     path = os.fspath(os.path.expanduser(path))
-    data = _open(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: not an IDX file (expected a magic number 0x0000TTDD, "
-                         f"got {data[:4].hex() or 'an empty file'})")
-    code, ndim = data[2], data[3]
+    with open(path, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        # A pipe's or a device's size is not known until it has been read.
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        if fh.peek(2)[:2] != _GZIP_MAGIC:
+            return _read_idx_stream(path, fh, size, compressed=False)
+        with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+            return _read_idx_stream(path, gz, size, compressed=True)
+
+
+def _read_idx_stream(path, stream, size, compressed):
+    """read_idx on an open stream: the raw file (``size`` its length, or None when unknown)
+    or a GzipFile over it (``size`` then the compressed length)."""
+    where = "the gzip stream inflates to" if compressed else "the file has"
+    magic = bytearray(4)
+    got = _fill(path, stream, memoryview(magic))
+    if got < 4 or magic[0] != 0 or magic[1] != 0:
+        seen = bytes(magic[:got]).hex() or ("an empty gzip stream" if compressed
+                                            else "an empty file")
+        raise FileFormatError(path, f"not an IDX file (expected a magic number 0x0000TTDD, "
+                                    f"got {seen})")
+    code, ndim = magic[2], magic[3]
     if code not in _IDX_TYPES:
-        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of "
-                         f"{', '.join(f'0x{c:02X}' for c in _IDX_TYPES)})")
+        raise FileFormatError(path, f"unknown IDX type code 0x{code:02X} (expected one of "
+                                    f"{', '.join(f'0x{c:02X}' for c in _IDX_TYPES)})")
+    if ndim == 0:
+        raise FileFormatError(path, "IDX header says 0 dimensions (expected 1 to 255)")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions need {header} bytes, "
-                         f"got {len(data)})")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dims = bytearray(4 * ndim)
+    got = _fill(path, stream, memoryview(dims))
+    if got < len(dims):
+        raise FileFormatError(path, f"truncated IDX header ({ndim} dimensions need {header} "
+                                    f"bytes, {where} {4 + got})")
+    shape = tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
     dtype = _IDX_TYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        raise ValueError(f"{path}: IDX header says shape {shape} of {dtype.newbyteorder('=').name} "
-                         f"({expected} bytes in all), but the file has {len(data)} bytes")
-    arr = np.frombuffer(data, dtype, offset=header).reshape(shape)
-    return np.ascontiguousarray(arr.astype(dtype.newbyteorder("="), copy=False))
+    # Python integers: a product of up to 255 32-bit dimensions must not wrap around.
+    nbytes = math.prod(shape) * dtype.itemsize
+    expected = header + nbytes
+    says = (f"IDX header says shape {shape} of {dtype.newbyteorder('=').name}, "
+            f"{nbytes} bytes of data ({expected} bytes in all)")
+    if size is not None and not compressed and size != expected:
+        problem = "truncated" if size < expected else "trailing data"
+        raise FileFormatError(path, f"{problem}: {says}, but the file has {size} bytes")
+    if size is not None and compressed and expected > _DEFLATE_MAX_RATIO * size:
+        raise FileFormatError(path, f"truncated: {says}, but a gzip file of {size} bytes "
+                                    f"inflates to at most {_DEFLATE_MAX_RATIO * size}")
+    try:
+        data = np.empty(nbytes, np.uint8)
+    except (MemoryError, ValueError):
+        # The size checks bound a header by the file, not by this machine (nor a pipe's at all).
+        raise FileFormatError(path, f"{says}, more than this machine can allocate") from None
+    got = _fill(path, stream, memoryview(data))
+    if got < nbytes:
+        raise FileFormatError(path, f"truncated: {says}, but {where} {header + got} bytes")
+    # One byte past the end: enough to tell trailing data (or a gzip bomb) from a clean end,
+    # and, for gzip, to make it check the stream's CRC and length.
+    if _fill(path, stream, memoryview(bytearray(1))):
+        raise FileFormatError(path, f"trailing data: {says}, but {where} more")
+    arr = data.view(dtype).reshape(shape)
+    if not dtype.isnative:
+        arr.byteswap(inplace=True)  # in place: the array is the only copy held
+    return arr.view(dtype.newbyteorder("="))
 
 
 def write_idx(path, array, compress=None):
