@@ -18,9 +18,9 @@ cdef int pool_threads() noexcept nogil
 cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
 
 # Pin scipy's BLAS to one thread for a native call (bpcore's OpenMP threads then run the GEMM
-# parts); returns what blas_unpin needs to restore it
+# parts); returns what blas_unpin takes. Counted: the last of overlapping calls restores it.
 cdef int blas_pin() noexcept nogil
-cdef void blas_unpin(int previous) noexcept nogil
+cdef void blas_unpin(int pinned) noexcept nogil
 
 cdef extern from "bp_omp.h":
     # threads in the current team (what a parallel region got: it can be fewer than asked for),

@@ -18,3 +18,12 @@ def default_num_threads() -> int:
 def num_procs() -> int: ...
 def get_omp_threads() -> int: ...
 def set_omp_threads(n: int) -> None: ...
+
+def pins() -> int:
+    """Native calls running now with the BLAS pinned (for tests)."""
+def py_blas_pin() -> int:
+    """blas_pin, callable from Python (for tests)."""
+def py_blas_unpin(pinned: int) -> None:
+    """blas_unpin, callable from Python (for tests)."""
+def get_own_threads() -> int:
+    """bpcore's own setting, before the runtime's cap."""

@@ -10,9 +10,20 @@ returns. Where bpcore cannot set the BLAS's thread count (another BLAS vendor), 
 one part threaded by the BLAS itself and elementwise loops run on one thread, so the pools
 never overlap (slower, never oversubscribed).
 
-The count is bpcore's own, not the OpenMP runtime's global setting: every parallel loop names
-it through ``num_threads=``.
+The count is bpcore's own (every parallel loop names it through ``num_threads=``), capped by
+the OpenMP runtime's setting for the calling thread, so that threadpoolctl's
+``threadpool_limits(1)`` (which sets the runtime's) limits bpcore too.
+
+Pinning is counted: two Python threads each running a native call pin once between them; the
+first pin saves the BLAS's count, the last unpin restores it, so no call ever runs its GEMM parts
+while another has given the BLAS its threads back.
+
+After ``fork()``, GNU libgomp cannot start threads in the child if the parent had started them
+(the child hangs): bpcore.threads registers an at-fork handler that puts the child on one
+thread, and refuses more there.
 """
+from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock,
+                               PyThread_release_lock, PyThread_type_lock, WAIT_LOCK)
 
 cdef extern from "bp_omp.h":
     int BP_HAVE_OPENMP
@@ -25,40 +36,73 @@ ctypedef int (*blas_get_fn)() noexcept nogil
 
 MIN_PARALLEL_WORK = PARALLEL_MIN_WORK  # for show_config and tests
 
-cdef int _num_threads = bp_omp_max_threads()  # respects OMP_NUM_THREADS
+cdef int _num_threads = bp_omp_max_threads()  # bpcore.threads sets the default at import
 cdef blas_set_fn _blas_set = NULL
 cdef blas_get_fn _blas_get = NULL
+cdef PyThread_type_lock _pin_lock = PyThread_allocate_lock()
+cdef int _pins = 0             # native calls running with the BLAS pinned
+cdef int _blas_saved = 1       # the BLAS's count before the first of them
+
+
+cdef inline int _threads() noexcept nogil:
+    cdef int limit = bp_omp_max_threads()
+    return _num_threads if _num_threads <= limit else limit
 
 
 cdef int threads_for(Py_ssize_t work) noexcept nogil:
     if work < PARALLEL_MIN_WORK or _blas_set == NULL:
         return 1
-    return _num_threads
+    return _threads()
 
 
 cdef int pool_threads() noexcept nogil:
-    return _num_threads if _blas_set != NULL else 1
+    return _threads() if _blas_set != NULL else 1
 
 
 cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     if _blas_set == NULL or m * n * k < PARALLEL_MIN_GEMM:
         return 1
-    return _num_threads
+    return _threads()
 
 
 cdef int blas_pin() noexcept nogil:
-    cdef int previous
+    global _pins, _blas_saved
     if _blas_set == NULL:
         return 0
-    previous = _blas_get()
-    if previous != 1:
-        _blas_set(1)
-    return previous
+    PyThread_acquire_lock(_pin_lock, WAIT_LOCK)
+    if _pins == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _pins += 1
+    PyThread_release_lock(_pin_lock)
+    return 1
 
 
-cdef void blas_unpin(int previous) noexcept nogil:
-    if _blas_set != NULL and previous > 1:
-        _blas_set(previous)
+cdef void blas_unpin(int pinned) noexcept nogil:
+    global _pins
+    if _blas_set == NULL or not pinned:
+        return
+    PyThread_acquire_lock(_pin_lock, WAIT_LOCK)
+    _pins -= 1
+    if _pins == 0 and _blas_saved != 1:
+        _blas_set(_blas_saved)
+    PyThread_release_lock(_pin_lock)
+
+
+def pins():
+    """Native calls running now with the BLAS pinned (for tests)."""
+    return _pins
+
+
+def py_blas_pin():
+    """blas_pin, callable from Python (for tests)."""
+    return blas_pin()
+
+
+def py_blas_unpin(int pinned):
+    """blas_unpin, callable from Python (for tests)."""
+    blas_unpin(pinned)
 
 
 def set_blas_thread_control(size_t set_address, size_t get_address):
@@ -95,6 +139,12 @@ def num_procs():
 
 
 def get_omp_threads():
+    """bpcore's thread count, as capped by the OpenMP runtime for the calling thread."""
+    return _threads()
+
+
+def get_own_threads():
+    """bpcore's own setting, before the runtime's cap."""
     return _num_threads
 
 

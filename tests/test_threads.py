@@ -211,3 +211,183 @@ def test_regions_granted_fewer_threads_still_do_all_the_work(tmp_path):
             model.train_step(X, rng.integers(0, 10, n), bpcore.SoftmaxCrossEntropyLoss(), opt)
     np.testing.assert_allclose(np.load(out), model.flat_params, rtol=1e-10, atol=1e-13)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the count: bounded, from the CPUs the process may use, capped by the OpenMP runtime's setting
+
+@pytest.mark.parametrize("n", [2**31 - 1, 100_000, bpcore.threads.max_threads() + 1])
+def test_set_num_threads_refuses_absurd_counts_naming_the_limit(n):
+    before = bpcore.get_num_threads()
+    limit = bpcore.threads.max_threads()
+    with pytest.raises(ValueError, match=rf"n: expected at most {limit} threads .*got {n}"):
+        bpcore.set_num_threads(n)
+    with pytest.raises(ValueError, match=rf"n: expected at most {limit} threads"):
+        with bpcore.num_threads(n):
+            pass
+    assert bpcore.get_num_threads() == before
+    bpcore.MLP([4, 3], seed=0).predict(np.ones((2, 4), np.float32))  # still works
+
+
+def test_default_respects_cpu_affinity(tmp_path):
+    code = "import os; os.sched_setaffinity(0, {0}); import bpcore; print(bpcore.get_num_threads())"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "150000 100000\n"}, 2),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_cgroup_quota_is_read_in_whole_cpus(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert bpcore.threads.cgroup_cpu_limit(str(tmp_path)) == expected
+
+
+@pytest.mark.skipif(not bpcore._threads.openmp_enabled(), reason="built without OpenMP")
+def test_threadpoolctl_limits_bpcore_too():
+    from threadpoolctl import threadpool_limits
+    with bpcore.num_threads(2):
+        with threadpool_limits(1):
+            assert bpcore.get_num_threads() == 1
+        assert bpcore.get_num_threads() == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# fork, concurrent calls
+
+_FORK_CHILD = r"""
+import multiprocessing, sys
+import numpy as np
+import bpcore
+
+def train(_=None):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 200)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    m = bpcore.MLP([200, 256, 256, 10], seed=1)
+    opt = bpcore.SGD(m, lr=0.1)
+    loss = bpcore.SoftmaxCrossEntropyLoss()
+    return [m.train_step(X[i:i + 64], y[i:i + 64], loss, opt) for i in range(0, 256, 64)]
+
+if __name__ == "__main__":
+    how = sys.argv[1]
+    bpcore.set_num_threads(2)
+    parent = train()  # the parent's OpenMP threads have started
+    if how.startswith("joblib-"):
+        from joblib import Parallel, delayed
+        out = Parallel(n_jobs=2, backend=how[7:])(delayed(train)() for _ in range(2))
+    else:
+        with multiprocessing.get_context(how).Pool(2) as pool:
+            out = pool.map(train, range(2))
+    np.testing.assert_allclose(out[0], parent, rtol=1e-5)
+    np.testing.assert_allclose(out[1], parent, rtol=1e-5)
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "spawn", "forkserver", "joblib-loky",
+                                 "joblib-multiprocessing", "joblib-threading"])
+def test_children_train_after_the_parent_used_threads(tmp_path, how):
+    script = tmp_path / "child.py"
+    script.write_text(_FORK_CHILD)
+    if how.startswith("joblib"):
+        pytest.importorskip("joblib")
+    out = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True,
+                         timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
+
+
+def test_a_fork_child_refuses_more_threads_instead_of_hanging():
+    r, w = os.pipe()
+    _engine_run(np.float32)  # threads started
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            os.close(r)
+            msg = b"ran"
+            try:
+                _engine_run(np.float32, steps=1)
+                bpcore.set_num_threads(2)
+            except RuntimeError as exc:
+                msg = b"refused" if b"fork child" in str(exc).encode() else b"other"
+            os.write(w, msg + b" %d" % bpcore.get_num_threads())
+        finally:
+            os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(r, 100) == b"refused 1"
+    os.close(r)
+
+
+_CONCURRENT = r"""
+import threading
+import numpy as np
+import bpcore
+from threadpoolctl import threadpool_info
+
+def train(seed, out):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((512, 300)).astype(np.float32)
+    y = rng.integers(0, 10, 512)
+    m = bpcore.MLP([300, 256, 128, 10], seed=seed)
+    opt = bpcore.Adam(m, lr=1e-3)
+    for batch in (1, 8, 64, 256):
+        m.fit(X, y, loss=bpcore.SoftmaxCrossEntropyLoss(), optimizer=opt, epochs=2,
+              batch_size=batch, seed=seed)
+    out[seed] = m.flat_params.copy()
+
+bpcore.set_num_threads(2)
+blas_before = sorted(l["num_threads"] for l in threadpool_info() if l["user_api"] == "blas")
+serial = {}
+for seed in (1, 2):
+    train(seed, serial)
+together = {}
+threads = [threading.Thread(target=train, args=(seed, together)) for seed in (1, 2)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert all(np.array_equal(serial[s], together[s]) for s in (1, 2)), "results differ"
+assert bpcore._threads.pins() == 0
+assert sorted(l["num_threads"] for l in threadpool_info()
+              if l["user_api"] == "blas") == blas_before, "BLAS threads not restored"
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not bpcore._threads.has_blas_thread_control(), reason="no BLAS control")
+def test_overlapping_pins_restore_the_blas_only_when_the_last_ends():
+    """Two native calls in two Python threads: A pins, B pins, A ends, B still runs its GEMM
+    parts inside its OpenMP region, so the BLAS must stay at one thread until B ends too."""
+    def scipy_blas():
+        return _blas_threads()[bpcore.threads.BLAS_LIBRARY]
+
+    with bpcore.num_threads(2):
+        a = _threads.py_blas_pin()
+        b = _threads.py_blas_pin()
+        assert scipy_blas() == 1
+        _threads.py_blas_unpin(a)
+        assert scipy_blas() == 1, "A's end un-pinned B's BLAS"
+        _threads.py_blas_unpin(b)
+        assert scipy_blas() == 2
+        assert _threads.pins() == 0
+
+
+def test_two_models_in_two_threads_give_the_serial_results_and_keep_blas_pinned(tmp_path):
+    """Overlapping native calls pin the BLAS once between them: before pinning was counted,
+    the first to return gave OpenBLAS its threads back while the other was still inside its
+    OpenMP region (OpenBLAS: "Detect OpenMP Loop and this application may hang")."""
+    out = subprocess.run([sys.executable, "-c", _CONCURRENT], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OpenMP Loop" not in out.stderr
+    assert out.stdout.strip() == "ok"
