@@ -5,8 +5,10 @@ not C-contiguous, are Fortran-ordered or have another numeric dtype are converte
 C-contiguous arrays of the model's dtype; arrays that already fit are used as they are, without
 a copy. Errors name the argument, what was expected and what was received.
 """
+import contextlib
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -25,6 +27,10 @@ def resolve_dtype(dtype, name="dtype"):
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}") from None
+    if dt.kind == "f":
+        # byte order is a property of stored data, not of the precision asked for: '>f4' is
+        # float32, and the arrays are converted to native order at the boundary anyway
+        dt = dt.newbyteorder("=")
     if dt not in _FLOAT_DTYPES:
         raise TypeError(f"{name}: expected 'float32' or 'float64', got {dt.name!r}")
     return _FLOAT_DTYPES[dt]
@@ -84,6 +90,48 @@ def as_labels(y, name, n, n_classes):
                             f"values of dtype {arr.dtype.name!r}")
     check_labels(arr, n_classes, name)
     return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def assign_array(target, value, name):
+    """Copy value into the array target, which stays the same object: what assigning to an
+    array attribute (a layer's W, a network's flat_params) means, since the engine and the
+    optimizers keep using target's memory. value must have target's shape and dtype (a
+    conversion is asked for by writing ``target[...] = value``) and finite values; target is
+    unchanged when it has not."""
+    arr = value if isinstance(value, np.ndarray) else as_array(value, name)
+    same_dtype = arr.dtype.newbyteorder("=") == target.dtype  # byte order is storage only
+    if not same_dtype or arr.shape != target.shape:
+        error = TypeError if not same_dtype else ValueError
+        raise error(f"{name}: expected an array of dtype {target.dtype.name} and shape "
+                    f"{target.shape}, got dtype {arr.dtype.name} and shape {arr.shape} "
+                    f"(assigning copies into the existing array; {name}[...] = value converts)")
+    arr = np.ascontiguousarray(arr, dtype=target.dtype)
+    if arr.dtype.kind == "f":
+        check_finite(arr, name)
+    np.copyto(target, arr)
+
+
+def check_path(path, name="path"):
+    """path, a file name; TypeError naming the argument for anything else (open() would take
+    an int for a file descriptor, and close it)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__} "
+                        f"{path!r}")
+    return path
+
+
+@contextlib.contextmanager
+def naming(name, checked_as):
+    """Errors of a check that names its argument `checked_as` re-raised naming it `name`: a
+    check shared by several entry points (a loss's target_for) names what it checks once,
+    and the caller says which of its own arguments that was."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        message, prefix = str(exc), checked_as + ":"
+        if type(exc) not in (TypeError, ValueError) or not message.startswith(prefix):
+            raise
+        raise type(exc)(name + ":" + message[len(prefix):]) from None
 
 
 def check_same_rows(n_expected, arr, name, other="X"):

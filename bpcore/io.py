@@ -15,6 +15,7 @@ import numpy as np
 
 from bpcore import _checkpoint
 from bpcore._checkpoint import CheckpointError
+from bpcore._validation import check_path
 from bpcore._version import __version__
 
 __all__ = ["CheckpointError", "save_network", "load_network", "load_optimizer_state"]
@@ -28,6 +29,7 @@ _LAYER_TYPES = ("dense", "identity", "relu", "sigmoid", "tanh")
 def save_network(path, spec, tensors, optimizer_state=None):
     """Write the architecture `spec`, the layer `tensors` and, if given, an optimizer's
     state_dict() to path (a safetensors file), atomically."""
+    check_path(path)
     metadata = {"format": FORMAT, "architecture": json.dumps(spec), "dtype": spec["dtype"],
                 "bpcore_version": __version__}
     tensors = dict(tensors)
@@ -42,6 +44,7 @@ def save_network(path, spec, tensors, optimizer_state=None):
 def load_network(path):
     """(architecture spec, {tensor name: array}) of the network saved at path, every name,
     shape and dtype checked against the architecture."""
+    check_path(path)
     if _is_npz(path):
         return _load_npz(path)
     shapes, metadata = _checkpoint.read_header(path)
@@ -55,6 +58,7 @@ def load_network(path):
 
 def load_optimizer_state(path):
     """The optimizer state_dict() saved with the network at path."""
+    check_path(path)
     shapes, metadata = _checkpoint.read_header(path)
     _architecture(path, metadata)
     if "optimizer" not in metadata:

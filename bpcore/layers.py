@@ -14,8 +14,8 @@ network has already checked and converted.
 import numpy as np
 
 from bpcore import _layers
-from bpcore._validation import (as_array, as_matrix, check_choice, check_int, check_real,
-                                float_dtype_of, resolve_dtype)
+from bpcore._validation import (as_array, as_matrix, assign_array, check_choice, check_int,
+                                check_real, float_dtype_of, resolve_dtype)
 from bpcore.params import Parameter, as_generator
 
 __all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "ACTIVATIONS"]
@@ -83,20 +83,56 @@ class Dense(Module):
 
     def bind(self, flat, gflat, offset):
         """Make W, b, dW, db views of flat[offset:offset+size] and gflat[...], keeping the
-        weights' values and zeroing the gradient."""
+        weights' values and zeroing the gradient. The Parameter objects stay the same, so an
+        optimizer made over this layer before it joined a network follows it there."""
         nw = self.fan_in * self.fan_out
-        old = getattr(self, "W", None), getattr(self, "b", None)
         w = flat[offset:offset + nw].reshape(self.fan_in, self.fan_out)
         b = flat[offset + nw:offset + nw + self.fan_out]
-        if old[0] is not None:
-            w[...] = old[0]
-            b[...] = old[1]
-            gflat[offset:offset + self.size] = 0
-        self.W, self.b = w, b
-        self.dW = gflat[offset:offset + nw].reshape(self.fan_in, self.fan_out)
-        self.db = gflat[offset + nw:offset + nw + self.fan_out]
-        self._params = [Parameter("W", self.W, self.dW, flat, gflat, offset),
-                        Parameter("b", self.b, self.db, flat, gflat, offset + nw)]
+        dw = gflat[offset:offset + nw].reshape(self.fan_in, self.fan_out)
+        db = gflat[offset + nw:offset + nw + self.fan_out]
+        params = getattr(self, "_params", None)
+        if params is None:
+            self._params = (Parameter("W", w, dw, flat, gflat, offset),
+                            Parameter("b", b, db, flat, gflat, offset + nw))
+            return
+        w[...], b[...] = params[0].data, params[1].data
+        gflat[offset:offset + self.size] = 0
+        params[0].move_to(w, dw, flat, gflat, offset)
+        params[1].move_to(b, db, flat, gflat, offset + nw)
+
+    # Assigning W, b, dW or db copies into the views (same shape and dtype, checked): the
+    # network's flat buffers, which the engine, the optimizers and save use, are the weights.
+    @property
+    def W(self):
+        return self._params[0].data
+
+    @W.setter
+    def W(self, value):
+        self._params[0].data = value
+
+    @property
+    def b(self):
+        return self._params[1].data
+
+    @b.setter
+    def b(self, value):
+        self._params[1].data = value
+
+    @property
+    def dW(self):
+        return self._params[0].grad
+
+    @dW.setter
+    def dW(self, value):
+        assign_array(self.dW, value, "dW")
+
+    @property
+    def db(self):
+        return self._params[1].grad
+
+    @db.setter
+    def db(self, value):
+        assign_array(self.db, value, "db")
 
     def reset_parameters(self, init="glorot", seed=None):
         """Draw fresh weights (see the class docstring for ``init`` and ``seed``)."""

@@ -9,8 +9,9 @@ import weakref
 import numpy as np
 
 from bpcore import io, training
-from bpcore._validation import as_matrix, check_choice, check_int, check_real, resolve_dtype
-from bpcore.layers import ACTIVATIONS, Dense, Module
+from bpcore._validation import (as_matrix, assign_array, check_choice, check_int, check_real,
+                                resolve_dtype)
+from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
 from bpcore.params import as_generator
 
 __all__ = ["Sequential", "MLP", "load", "load_optimizer"]
@@ -23,20 +24,26 @@ class Sequential(Module):
     """Layers applied in order, with all their parameters gathered into one flat buffer.
 
     ``flat_params`` and ``flat_grads`` are those buffers: every ``W``/``b`` of every layer is a
-    view into them, in layer order (W then b). Writing into ``flat_params`` changes the weights.
+    view into them, in layer order (W then b). Writing into ``flat_params`` changes the weights;
+    assigning to it (or to a layer's ``W``/``b``) copies into the buffer, which must keep its
+    shape and dtype. ``layers`` is a tuple: a network's layers are fixed when it is made.
     """
 
     def __init__(self, *layers):
         if not layers:
             raise ValueError("layers: expected at least one layer, got none")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(f"layers[{i}]: expected a bpcore layer, got {type(layer).__name__}")
+            # the network drives its layers through forward_unchecked/backward_unchecked and
+            # saves them by kind: Dense and the activations are the layers it knows
+            if not isinstance(layer, (Dense, Activation)):
+                raise TypeError(f"layers[{i}]: expected a bpcore layer, got "
+                                f"{type(layer).__name__} (a network takes Dense layers and "
+                                f"activations, not networks or other Modules)")
             if layer in _IN_A_NETWORK or layers.index(layer) != i:
                 raise ValueError(f"layers[{i}]: {layer!r} already belongs to a network; a layer "
                                  "keeps its weights and its last input for one network only")
-        self.layers = list(layers)
-        dense = [m for m in self.layers if isinstance(m, Dense)]
+        self._layers = tuple(layers)
+        dense = [m for m in layers if isinstance(m, Dense)]
         if not dense:
             raise ValueError("layers: expected at least one Dense layer, got none")
         dtypes = {m.dtype for m in dense}
@@ -51,17 +58,44 @@ class Sequential(Module):
         self.n_inputs = dense[0].fan_in
         self.n_outputs = dense[-1].fan_out
         total = sum(m.size for m in dense)
-        self.flat_params = np.zeros(total, self.dtype)
-        self.flat_grads = np.zeros(total, self.dtype)
+        self._flat_params = np.zeros(total, self.dtype)
+        self._flat_grads = np.zeros(total, self.dtype)
         offset = 0
         for m in dense:
-            m.bind(self.flat_params, self.flat_grads, offset)
+            m.bind(self._flat_params, self._flat_grads, offset)
             offset += m.size
-        _IN_A_NETWORK.update(self.layers)
+        _IN_A_NETWORK.update(layers)
         # layers before the first Dense have no weights: backward stops there unless the input
         # gradient is asked for, and the first Dense skips computing its dX
-        self._first_dense = self.layers.index(dense[0])
+        self._first_dense = layers.index(dense[0])
         self._rows = None  # rows of the last forward pass that kept its state
+
+    @property
+    def layers(self):
+        """The layers, in order (a tuple: the engine is built from them on first use)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value):
+        raise AttributeError("layers: a network's layers are fixed when it is made; build a new "
+                             "Sequential from the layers you want")
+
+    # Assigning copies into the buffers: the engine and the optimizers hold these arrays.
+    @property
+    def flat_params(self):
+        return self._flat_params
+
+    @flat_params.setter
+    def flat_params(self, value):
+        assign_array(self._flat_params, value, "flat_params")
+
+    @property
+    def flat_grads(self):
+        return self._flat_grads
+
+    @flat_grads.setter
+    def flat_grads(self, value):
+        assign_array(self._flat_grads, value, "flat_grads")
 
     def parameters(self):
         return [p for m in self.layers for p in m.parameters()]

@@ -12,7 +12,8 @@ that epoch. Every schedule is an :class:`LRSchedule` with four methods:
     training loss). Only :class:`ReduceLROnPlateau` and :class:`AdaptiveLR` use it.
 ``apply(optimizer, epoch, samples_seen=0)``
     sets ``group["lr"] = lr_at(group["initial_lr"], epoch, samples_seen)`` for every group in
-    ``optimizer.param_groups`` (a list of dicts, as in torch.optim).
+    ``optimizer.param_groups`` (a sequence of dicts, as in torch.optim; a bpcore optimizer
+    checks each value as it is assigned).
 ``state_dict()`` / ``load_state_dict(state)``
     a JSON-able dict (numbers, strings, lists, None) from which a resumed run continues with
     exactly the same learning rates.

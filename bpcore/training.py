@@ -13,13 +13,13 @@ import weakref
 import numpy as np
 
 from bpcore import _engine
-from bpcore._rng import Generator
-from bpcore._validation import as_matrix, check_choice, check_int, check_real
+from bpcore._validation import as_matrix, check_choice, check_int, check_real, naming
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense
 from bpcore.losses import Loss
 from bpcore.optim import LBFGS, Optimizer
-from bpcore.params import new_seed
+from bpcore.params import as_generator
+from bpcore.schedules import LRSchedule
 
 __all__ = ["engine_for", "train_step", "fit", "evaluate", "predict", "fit_lbfgs"]
 
@@ -145,16 +145,63 @@ def evaluate(model, X, y, loss):
             "accuracy": correct / X.shape[0] if c > 1 else None}
 
 
+def _check_schedule(schedule):
+    """fit's schedule: None, a bpcore.schedules object or a callable (see _apply_schedule)."""
+    if schedule is not None and not isinstance(schedule, LRSchedule) and not callable(schedule):
+        raise TypeError(f"schedule: expected a bpcore.schedules object or a callable "
+                        f"schedule(epoch) returning a dict of optimizer settings, got "
+                        f"{type(schedule).__name__} {schedule!r}")
+    return schedule
+
+
 def _apply_schedule(schedule, optimizer, epoch, samples_seen):
     """Before an epoch: a schedule object (bpcore.schedules) sets each group's lr; a plain
     callable returns a dict of optimizer settings, e.g. {"lr": 0.01, "momentum": 0.9}."""
-    if hasattr(schedule, "apply"):
+    if isinstance(schedule, LRSchedule):
         schedule.apply(optimizer, epoch, samples_seen)
         return
-    for key, value in (schedule(epoch) or {}).items():
+    settings = schedule(epoch)
+    if settings is not None and not isinstance(settings, dict):
+        raise TypeError(f"schedule: expected schedule({epoch}) to return a dict of optimizer "
+                        f"settings such as {{'lr': 0.01}}, got {type(settings).__name__} "
+                        f"{settings!r}")
+    for key, value in (settings or {}).items():
         if key not in ("lr", "momentum") or not hasattr(optimizer, key):
             raise ValueError(f"schedule: expected settings 'lr' or 'momentum' (SGD), got {key!r}")
         setattr(optimizer, key, value)
+
+
+def _as_callbacks(callbacks):
+    """fit's callbacks as a list: None, one callable, or an iterable of callables, each
+    cb(epoch, logs); checked before any epoch, so that a bad one does not cost a trained
+    epoch."""
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    if isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks: expected a callable cb(epoch, logs) or a list of them, "
+                        f"got {type(callbacks).__name__} {callbacks!r}")
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}]: expected a callable cb(epoch, logs), got "
+                            f"{type(cb).__name__} {cb!r}")
+    return callbacks
+
+
+def _validation_data(model, loss, validation_data):
+    """(X, loss kind, target) of fit's validation_data, checked in full (shapes, finite
+    values, labels in range) before the first epoch, errors naming validation_data[0] or [1]."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        got = type(validation_data).__name__
+        if isinstance(validation_data, (tuple, list)):
+            got += f" of length {len(validation_data)}"
+        raise TypeError(f"validation_data: expected a pair (X_val, y_val), got {got}")
+    Xv = as_matrix(validation_data[0], "validation_data[0]", model.dtype, cols=model.n_inputs)
+    with naming("validation_data[1]", "target"):  # the loss names what it checks "target"
+        kind, T = loss.target_for(validation_data[1], Xv.shape[0], model.n_outputs, model.dtype)
+    return Xv, kind, T
 
 
 class _Snapshot:
@@ -191,11 +238,14 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     ``batch_size`` (the last may be smaller; ``batch_size=len(X)`` is full-batch training).
     Python runs only between epochs: ``schedule`` (before each epoch) is a bpcore.schedules
     object, or a callable ``schedule(epoch)`` returning a dict of optimizer settings, e.g.
-    ``{"lr": 0.01, "momentum": 0.9}``; ``callbacks`` are called as ``cb(epoch, logs)`` after
-    each epoch, and a callback that returns True stops training. ``max_grad_norm`` clips each
-    step's gradient to that global norm. Ctrl-C raises KeyboardInterrupt within a few batches
-    and leaves the model consistent. ``optimizer=bpcore.LBFGS(...)`` trains full-batch by
-    L-BFGS instead (see fit_lbfgs).
+    ``{"lr": 0.01, "momentum": 0.9}``; ``callbacks`` (one callable or a list of them) are
+    called as ``cb(epoch, logs)`` after each epoch, and a callback that returns True stops
+    training. ``seed`` is an integer in [0, 2**64), None or a bpcore Generator (the rule of
+    every seed). ``max_grad_norm`` clips each step's gradient to that global norm. Ctrl-C
+    raises KeyboardInterrupt within a few batches and leaves the model consistent.
+    ``optimizer=bpcore.LBFGS(...)`` trains full-batch by L-BFGS instead (see fit_lbfgs), and
+    refuses validation_data, schedule, callbacks and max_grad_norm, which it would not use.
+    Every argument, validation_data's labels included, is checked before the first epoch.
 
     A step whose loss, gradient or update is NaN or infinite is never applied: the weights
     and the optimizer's state are put back to before it (an update already written is undone
@@ -208,25 +258,33 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     reductions, the summed loss over the epoch, the 1986 paper's E per sweep); an epoch cut
     short by a non-finite step is not in it.
     """
-    if isinstance(optimizer, LBFGS):
-        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer)
-    eng = engine_for(model)
+    # every argument is checked before any work, whichever optimizer trains
     epochs = check_int(epochs, "epochs", low=0)
     batch_size = check_int(batch_size, "batch_size", low=1)
     max_norm = _max_norm(max_grad_norm)
     check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
+    rng = as_generator(seed)  # checked without shuffle too: a bad seed is a mistake either way
+    callbacks = _as_callbacks(callbacks)
+    schedule = _check_schedule(schedule)
+    if isinstance(optimizer, LBFGS):
+        unused = {"validation_data": validation_data, "schedule": schedule,
+                  "callbacks": callbacks or None, "max_grad_norm": max_grad_norm}
+        for name, value in unused.items():
+            if value is not None:
+                raise ValueError(f"{name}: expected None with optimizer=LBFGS (one "
+                                 f"scipy.optimize call, without epochs), got "
+                                 f"{type(value).__name__}")
+        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer)
+    eng = engine_for(model)
     X = _input(model, X)
     kind, T = _target(model, loss, y, X.shape[0])
     snapshot = _Snapshot(model, _optimizer(optimizer))
     eng.check_data(X, T, kind)  # finite values and labels in range, once for all epochs
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data: expected a pair (X_val, y_val)")
-        Xv = _input(model, validation_data[0], "validation_data[0]")
-        kv, Tv = _target(model, loss, validation_data[1], Xv.shape[0])
-    callbacks = list(callbacks or [])
+        Xv, kv, Tv = _validation_data(model, loss, validation_data)
     order = np.arange(X.shape[0], dtype=np.intp) if shuffle else None
-    rng = Generator(new_seed() if seed is None else seed) if shuffle else None
+    if not shuffle:
+        rng = None
     history = {"loss": []}
     if validation_data is not None:
         history.update(val_loss=[], val_accuracy=[])

@@ -1316,3 +1316,237 @@ def test_native_entry_points_with_none_everywhere_do_not_crash():
             call()
         except (ValueError, TypeError):
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# fit: every argument checked before the first epoch trains, errors naming the argument
+
+def _fit_case():
+    """A fresh model and optimizer, data for them, and a check that nothing was trained."""
+    m = _mlp()
+    opt = SGD(m, lr=0.5)
+    X = _x(6)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    before = m.flat_params.copy()
+
+    def untouched():
+        np.testing.assert_array_equal(m.flat_params, before)
+        assert opt.steps == 0
+
+    return m, opt, X, y, untouched
+
+
+def _fit(m, opt, X, y, **kw):
+    return m.fit(X, y, loss=SoftmaxCrossEntropyLoss(), optimizer=opt, epochs=2, batch_size=2,
+                 **kw)
+
+
+@pytest.mark.parametrize("seed,exc,pattern", [
+    (-1, ValueError, r"^seed: expected None or an integer in \[0, 2\*\*64\).*got -1$"),
+    (2**64, ValueError, r"^seed: expected None or an integer .*got 18446744073709551616$"),
+    (1.5, TypeError, r"^seed: expected None or an integer .*got 1\.5$"),
+    (np.float64(2.0), TypeError, r"^seed: expected None or an integer .*got (np\.float64\()?2\.0\)?$"),
+    ("1", TypeError, r"^seed: expected None or an integer .*got '1'$"),
+    (True, TypeError, r"^seed: expected None or an integer .*got True$"),
+], ids=["negative", "2**64", "float", "numpy-float", "str", "bool"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_bad_seed_is_the_seed_rule_of_mlp(seed, exc, pattern, shuffle):
+    m, opt, X, y, untouched = _fit_case()
+    with pytest.raises(exc, match=pattern):
+        _fit(m, opt, X, y, seed=seed, shuffle=shuffle)
+    untouched()
+    with pytest.raises(exc, match=pattern):  # one rule for seeds
+        MLP([N_IN, N_OUT], seed=seed)
+
+
+def test_fit_seed_accepts_numpy_integers_and_generators():
+    runs = []
+    for seed in (5, np.int64(5), np.uint64(5), bpcore._rng.Generator(5)):
+        m, opt, X, y, _ = _fit_case()
+        _fit(m, opt, X, y, seed=seed)
+        runs.append(m.flat_params.copy())
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other, runs[0])
+
+
+@pytest.mark.parametrize("schedule,exc,pattern", [
+    (lambda epoch: 0.1, TypeError,
+     r"^schedule: expected schedule\(0\) to return a dict of optimizer settings.*got float 0\.1"),
+    (lambda epoch: [("lr", 0.1)], TypeError, r"^schedule: expected schedule\(0\) to return a "
+                                             r"dict.*got list"),
+    (0.1, TypeError, r"^schedule: expected a bpcore\.schedules object or a callable.*got float"),
+    ("step", TypeError, r"^schedule: expected .*got str 'step'"),
+    (lambda epoch: {"lr": -1.0}, ValueError, r"^lr: expected a finite number"),
+    (lambda epoch: {"beta1": 0.5}, ValueError, r"^schedule: expected settings 'lr' or 'momentum'"),
+], ids=["returns-float", "returns-list", "float", "str", "bad-lr", "unknown-key"])
+def test_fit_bad_schedule_is_refused_before_training(schedule, exc, pattern):
+    m, opt, X, y, untouched = _fit_case()
+    with pytest.raises(exc, match=pattern):
+        _fit(m, opt, X, y, schedule=schedule)
+    untouched()
+
+
+def test_fit_schedule_returning_none_keeps_the_settings():
+    m, opt, X, y, _ = _fit_case()
+    _fit(m, opt, X, y, schedule=lambda epoch: None)
+    assert opt.lr == 0.5
+
+
+@pytest.mark.parametrize("callbacks,pattern", [
+    ([1], r"^callbacks\[0\]: expected a callable cb\(epoch, logs\), got int 1"),
+    ([lambda e, logs: None, "stop"], r"^callbacks\[1\]: expected a callable .*got str 'stop'"),
+    (5, r"^callbacks: expected a callable cb\(epoch, logs\) or a list of them, got int 5"),
+    ("print", r"^callbacks: expected a callable .*got str 'print'"),
+    ({"cb": print}, r"^callbacks: expected a callable .*got dict"),
+], ids=["int-in-list", "str-in-list", "int", "str", "dict"])
+def test_fit_bad_callbacks_are_refused_before_training(callbacks, pattern):
+    m, opt, X, y, untouched = _fit_case()
+    with pytest.raises(TypeError, match=pattern):
+        _fit(m, opt, X, y, callbacks=callbacks)
+    untouched()
+
+
+def test_fit_takes_a_single_callable_as_one_callback():
+    m, opt, X, y, _ = _fit_case()
+    seen = []
+    _fit(m, opt, X, y, callbacks=lambda epoch, logs: seen.append(epoch))
+    assert seen == [0, 1]
+    seen.clear()
+    _fit(m, opt, X, y, callbacks=(lambda epoch, logs: seen.append(epoch) or True,))
+    assert seen == [0], "a callback returning True stops training"
+
+
+def _val_nan():
+    Xv = np.ones((2, N_IN))
+    Xv[1, 0] = NAN
+    return Xv, np.array([0, 1])
+
+
+@pytest.mark.parametrize("make,exc,pattern", [
+    (lambda: (_x(2), np.array([0, 5])), ValueError,
+     r"^validation_data\[1\]: expected class labels in \[0, 2\), got 5"),
+    (lambda: (_x(2), np.array([0, -1])), ValueError,
+     r"^validation_data\[1\]: expected class labels in \[0, 2\), got -1"),
+    (lambda: (_x(2), np.array([0, 1, 1])), ValueError,
+     r"^validation_data\[1\]: expected 2 labels \(one per row of the output\), got 3"),
+    (lambda: (_x(2), np.array([0.5, 1.0])), TypeError,
+     r"^validation_data\[1\]: expected integer class labels"),
+    (lambda: (_x(2), np.int64(1)), ValueError, r"^validation_data\[1\]: expected .*got 0-D"),
+    (lambda: (_x(2), np.array([[0.5, NAN], [0.5, 0.5]])), ValueError,
+     r"^validation_data\[1\]: expected finite values"),
+    (lambda: (_x(2), np.ones((2, 3))), ValueError, r"^validation_data\[1\]: expected 2 columns"),
+    (_val_nan, ValueError, r"^validation_data\[0\]: expected finite values"),
+    (lambda: (np.ones((2, 5)), np.array([0, 1])), ValueError,
+     r"^validation_data\[0\]: expected 3 columns \(n_features\), got shape \(2, 5\)"),
+    (lambda: (np.ones(N_IN), np.array([0])), ValueError,
+     r"^validation_data\[0\]: expected a 2-D array"),
+    (lambda: _x(2), TypeError, r"^validation_data: expected a pair \(X_val, y_val\), got ndarray"),
+    (lambda: (_x(2),), TypeError,
+     r"^validation_data: expected a pair \(X_val, y_val\), got tuple of length 1"),
+    (lambda: {"X": _x(2)}, TypeError, r"^validation_data: expected a pair .*got dict"),
+], ids=["label-too-big", "label-negative", "too-many-labels", "fractional-labels", "0-d-labels",
+        "nan-probabilities", "wrong-classes", "nan-X", "wrong-columns", "1-D-X", "just-X",
+        "1-tuple", "dict"])
+def test_fit_bad_validation_data_is_named_and_refused_before_training(make, exc, pattern):
+    m, opt, X, y, untouched = _fit_case()
+    with pytest.raises(exc, match=pattern):
+        _fit(m, opt, X, y, validation_data=make())
+    untouched()
+
+
+def test_fit_validation_data_in_exact_form_is_still_checked():
+    # intp labels of the right shape once went straight through, unchecked until evaluated
+    m, opt, X, y, untouched = _fit_case()
+    with pytest.raises(ValueError, match=r"^validation_data\[1\]: expected class labels"):
+        _fit(m, opt, X, y, validation_data=(_x(2), np.array([0, 2], np.intp)))
+    untouched()
+
+
+@pytest.mark.parametrize("y", [np.int64(1), 1, np.array(0.5)], ids=["numpy-int", "int", "0-d"])
+def test_fit_0d_y_is_a_named_shape_error(y):
+    m, opt, X, _, untouched = _fit_case()
+    with pytest.raises(ValueError, match=r"^target: expected a 2-D array .*got 0-D with shape \(\)"):
+        _fit(m, opt, X, y)
+    untouched()
+
+
+@pytest.mark.parametrize("kw", [dict(callbacks=[print]), dict(schedule=lambda e: {"lr": 1}),
+                                dict(validation_data=(np.ones((2, N_IN)), np.array([0, 1]))),
+                                dict(max_grad_norm=1.0)],
+                         ids=["callbacks", "schedule", "validation_data", "max_grad_norm"])
+def test_fit_with_lbfgs_refuses_what_it_would_ignore(kw):
+    m, _, X, y, _ = _fit_case()
+    before = m.flat_params.copy()
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"^{name}: expected None with optimizer=LBFGS"):
+        m.fit(X, y, loss=SoftmaxCrossEntropyLoss(), optimizer=bpcore.LBFGS(), **kw)
+    np.testing.assert_array_equal(m.flat_params, before)
+
+
+def test_fit_with_lbfgs_checks_the_seed_too():
+    m, _, X, y, _ = _fit_case()
+    with pytest.raises(ValueError, match=r"^seed: expected"):
+        m.fit(X, y, loss=SoftmaxCrossEntropyLoss(), optimizer=bpcore.LBFGS(), seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks take Dense layers and activations only
+
+class _UserModule(bpcore.Module):
+    def forward(self, X):
+        return X
+
+
+@pytest.mark.parametrize("make", [lambda: Sequential(Dense(3, 2)), lambda: _mlp(),
+                                  lambda: _UserModule(), lambda: bpcore.Module()],
+                         ids=["Sequential", "MLP", "user-Module", "Module"])
+def test_sequential_refuses_a_nested_network_or_user_module(make):
+    inner = make()
+    with pytest.raises(TypeError, match=r"^layers\[1\]: expected a bpcore layer, got "
+                                        rf"{type(inner).__name__} \(a network takes Dense"):
+        Sequential(Dense(N_IN, 3), inner)
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype in a non-native byte order is the same precision
+
+@pytest.mark.parametrize("dtype,want", [(">f4", np.float32), (np.dtype(">f8"), np.float64),
+                                        ("<f4", np.float32)])
+def test_non_native_byte_order_dtype_is_accepted(dtype, want):
+    m = MLP([N_IN, 4, N_OUT], dtype=dtype, seed=0)
+    ref = MLP([N_IN, 4, N_OUT], dtype=want, seed=0)
+    assert m.dtype == want and m.flat_params.dtype == np.dtype(want)
+    np.testing.assert_array_equal(m.predict(_x(3, want)), ref.predict(_x(3, want)))
+    assert Dense(2, 2, dtype=dtype).dtype == np.dtype(want)
+
+
+@pytest.mark.parametrize("dtype,name", [(">i4", "int32"), (">f2", "float16"), (">c8", "complex64")])
+def test_non_native_byte_order_of_another_dtype_names_it(dtype, name):
+    with pytest.raises(TypeError, match=rf"^dtype: expected 'float32' or 'float64', got '{name}'"):
+        MLP([N_IN, N_OUT], dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint paths
+
+@pytest.mark.parametrize("path,shown", [(123, "int 123"), (0, "int 0"), (None, "NoneType None"),
+                                        (b"m.safetensors", "bytes b'm.safetensors'"),
+                                        (1.5, "float 1.5")],
+                         ids=["int", "fd-0", "None", "bytes", "float"])
+def test_checkpoint_path_must_be_a_path(path, shown):
+    m = _mlp()
+    pattern = r"^path: expected a str or os\.PathLike, got " + re.escape(shown) + "$"
+    with pytest.raises(TypeError, match=pattern):
+        m.save(path)
+    with pytest.raises(TypeError, match=pattern):  # an int must not be read as a descriptor
+        bpcore.load(path)
+    with pytest.raises(TypeError, match=pattern):
+        bpcore.load_optimizer(path, SGD(m))
+
+
+def test_checkpoint_path_accepts_str_and_pathlike(tmp_path):
+    m = _mlp()
+    m.save(tmp_path / "a.safetensors")
+    m.save(str(tmp_path / "b.safetensors"))
+    np.testing.assert_array_equal(bpcore.load(str(tmp_path / "a.safetensors")).flat_params,
+                                  bpcore.load(tmp_path / "b.safetensors").flat_params)
