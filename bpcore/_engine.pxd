@@ -6,6 +6,7 @@ from bpcore._losses cimport LossSpec
 cimport numpy as cnp
 
 from bpcore._optim cimport Optimizer, OptimizerState
+from bpcore._threads cimport Pace
 
 # the network: its layout and its flat buffers; fixed once built
 ctypedef struct Net:
@@ -35,6 +36,8 @@ ctypedef struct Workspace:
     int small_threads      # threads for a row-split step
     int rowsplit_max_batch # batches up to this size take the row-split step
     int fused_max_batch    # ... and form the gradient inside the update, a block at a time
+    int threads            # bpcore's threads for the run in flight, before pacing
+    Pace pace              # the one-thread fallback on a busy machine (bpcore._threads)
     int failure            # Failure: what the last step found not finite
     int failed_batch       # the batch of an epoch whose step failed, or -1
 

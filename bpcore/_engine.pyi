@@ -43,6 +43,9 @@ class Engine:
     def capacity(self) -> int:
         """Rows the workspaces hold now (the largest batch seen)."""
     @property
+    def pace(self) -> dict[str, float]:
+        """The busy-machine pacing state."""
+    @property
     def failure(self) -> tuple[str, int] | None:
         """None, or (what was not finite: "loss", "gradient" or "update", the batch) of the
         last training call."""

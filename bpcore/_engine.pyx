@@ -28,8 +28,10 @@ from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_de
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
                             outer_row_update, scale_run, sum_of_squares, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
-from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_team_size,
-                              even_share, gemm_parts, pool_threads, threads_for,
+from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_max_threads,
+                              bp_omp_set_threads, bp_omp_team_size, bp_omp_wtime, even_share,
+                              gemm_parts, pace_begin, pace_end, pool_threads, team_for,
+                              threads_for,
                               PARALLEL_MIN_WORK)
 
 from bpcore._losses import check_labels as _check_labels, valid_reduction as _valid_reduction
@@ -43,6 +45,7 @@ cdef enum:
     SIGNAL_EVERY = 16
     PREDICT_CHUNK = 1024
     CHECK_BLOCK = 65536
+    CHECK_PARALLEL_MIN = 1 << 21
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ cdef double step_batchsplit(const Net *net, Workspace *ws, const Optimizer *opt,
                             Batch b, const floating *X) noexcept nogil:
     """Forward, loss, then from the top layer down: the delta of the layer below (with the
     weights the forward pass saw), then the layer's update while its gradient is in cache."""
-    cdef int l, nt, n = ws.rows
+    cdef int l, p, parts, team, n = ws.rows
     cdef floating *d = <floating *>ws.d0
     cdef floating *dn = <floating *>ws.d1
     cdef floating *tmp
@@ -154,19 +157,28 @@ cdef double step_batchsplit(const Net *net, Workspace *ws, const Optimizer *opt,
         ws.failure = LOSS_NONFINITE
         return value
     for l in range(net.L - 1, -1, -1):
+        # the parts are bpcore's count whatever the team (see team_for): the same rounding
         if l > 0:
-            nt = gemm_parts(n, net.sizes[l], net.sizes[l + 1])
-            if nt == 1:
-                _delta_below_part(0, 1, net, ws, l, d, dn, X)
+            parts = gemm_parts(n, net.sizes[l], net.sizes[l + 1])
+            if team_for(parts) == 1:
+                for p in range(parts):
+                    _delta_below_part(p, parts, net, ws, l, d, dn, X)
             else:
-                with parallel(num_threads=nt):
-                    _delta_below_part(threadid(), bp_omp_team_size(), net, ws, l, d, dn, X)
-        nt = gemm_parts(net.sizes[l], net.sizes[l + 1], n)
-        if nt == 1:
-            _update_part(0, 1, net, ws, opt, l, d, X)
+                with parallel(num_threads=team_for(parts)):
+                    p, team = threadid(), bp_omp_team_size()
+                    while p < parts:
+                        _delta_below_part(p, parts, net, ws, l, d, dn, X)
+                        p = p + team
+        parts = gemm_parts(net.sizes[l], net.sizes[l + 1], n)
+        if team_for(parts) == 1:
+            for p in range(parts):
+                _update_part(p, parts, net, ws, opt, l, d, X)
         else:
-            with parallel(num_threads=nt):
-                _update_part(threadid(), bp_omp_team_size(), net, ws, opt, l, d, X)
+            with parallel(num_threads=team_for(parts)):
+                p, team = threadid(), bp_omp_team_size()
+                while p < parts:
+                    _update_part(p, parts, net, ws, opt, l, d, X)
+                    p = p + team
         tmp = d
         d = dn
         dn = tmp
@@ -178,25 +190,29 @@ cdef double step_batchsplit(const Net *net, Workspace *ws, const Optimizer *opt,
 
 cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws,
                             const floating *X) noexcept nogil:
-    """Each thread's rows' partial product X[:, rows] @ W[rows] (split-K); after a barrier,
-    its columns of the sum, with bias and activation."""
-    cdef int l, t, fi, fo, r0, r1, c0, c1, n = ws.rows
+    """The partial products X[:, rows] @ W[rows] of the weights' ws.small_threads parts of rows
+    (split-K), part p by thread p mod nt; after a barrier, each thread's columns of their sum,
+    in part order, with bias and activation. The parts are the configured team's even when
+    pacing runs the step on fewer threads, so the sums, and the results, are the same."""
+    cdef int l, p, fi, fo, r0, r1, c0, c1, n = ws.rows, parts = ws.small_threads
     cdef Py_ssize_t r
     cdef const floating *W
-    cdef floating *mine = <floating *>ws.partials + tid * ws.pstride
     cdef floating *first = <floating *>ws.partials
     for l in range(net.L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
         W = <const floating *>net.P + net.woff[l]
-        even_share(fi, tid, nt, &r0, &r1)
-        gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0, fi,
-             W + <Py_ssize_t>r0 * fo, fo, <floating>0, mine, fo)
+        p = tid
+        while p < parts:
+            even_share(fi, p, parts, &r0, &r1)
+            gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0, fi,
+                 W + <Py_ssize_t>r0 * fo, fo, <floating>0, first + p * ws.pstride, fo)
+            p += nt
         bp_omp_barrier()
         even_share(fo, tid, nt, &c0, &c1)
-        if c1 > c0:  # sum the threads' partials into thread 0's, then bias and activation
-            for t in range(1, nt):
+        if c1 > c0:  # sum the parts into part 0's, then bias and activation
+            for p in range(1, parts):
                 for r in range(n):
-                    colsum_rows(1, c0, c1, fo, first + t * ws.pstride + r * fo, first + r * fo)
+                    colsum_rows(1, c0, c1, fo, first + p * ws.pstride + r * fo, first + r * fo)
             act_rows(_block(0, n, c0, c1), fo, first, W + <Py_ssize_t>fi * fo,
                      _A(net, ws, l, X), <Activation>net.act[l])
         bp_omp_barrier()
@@ -204,11 +220,12 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
 
 cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *ws,
                              const Optimizer *opt, const floating *X) noexcept nogil:
-    """Each thread takes the columns of dX that belong to its rows of W (with the layer
-    below's activation derivative), then updates those rows and its share of the bias: the
-    gradient formed a block at a time inside the update for the smallest batches, else
-    dW[rows] = X[:, rows].T @ dZ into G and one pass of the update over them."""
-    cdef int l, fi, fo, r0, r1, c0, c1, n = ws.rows
+    """For each of its parts of W's rows (as in the forward pass), a thread takes the columns
+    of dX that belong to them (with the layer below's activation derivative), then updates
+    those rows; then its share of the bias. The gradient is formed a block at a time inside
+    the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and one pass
+    of the update over them."""
+    cdef int l, p, fi, fo, r0, r1, c0, c1, n = ws.rows, parts = ws.small_threads
     cdef Py_ssize_t i, nw, woff
     cdef const floating *Xl
     cdef const floating *mask
@@ -226,26 +243,29 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
         W, G = <floating *>net.P + woff, <floating *>net.G + woff
         Xl = _A(net, ws, l - 1, X)
         mask = <const floating *>net.mask[l]
-        even_share(fi, tid, nt, &r0, &r1)
-        if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
-            gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo, W + <Py_ssize_t>r0 * fo, fo,
-                 <floating>0, dn + r0, fi)
-            dact_rows(_block(0, n, r0, r1), fi, Xl, dn, dn, <Activation>net.act[l - 1])
-        if fused:
-            src.rows, src.stride, src.D, src.ld = n, fi, d, fo
-            for i in range(r0, r1):
-                src.x = Xl + i
-                outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src, W + i * fo,
-                                 mask + i * fo if mask != NULL else NULL)
-        elif r1 > r0:
-            gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo, <floating>0,
-                 G + <Py_ssize_t>r0 * fo, fo)
-            if mask != NULL:
-                for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
-                    G[i] *= mask[i]
-            update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>r0 * fo,
-                         <Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
-                         G + <Py_ssize_t>r0 * fo)
+        p = tid
+        while p < parts:
+            even_share(fi, p, parts, &r0, &r1)
+            p += nt
+            if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
+                gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
+                     W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
+                dact_rows(_block(0, n, r0, r1), fi, Xl, dn, dn, <Activation>net.act[l - 1])
+            if fused:
+                src.rows, src.stride, src.D, src.ld = n, fi, d, fo
+                for i in range(r0, r1):
+                    src.x = Xl + i
+                    outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src,
+                                     W + i * fo, mask + i * fo if mask != NULL else NULL)
+            elif r1 > r0:
+                gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo,
+                     <floating>0, G + <Py_ssize_t>r0 * fo, fo)
+                if mask != NULL:
+                    for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
+                        G[i] *= mask[i]
+                update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>r0 * fo,
+                             <Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
+                             G + <Py_ssize_t>r0 * fo)
         even_share(fo, tid, nt, &c0, &c1)
         if c1 > c0:  # the bias: its input is 1 in every row
             src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
@@ -265,7 +285,7 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
     another for the update would move half of it between cores every step)."""
     cdef double value = 0
     cdef double *out = &value  # written by thread 0 inside the parallel region
-    cdef int tid = 0, nt = ws.small_threads
+    cdef int tid = 0, nt = team_for(ws.small_threads)  # pacing may run the parts on fewer
     if nt == 1:
         _rowsplit_forward(0, 1, net, ws, X)
         value = output_delta(net, ws, loss, b, X)
@@ -407,17 +427,22 @@ cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf 
                         int first, int last, const floating *like) noexcept nogil:
     """Batches first..last-1 of an epoch, of data.batch_size rows; returns the sum of batch
     losses, each weighted by its rows for mean reductions. (`like` only picks the dtype.)"""
-    cdef int bi, count
+    cdef int bi, count, team
     cdef Py_ssize_t start
     cdef const floating *X
     cdef Batch b
-    cdef double value, total = 0
+    cdef double value, t0, total = 0
     ws.failure = NO_FAILURE
     for bi in range(first, last):
         start = <Py_ssize_t>bi * data.batch_size
         count = <int>min(<Py_ssize_t>data.batch_size, data.N - start)
         b = take_rows(net, ws, data, start, count, &X)
+        ws.pace.full = ws.small_threads if count <= ws.rowsplit_max_batch else ws.threads
+        team = pace_begin(&ws.pace, count)
+        bp_omp_set_threads(team if team > 0 else ws.threads)
+        t0 = bp_omp_wtime()
         value = train_step(net, ws, opt, sc, b, X)
+        pace_end(&ws.pace, team, bp_omp_wtime() - t0)
         if ws.failure != NO_FAILURE:
             break  # the caller reads ws.failure and ws.failed_batch
         total += value * count if sc.loss.reduction == MEAN else value
@@ -507,7 +532,10 @@ cdef bint any_nonfinite(Py_ssize_t size, const floating *a) noexcept nogil:
     """True if any of a[0..size) is NaN or infinite (threaded: a pass over the data)."""
     cdef Py_ssize_t blk, start, nblk = (size + CHECK_BLOCK - 1) // CHECK_BLOCK
     cdef int bad = 0
-    for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
+    # a scan runs at memory speed: a thread team pays only for whole data sets (fit's one
+    # check), while for a batch its wake-up costs more, and on a busy machine much more
+    cdef int nt = threads_for(size) if size >= CHECK_PARALLEL_MIN else 1
+    for blk in prange(nblk, num_threads=nt, schedule="static"):
         start = blk * CHECK_BLOCK
         if floating is float:
             bad += K.nonfinite_f32(min(<Py_ssize_t>CHECK_BLOCK, size - start), a + start)
@@ -650,6 +678,13 @@ cdef class Engine:
         self.ws.fused_max_batch = value
 
     @property
+    def pace(self):
+        """The busy-machine pacing state: {"rows", "solo" (seconds of the last one-thread
+        step), "left" (one-thread steps still to take), "backoff"}."""
+        return {"rows": self.ws.pace.rows, "solo": self.ws.pace.solo,
+                "left": self.ws.pace.left, "backoff": self.ws.pace.backoff}
+
+    @property
     def capacity(self):
         """Rows the workspaces hold now (the largest batch seen)."""
         return self.ws.capacity
@@ -709,13 +744,15 @@ cdef class Engine:
     cdef int run(self, Rows data, Job *job) except -1:
         """The one place a native pass runs: the BLAS pinned, the GIL released, the dtype's
         kernels chosen."""
-        cdef int pinned
+        cdef int pinned, runtime = bp_omp_max_threads()
         with nogil:
             pinned = blas_pin()
+            self.ws.threads = pool_threads()
             if self.f64:
                 run_job(&self.net, &self.ws, data, job, <const double *>NULL)
             else:
                 run_job(&self.net, &self.ws, data, job, <const float *>NULL)
+            bp_omp_set_threads(runtime)  # pacing changes this thread's setting: put it back
             blas_unpin(pinned)
         return 0
 

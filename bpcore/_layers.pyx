@@ -12,7 +12,7 @@ from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._checks cimport require
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_team_size, even_share, gemm_parts,
-                              threads_for)
+                              team_for, threads_for)
 
 cdef bp_simd_table *K = simd()
 
@@ -67,12 +67,16 @@ cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, in
 
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
                         floating *Z) noexcept nogil:
-    cdef int nt = gemm_parts(n, layer.fan_out, layer.fan_in)
-    if nt == 1:
-        _forward_part(0, 1, layer, n, X, Z)
+    cdef int p, team, parts = gemm_parts(n, layer.fan_out, layer.fan_in)
+    if team_for(parts) == 1:
+        for p in range(parts):
+            _forward_part(p, parts, layer, n, X, Z)
         return
-    with parallel(num_threads=nt):
-        _forward_part(threadid(), bp_omp_team_size(), layer, n, X, Z)
+    with parallel(num_threads=team_for(parts)):
+        p, team = threadid(), bp_omp_team_size()
+        while p < parts:
+            _forward_part(p, parts, layer, n, X, Z)
+            p = p + team
 
 
 cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, int n,
@@ -98,12 +102,16 @@ cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, i
 
 cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
                          const floating *dZ, floating *dX) noexcept nogil:
-    cdef int nt = gemm_parts(layer.fan_in, layer.fan_out, n)
-    if nt == 1:
-        _backward_part(0, 1, layer, n, X, dZ, dX)
+    cdef int p, team, parts = gemm_parts(layer.fan_in, layer.fan_out, n)
+    if team_for(parts) == 1:
+        for p in range(parts):
+            _backward_part(p, parts, layer, n, X, dZ, dX)
         return
-    with parallel(num_threads=nt):
-        _backward_part(threadid(), bp_omp_team_size(), layer, n, X, dZ, dX)
+    with parallel(num_threads=team_for(parts)):
+        p, team = threadid(), bp_omp_team_size()
+        while p < parts:
+            _backward_part(p, parts, layer, n, X, dZ, dX)
+            p = p + team
 
 
 # ---- activations over flat arrays ----

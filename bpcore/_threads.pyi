@@ -27,3 +27,11 @@ def py_blas_unpin(pinned: int) -> None:
     """blas_unpin, callable from Python (for tests)."""
 def get_own_threads() -> int:
     """bpcore's own setting, before the runtime's cap."""
+
+class PaceTwin:
+    """pace_begin/pace_end on a Pace of their own, callable from Python (for tests)."""
+    def __init__(self, full: int) -> None: ...
+    def begin(self, rows: int) -> int: ...
+    def end(self, team: int, seconds: float) -> None: ...
+def set_pacing(mode: str) -> None:
+    """The busy-machine pacing: "on" (the default), "off" or "solo" (for tests)."""

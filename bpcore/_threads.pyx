@@ -12,7 +12,10 @@ never overlap (slower, never oversubscribed).
 
 The count is bpcore's own (every parallel loop names it through ``num_threads=``), capped by
 the OpenMP runtime's setting for the calling thread, so that threadpoolctl's
-``threadpool_limits(1)`` (which sets the runtime's) limits bpcore too.
+``threadpool_limits(1)`` (which sets the runtime's) limits bpcore too. Work whose rounding
+depends on how it is split (the parts of a GEMM, the split-K sums of a small batch) is split
+into as many parts as bpcore's own count, whatever the team that runs them: a capped or paced
+team runs several parts each, and the results do not change.
 
 Pinning is counted: two Python threads each running a native call pin once between them; the
 first pin saves the BLAS's count, the last unpin restores it, so no call ever runs its GEMM parts
@@ -27,7 +30,6 @@ from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock,
 
 cdef extern from "bp_omp.h":
     int BP_HAVE_OPENMP
-    int bp_omp_max_threads() noexcept nogil
     int bp_omp_num_procs() noexcept nogil
     int bp_omp_version() noexcept nogil
 
@@ -36,6 +38,9 @@ ctypedef int (*blas_get_fn)() noexcept nogil
 
 MIN_PARALLEL_WORK = PARALLEL_MIN_WORK  # for show_config and tests
 
+cdef double _margin = 1.0      # team steps may cost this many times the one-thread steps
+cdef double COLLAPSE = 4.0     # ... and one team step at most this many
+cdef bint _solo = False        # set_pacing("solo")
 cdef int _num_threads = bp_omp_max_threads()  # bpcore.threads sets the default at import
 cdef blas_set_fn _blas_set = NULL
 cdef blas_get_fn _blas_get = NULL
@@ -56,13 +61,18 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
 
 
 cdef int pool_threads() noexcept nogil:
-    return _threads() if _blas_set != NULL else 1
+    return _num_threads if _blas_set != NULL else 1
 
 
 cdef int gemm_parts(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     if _blas_set == NULL or m * n * k < PARALLEL_MIN_GEMM:
         return 1
-    return _threads()
+    return _num_threads
+
+
+cdef int team_for(int parts) noexcept nogil:
+    cdef int team = _threads()
+    return parts if parts <= team else team
 
 
 cdef int blas_pin() noexcept nogil:
@@ -88,6 +98,70 @@ cdef void blas_unpin(int pinned) noexcept nogil:
     if _pins == 0 and _blas_saved != 1:
         _blas_set(_blas_saved)
     PyThread_release_lock(_pin_lock)
+
+
+cdef int pace_begin(Pace *p, int rows) noexcept nogil:
+    p.measured = 0
+    if p.full <= 1:
+        return 0
+    if rows != p.rows:
+        p.odd += 1
+        if p.odd < 2 and p.rows != 0:  # one odd batch (an epoch's last): no new timings
+            return 1 if p.left > 0 else p.full
+        p.rows, p.solo, p.since, p.left, p.backoff = rows, 0, 0, 0, BACKOFF_MIN
+        p.spent, p.used = 0, 0
+    p.odd = 0
+    p.measured = 1
+    if p.left > 0 or _solo:
+        p.left = max(p.left - 1, 0)
+        return 1
+    if p.solo == 0 or p.since >= PROBE_EVERY:
+        return 1
+    return p.full
+
+
+cdef void pace_end(Pace *p, int team, double seconds) noexcept nogil:
+    if not p.measured:
+        return
+    if team == 1:
+        p.solo, p.since = seconds, 0
+        return
+    p.spent += seconds
+    p.used += 1
+    p.since += 1
+    # the window is lost, or one step took as long as several one-thread steps (a collapse,
+    # not a hiccup): one thread for a while
+    if p.spent > _margin * WINDOW * p.solo or seconds > _margin * COLLAPSE * p.solo:
+        p.left = p.backoff
+        p.backoff = min(2 * p.backoff, <int>BACKOFF_MAX)
+        p.spent, p.used = 0, 0
+    elif p.used == WINDOW:
+        p.backoff = BACKOFF_MIN
+        p.spent, p.used = 0, 0
+
+
+cdef class PaceTwin:
+    """pace_begin/pace_end on a Pace of their own, callable from Python (for tests)."""
+    cdef Pace p
+
+    def __init__(self, int full):
+        self.p.full = full
+
+    def begin(self, int rows):
+        return pace_begin(&self.p, rows)
+
+    def end(self, int team, double seconds):
+        pace_end(&self.p, team, seconds)
+
+
+def set_pacing(str mode):
+    """The busy-machine pacing: "on" (the default), "off" (for the benchmarks' comparison) or
+    "solo" (every paced step on one thread, for tests)."""
+    global _margin, _solo
+    if mode not in ("on", "off", "solo"):
+        raise ValueError(f"mode: expected 'on', 'off' or 'solo', got {mode!r}")
+    _margin = 1e300 if mode == "off" else 1.0
+    _solo = mode == "solo"
 
 
 def pins():

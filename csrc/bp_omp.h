@@ -19,6 +19,9 @@ static inline void bp_omp_barrier(void) { _Pragma("omp barrier") }
 #endif
 static inline int bp_omp_num_procs(void) { return omp_get_num_procs(); }
 static inline int bp_omp_version(void) { return _OPENMP; }
+/* the calling thread's setting for the regions it starts (its nthreads-var ICV) */
+static inline void bp_omp_set_threads(int n) { omp_set_num_threads(n); }
+static inline double bp_omp_wtime(void) { return omp_get_wtime(); }
 #else
 #define BP_HAVE_OPENMP 0
 static inline int bp_omp_max_threads(void) { return 1; }
@@ -26,6 +29,8 @@ static inline int bp_omp_team_size(void) { return 1; }
 static inline void bp_omp_barrier(void) {}
 static inline int bp_omp_num_procs(void) { return 1; }
 static inline int bp_omp_version(void) { return 0; }
+static inline void bp_omp_set_threads(int n) { (void)n; }
+static inline double bp_omp_wtime(void) { return 0.0; }
 #endif
 
 #endif /* BP_OMP_H */

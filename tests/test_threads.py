@@ -391,3 +391,91 @@ def test_two_models_in_two_threads_give_the_serial_results_and_keep_blas_pinned(
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OpenMP Loop" not in out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# pacing: one thread while the team is slower (a busy machine), the team otherwise
+
+def _paced_run(pace, steps, solo, team_time, rows=32):
+    """Drive the controller with fake timings: team_time(i) for team steps. Returns teams."""
+    teams = []
+    for i in range(steps):
+        team = pace.begin(rows)
+        teams.append(team)
+        pace.end(team, solo if team == 1 else team_time(i))
+    return teams
+
+
+def test_pacing_keeps_the_team_on_an_idle_machine():
+    pace = _threads.PaceTwin(2)
+    teams = _paced_run(pace, 2000, solo=1.0, team_time=lambda i: 0.6)
+    # the first step and one probe per PROBE_EVERY team steps run on one thread
+    assert teams.count(1) <= 2000 // 128 + 2
+    assert teams[-1] == 2
+
+
+def test_pacing_falls_back_to_one_thread_while_the_team_collapses():
+    pace = _threads.PaceTwin(2)
+    teams = _paced_run(pace, 3000, solo=1.0, team_time=lambda i: 50.0 if i % 7 == 0 else 0.6)
+    # collapses every 7th team step cost far more than one thread: almost every step solo,
+    # and the backoff grows, so probes of the team thin out
+    assert teams[1000:].count(1) > 0.97 * 2000
+
+
+def test_pacing_rides_out_rare_hiccups():
+    pace = _threads.PaceTwin(2)
+    teams = _paced_run(pace, 3000, solo=1.0, team_time=lambda i: 2.0 if i % 50 == 0 else 0.6)
+    assert teams[1000:].count(2) > 0.95 * 2000
+
+
+def test_pacing_returns_to_the_team_when_the_load_goes():
+    pace = _threads.PaceTwin(2)
+    _paced_run(pace, 500, solo=1.0, team_time=lambda i: 60.0)
+    teams = _paced_run(pace, 20000, solo=1.0, team_time=lambda i: 0.6)
+    assert teams[-2000:].count(2) > 0.95 * 2000
+
+
+def test_an_odd_last_batch_does_not_reset_the_timings():
+    pace = _threads.PaceTwin(2)
+    teams = []
+    for epoch in range(50):
+        teams += _paced_run(pace, 10, solo=1.0, team_time=lambda i: 0.6, rows=32)
+        teams += _paced_run(pace, 1, solo=0.5, team_time=lambda i: 0.3, rows=7)
+    assert teams.count(1) <= 550 // 128 + 2
+
+
+def test_no_pacing_for_a_team_of_one():
+    pace = _threads.PaceTwin(1)
+    assert set(_paced_run(pace, 100, solo=1.0, team_time=lambda i: 5.0)) == {0}
+
+
+@pytest.mark.skipif(not bpcore._threads.openmp_enabled(), reason="built without OpenMP")
+@pytest.mark.parametrize("batch", [1, 8, 64, 512])  # fused, row-split, row-split, batch-split
+@pytest.mark.parametrize("make_opt", [lambda m: bpcore.SGD(m, lr=1e-3, momentum=0.9),
+                                      lambda m: bpcore.Adam(m, lr=1e-3)])
+def test_pacing_to_one_thread_gives_exactly_the_team_results(batch, make_opt):
+    """The parts of the work, and so the rounding, are bpcore's count whatever team runs
+    them: a step paced to one thread equals the 2-thread step bit for bit."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3 * batch + 1, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 3 * batch + 1)
+    results = {}
+    for mode in ("off", "solo"):
+        m = bpcore.MLP([784, 256, 128, 10], seed=0)
+        opt = make_opt(m)
+        _threads.set_pacing(mode)
+        try:
+            with bpcore.num_threads(2):
+                for _ in range(3):
+                    m.train_step(X[:batch], y[:batch], bpcore.SoftmaxCrossEntropyLoss(), opt)
+                m.fit(X, y, loss=bpcore.SoftmaxCrossEntropyLoss(), optimizer=opt,
+                      batch_size=batch, epochs=2, seed=1)
+        finally:
+            _threads.set_pacing("on")
+        results[mode] = m.flat_params.copy()
+    assert np.array_equal(results["off"], results["solo"])
+
+
+def test_set_pacing_checks_its_mode():
+    with pytest.raises(ValueError, match="mode: expected 'on', 'off' or 'solo', got 'fast'"):
+        _threads.set_pacing("fast")
