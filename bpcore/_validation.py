@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from bpcore._claims import Claimed
 from bpcore._engine import check_finite
 from bpcore._losses import check_labels
 
@@ -108,7 +109,8 @@ def assign_array(target, value, name):
     arr = np.ascontiguousarray(arr, dtype=target.dtype)
     if arr.dtype.kind == "f":
         check_finite(arr, name)
-    np.copyto(target, arr)
+    with Claimed((target,), f"assigning {name}"):
+        np.copyto(target, arr)
 
 
 def check_path(path, name="path"):

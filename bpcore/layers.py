@@ -14,6 +14,7 @@ network has already checked and converted.
 import numpy as np
 
 from bpcore import _layers
+from bpcore._claims import Claimed
 from bpcore._validation import (as_array, as_matrix, assign_array, check_choice, check_int,
                                 check_real, float_dtype_of, resolve_dtype)
 from bpcore.params import Parameter, as_generator
@@ -32,8 +33,10 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     def zero_grad(self):
-        for p in self.parameters():
-            p.grad[...] = 0
+        params = self.parameters()
+        with Claimed([p.grad for p in params], "zero_grad"):
+            for p in params:
+                p.grad[...] = 0
 
     def __call__(self, X):
         return self.forward(X)
@@ -165,7 +168,8 @@ class Dense(Module):
 
     def forward_unchecked(self, X, keep=True):
         Z = np.empty((X.shape[0], self.fan_out), self.W.dtype)
-        _layers.py_dense_forward(X, self.W, self.b, Z)
+        with Claimed((self.W,), "forward"):
+            _layers.py_dense_forward(X, self.W, self.b, Z)
         self._X = X if keep else None
         return Z
 
@@ -182,7 +186,8 @@ class Dense(Module):
     def backward_unchecked(self, dZ, input_grad=True):
         X = self._X
         dX = np.empty_like(X) if input_grad else None
-        _layers.py_dense_backward(X, self.W, dZ, self.dW, self.db, dX, self.mask)
+        with Claimed((self.W, self.dW), "backward"):
+            _layers.py_dense_backward(X, self.W, dZ, self.dW, self.db, dX, self.mask)
         return dX
 
     def __repr__(self):

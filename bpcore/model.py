@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from bpcore import io, training
+from bpcore._claims import Claimed
 from bpcore._validation import (as_matrix, assign_array, check_choice, check_int, check_real,
                                 resolve_dtype)
 from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
@@ -146,8 +147,9 @@ class Sequential(Module):
         """Write the layers and weights (and the optimizer's state, if given) to path, a
         safetensors file; ``bpcore.load(path)`` reads the network back and
         ``bpcore.load_optimizer(path, optimizer)`` the optimizer's state."""
-        io.save_network(path, describe(self), _tensors(self),
-                        None if optimizer is None else optimizer.state_dict())
+        with Claimed((self.flat_params,), "save"):  # a snapshot, not weights mid-update
+            io.save_network(path, describe(self), _tensors(self),
+                            None if optimizer is None else optimizer.state_dict())
 
     def __repr__(self):
         lines = [f"{type(self).__name__}("]

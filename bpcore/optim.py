@@ -31,6 +31,7 @@ keeping its state.
 import numpy as np
 
 from bpcore import _optim
+from bpcore._claims import Claimed
 from bpcore._validation import check_choice, check_int, check_real
 from bpcore.errors import NonFiniteError
 from bpcore.params import Parameter
@@ -317,7 +318,9 @@ class Optimizer:
         """Apply one update to every parameter from its accumulated gradient. A gradient with
         a NaN or an infinity raises bpcore.NonFiniteError before anything is changed; so does
         an update that overflows, after it (the parameters then hold its values)."""
-        failed = self.native().step()
+        params = self.params
+        with Claimed([p.data for p in params] + [p.grad for p in params], "step"):
+            failed = self.native().step()
         if failed == "gradient":
             raise NonFiniteError("step: a gradient is NaN or infinite; no parameter was updated")
         if failed == "update":
@@ -326,8 +329,10 @@ class Optimizer:
                                  "too large for it)")
 
     def zero_grad(self):
-        for p in self.params:
-            p.grad[...] = 0
+        params = self.params
+        with Claimed([p.grad for p in params], "zero_grad"):
+            for p in params:
+                p.grad[...] = 0
 
     @property
     def steps(self):
@@ -375,11 +380,12 @@ class Optimizer:
                     for saved in groups]
         for group, settings in zip(self.param_groups, restored):
             self.check_settings(group, settings)  # all checked before any is changed
-        for group, settings in zip(self.param_groups, restored):
-            group.update(settings)
-        for name, buf in buffers.items():
-            mine[name][...] = buf
-        self._native.steps = steps
+        with Claimed([p.data for p in self.params], "load_state_dict"):
+            for group, settings in zip(self.param_groups, restored):
+                group.update(settings)
+            for name, buf in buffers.items():
+                mine[name][...] = buf
+            self._native.steps = steps
 
     def __repr__(self):
         shown = [f"{k}={self.param_groups[0][k]!r}" for k in self.defaults]
@@ -537,9 +543,10 @@ def clip_grad_norm(params, max_norm):
     params = _as_parameter_list(params)
     max_norm = check_real(max_norm, "max_norm", low=0, low_open=True)
     grads = [p.grad.reshape(-1) for p in params]
-    norm = float(np.sqrt(sum(_optim.py_sum_of_squares(g) for g in grads)))
-    coef = _optim.clip_factor(norm, max_norm)
-    if coef < 1:
-        for g in grads:
-            _optim.py_scale(g, coef)
+    with Claimed(grads, "clip_grad_norm"):
+        norm = float(np.sqrt(sum(_optim.py_sum_of_squares(g) for g in grads)))
+        coef = _optim.clip_factor(norm, max_norm)
+        if coef < 1:
+            for g in grads:
+                _optim.py_scale(g, coef)
     return norm

@@ -6,6 +6,7 @@ buffers and the optimizer's native state, so the layer API and the engine see th
 and can be mixed freely. The engine uses ``flat_grads`` as scratch space: after ``train_step``
 or ``fit`` it holds no meaningful gradient (call ``zero_grad`` before using ``backward`` again).
 """
+import functools
 import sys
 import time
 import weakref
@@ -13,6 +14,7 @@ import weakref
 import numpy as np
 
 from bpcore import _engine
+from bpcore._claims import claim, release
 from bpcore._validation import as_matrix, check_choice, check_int, check_real, naming
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense
@@ -25,6 +27,23 @@ __all__ = ["engine_for", "train_step", "fit", "evaluate", "predict", "fit_lbfgs"
 
 # each network's engine, built on first use (a network's layout never changes)
 _ENGINES = weakref.WeakKeyDictionary()
+
+
+
+def _exclusive(what):
+    """The decorated function(model, ...) holds the model's buffers for its thread while it
+    runs (bpcore._claims): another thread's use of the network is refused, not interleaved.
+    (train_step, the per-step path, claims inline: no argument packing per step.)"""
+    def wrap(function):
+        @functools.wraps(function)
+        def exclusive(model, *args, **kwargs):
+            keys = claim((model.flat_params, model.flat_grads), what)
+            try:
+                return function(model, *args, **kwargs)
+            finally:
+                release(keys)
+        return exclusive
+    return wrap
 
 
 def _engine_layout(model):
@@ -95,15 +114,19 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None):
     With ``max_grad_norm`` the whole gradient is formed first and scaled to that global norm
     (clip_grad_norm) before the update.
     """
-    eng = engine_for(model)
-    X = _input(model, X)
-    kind, T = _target(model, loss, y, X.shape[0])
-    value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
-                           _max_norm(max_grad_norm))
-    if eng.failure is not None:
-        raise _nonfinite(eng.failure[0], "train_step: the batch's")
-    return value
+    keys = claim((model.flat_params, model.flat_grads), "train_step")
+    try:
+        eng = engine_for(model)
+        X = _input(model, X)
+        kind, T = _target(model, loss, y, X.shape[0])
+        value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
+                               _max_norm(max_grad_norm))
+        if eng.failure is not None:
+            raise _nonfinite(eng.failure[0], "train_step: the batch's")
+        return value
 
+    finally:
+        release(keys)
 
 # what each kind of failure means for the weights (the engine reports "loss", "gradient" or
 # "update"; a loss or gradient that is not finite stops the step before it changes anything)
@@ -121,6 +144,7 @@ def _nonfinite(what, where, restored=False):
                           "cause.")
 
 
+@_exclusive("predict")
 def predict(model, X):
     """The network's output for X (n, n_outputs), computed natively in chunks of rows (layer by
     layer, with the same kernels, for a layout the engine does not run)."""
@@ -134,6 +158,7 @@ def predict(model, X):
     return engine_for(model).predict(X, out)
 
 
+@_exclusive("evaluate")
 def evaluate(model, X, y, loss):
     """{"loss": the loss over all of X, "accuracy": share of rows whose output argmax is the
     label (or the target's argmax); None for a single output}, computed natively in chunks."""
@@ -228,6 +253,7 @@ class _Snapshot:
         self.native.steps = self.steps
 
 
+@_exclusive("fit")
 def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, seed=None,
         validation_data=None, schedule=None, callbacks=None, max_grad_norm=None,
         on_nonfinite="raise", verbose=0):
@@ -332,6 +358,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     return history
 
 
+@_exclusive("loss_and_gradient")
 def loss_and_gradient(model, X, y, loss):
     """The loss over all rows of (X, y) in the loss's reduction, and its gradient (a copy of
     the flat gradient buffer), from one native call; the weights are the model's own."""
@@ -342,6 +369,7 @@ def loss_and_gradient(model, X, y, loss):
     return value, model.flat_grads.copy()
 
 
+@_exclusive("fit_lbfgs")
 def fit_lbfgs(model, X, y, *, loss, optimizer=None):
     """Full-batch training by scipy.optimize.minimize(method="L-BFGS-B") on the flat parameter
     vector, each evaluation one native call for the loss and the whole gradient over all rows.
