@@ -703,22 +703,36 @@ cdef class Engine:
         n = max(n, <Py_ssize_t>self.ws.capacity)
         if n > 2**31 - 1:
             raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
+        offsets = []
         for l in range(L):
-            self.ws.aoff[l] = off
+            offsets.append(off)
             off += n * self.net.sizes[l + 1]
             widest = max(widest, self.net.sizes[l + 1])
-        self.acts_ws = np.empty(off, self.dtype)
-        self.delta_ws = np.empty(2 * n * widest, self.dtype)
-        self.xbuf = np.empty(n * self.net.sizes[0], self.dtype)
-        self.tbuf = np.empty(n * self.net.sizes[L], self.dtype)
-        self.lbuf = np.empty(n, np.intp)
+        rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
+        # all allocated before any is swapped in: a failure leaves the old set whole (the
+        # struct's pointers never outlive their arrays)
+        try:
+            acts = np.empty(off, self.dtype)
+            deltas = np.empty(2 * n * widest, self.dtype)
+            xbuf = np.empty(n * self.net.sizes[0], self.dtype)
+            tbuf = np.empty(n * self.net.sizes[L], self.dtype)
+            lbuf = np.empty(n, np.intp)
+            parts = np.empty(max(nt * rows * widest, 1), self.dtype)
+        except MemoryError:  # the sizes grow with the batch and the threads: say which
+            need = (off + 2 * n * widest + n * (self.net.sizes[0] + self.net.sizes[L])
+                    + nt * rows * widest) * item
+            raise MemoryError(f"bpcore's workspace for batches of {n} rows on {nt} threads "
+                              f"needs {need:,} bytes, more than this machine can allocate: use "
+                              f"smaller batches or fewer threads") from None
+        self.acts_ws, self.delta_ws, self.xbuf, self.tbuf, self.lbuf = acts, deltas, xbuf, tbuf, lbuf
+        self.part_ws = parts
+        for l in range(L):
+            self.ws.aoff[l] = offsets[l]
         self.ws.acts = _data(self.acts_ws)
         self.ws.d0 = _data(self.delta_ws)
         self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
         self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
         self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
-        rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
-        self.part_ws = np.empty(max(nt * rows * widest, 1), self.dtype)
         self.ws.partials = _data(self.part_ws)
         self.ws.pstride = rows * widest
         self.part_threads = nt

@@ -2,6 +2,8 @@
 evaluate and predict equal their definitions, Ctrl-C leaves a usable model."""
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -281,3 +283,34 @@ def test_predict_works_for_layouts_the_engine_does_not_run(rng):
         net.predict(np.full((1, 3), np.nan))
     with pytest.raises(ValueError, match=r"layers\[0\]: the training engine takes Dense"):
         net.train_step(X, np.zeros((4, 2)), bpcore.MSELoss(), bpcore.SGD(net, lr=0.1))
+
+
+_WORKSPACE_TOO_BIG = r"""
+import numpy as np, bpcore, resource
+m = bpcore.MLP([784, 256, 10], seed=0); opt = bpcore.SGD(m, lr=0.1)
+loss = bpcore.SoftmaxCrossEntropyLoss()
+m.train_step(np.zeros((64, 784), np.float32), np.zeros(64, int), loss, opt)
+X = np.zeros((160_000, 784), np.float32); y = np.zeros(160_000, int)
+usage = int(open('/proc/self/statm').read().split()[0]) * 4096
+resource.setrlimit(resource.RLIMIT_AS, (usage + (600 << 20), usage + (600 << 20)))
+try:
+    m.train_step(X, y, loss, opt)
+    print("no error")
+except MemoryError as e:
+    print(e)
+# the workspace of the smaller batches is whole: training goes on
+before = m.flat_params.copy()
+value = m.train_step(X[:64], y[:64], loss, opt)
+assert np.isfinite(value) and not np.array_equal(before, m.flat_params)
+print(m.predict(X[:3]).shape)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_a_workspace_too_big_says_so_and_leaves_the_engine_whole(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _WORKSPACE_TOO_BIG], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "workspace for batches of 160000 rows on" in lines[0] and "threads" in lines[0]
+    assert lines[-1] == "(3, 10)"
