@@ -16,6 +16,7 @@ Loads (each started in other processes, then measured under):
 
     python benchmarks/bench_loaded.py                  # every load, batches 1 8 32 128 512
     python benchmarks/bench_loaded.py --loads idle,unpinned --seconds 4 --no-unpaced
+    python benchmarks/bench_loaded.py --loads idle --batches 32 --joblib
 
 The target: under load the 2-thread median at most 1.5 times the 1-thread median at every batch
 size; idle, pacing no more than 5% slower than no pacing.
@@ -106,12 +107,40 @@ def measure(batch, seconds, paced):
     return {n: statistics.median(s) for n, s in samples.items()}
 
 
+def _one_training(seed):
+    import bpcore
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((8192, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 8192)
+    m = bpcore.MLP([784, 256, 128, 10], seed=seed)
+    m.fit(X, y, loss=bpcore.SoftmaxCrossEntropyLoss(), optimizer=bpcore.Adam(m, lr=1e-3),
+          epochs=3, batch_size=64, seed=seed)
+    return bpcore.get_num_threads()
+
+
+def joblib_pair():
+    """Two trainings one after the other (bpcore's threads each), against
+    joblib.Parallel(n_jobs=2) (loky workers, OMP_NUM_THREADS=1 each): seconds, and the threads
+    the workers used."""
+    from joblib import Parallel, delayed
+    t0 = time.perf_counter()
+    for seed in (1, 2):
+        _one_training(seed)
+    serial = time.perf_counter() - t0
+    Parallel(n_jobs=2)(delayed(_one_training)(s) for s in (1, 2))  # start the workers
+    t0 = time.perf_counter()
+    threads = Parallel(n_jobs=2)(delayed(_one_training)(s) for s in (1, 2))
+    return serial, time.perf_counter() - t0, threads
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loads", default=",".join(LOADS))
     ap.add_argument("--batches", default="1,8,32,128,512")
     ap.add_argument("--seconds", type=float, default=3.0, help="per cell")
     ap.add_argument("--no-unpaced", action="store_true", help="skip the pacing-off columns")
+    ap.add_argument("--joblib", action="store_true",
+                    help="also time two trainings one after the other against joblib.Parallel")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args(argv)
     import bpcore
@@ -146,6 +175,12 @@ def main(argv=None):
                 results.append(row)
         finally:
             stop_load(procs)
+    if args.joblib:
+        serial, parallel, threads = joblib_pair()
+        print(f"\nTwo trainings (784-256-128-10, 8,192 rows, 3 epochs, Adam): one after the "
+              f"other {serial:.2f} s, joblib.Parallel(n_jobs=2) {parallel:.2f} s (workers on "
+              f"{threads} threads)")
+        results.append({"joblib_serial_s": serial, "joblib_parallel_s": parallel})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
