@@ -84,12 +84,28 @@ def write(path, tensors, metadata):
     little-endian and C-ordered). Raises TypeError for a non-str name, key or value or an
     unsupported dtype, and ValueError for a reserved name or key, all before touching the disk.
     """
+    _check_target(path)
     arrays = _prepare_tensors(tensors)
     user_metadata = _prepare_metadata(metadata)
     header = _header_for(arrays, {**user_metadata, INTEGRITY_KEY: INTEGRITY_SCHEME})
     header[METADATA_KEY][CHECKSUM_KEY] = _checksum(header, (a for _, a in arrays))
     header_bytes = _padded_canonical_json(header)
     _write_atomically(path, header_bytes, [a for _, a in arrays])
+
+
+def _check_target(path):
+    """The rename that makes a write atomic replaces whatever has the name: refuse a name that
+    is not a regular file (a FIFO, a device such as /dev/null, a folder), before writing."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ValueError(f"path: cannot write {os.fspath(path)!r} ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"path: expected a regular file or a new name, got {os.fspath(path)!r}, "
+                         f"which is not a regular file (a checkpoint replaces the file it is "
+                         f"written to)")
 
 
 def _prepare_tensors(tensors):

@@ -15,7 +15,7 @@ write out of bounds.
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport isfinite, sqrt
+from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
@@ -26,7 +26,7 @@ from bpcore._layers cimport (Activation, DenseLayer, activation_backward, act_ro
                              dact_rows, dense_backward, dense_forward)
 from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
-                            outer_row_update, scale_run, sum_of_squares, update_block, update_run)
+                            global_norm, outer_row_update, scale_run, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_max_threads,
                               bp_omp_set_threads, bp_omp_team_size, bp_omp_wtime, even_share,
@@ -347,7 +347,7 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     if not isfinite(value):
         ws.failure = LOSS_NONFINITE
         return value
-    norm = sqrt(sum_of_squares(size, G))
+    norm = global_norm(size, G)
     if not isfinite(norm):  # the whole gradient is known before any update: nothing applied
         ws.failure = GRADIENT_NONFINITE
         return value

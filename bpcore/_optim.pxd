@@ -69,7 +69,12 @@ cdef void outer_row_update(const Optimizer *o, int group, Py_ssize_t at, int col
 cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil
 cdef void scale_run(Py_ssize_t size, floating *x, double scale) noexcept nogil
 
-# the factor that scales gradients of global norm `norm` to at most max_norm (1 if within)
+# the L2 norm of x (size): infinite only if an element is, NaN if one is (a sum of squares that
+# overflows for finite values is taken again, scaled by the largest magnitude)
+cdef double global_norm(Py_ssize_t size, const floating *x) noexcept nogil
+
+# the factor that scales gradients of global norm `norm` to at most max_norm (1 if within, and
+# for a NaN or infinite norm: those gradients are left as they are)
 cpdef double clip_factor(double norm, double max_norm) noexcept nogil
 
 # the Python object that owns an Optimizer struct and its buffers (bpcore.optim holds one)

@@ -8,7 +8,7 @@ the flat parameter buffer sits at offset k of every state buffer. The engine cal
 runs the same update over whole runs of parameters for the layer API.
 """
 from cython.parallel cimport prange
-from libc.math cimport pow, sqrt
+from libc.math cimport fabs, isfinite, isinf, pow, sqrt
 from libc.stdlib cimport calloc, free
 
 import numpy as np
@@ -137,9 +137,30 @@ cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil:
 
 cpdef double clip_factor(double norm, double max_norm) noexcept nogil:
     """What gradients of global norm `norm` are scaled by to a norm of at most max_norm, as
-    torch.nn.utils.clip_grad_norm_ (whose 1e-6 guards a zero norm); 1 when within it."""
+    torch.nn.utils.clip_grad_norm_ (whose 1e-6 guards a zero norm); 1 when within it, and for
+    a norm that is not finite (scaling by 0 would turn an infinity into NaN and hide it)."""
     cdef double coef = max_norm / (norm + 1e-6)
+    if not isfinite(norm):
+        return 1.0
     return coef if coef < 1 else 1.0
+
+
+cdef double global_norm(Py_ssize_t size, const floating *x) noexcept nogil:
+    cdef double total = sum_of_squares(size, x), top = 0, a
+    cdef Py_ssize_t i
+    if not isinf(total):
+        return sqrt(total)
+    for i in range(size):  # rare: only where the squares overflow
+        a = fabs(<double>x[i])
+        if a > top:
+            top = a
+    if isinf(top):
+        return top
+    total = 0
+    for i in range(size):
+        a = <double>x[i] / top
+        total += a * a
+    return top * sqrt(total)
 
 
 cdef void scale_run(Py_ssize_t size, floating *x, double scale) noexcept nogil:
@@ -301,6 +322,16 @@ def py_sum_of_squares(const floating[::1] x not None):
     with nogil:
         total = sum_of_squares(x.shape[0], &x[0])
     return total
+
+
+def py_global_norm(const floating[::1] x not None):
+    """The L2 norm of x (the native global_norm: overflow-safe)."""
+    if x.shape[0] == 0:
+        return 0.0
+    cdef double norm
+    with nogil:
+        norm = global_norm(x.shape[0], &x[0])
+    return norm
 
 
 def py_scale(floating[::1] x not None, double scale):

@@ -119,6 +119,9 @@ def check_path(path, name="path"):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__} "
                         f"{path!r}")
+    text = os.fspath(path)
+    if ("\0" if isinstance(text, str) else b"\0") in text:
+        raise ValueError(f"{name}: expected a file name without NUL characters, got {text!r}")
     return path
 
 
@@ -156,6 +159,25 @@ def check_real(value, name, low=None, high=None, low_open=False, high_open=False
     if bad:
         raise ValueError(f"{name}: expected a finite number in {rng}, got {value!r}")
     return v
+
+
+def check_fits(value, name, dtype):
+    """value (a checked real) as a float that stays finite in dtype; ValueError otherwise."""
+    with np.errstate(over="ignore"):
+        fits = np.isfinite(np.dtype(dtype).type(value))
+    if not fits:
+        raise ValueError(f"{name}: expected a value finite in {np.dtype(dtype).name}, got {value!r}")
+    return value
+
+
+def check_init_scale(init, dtype, name="init"):
+    """A uniform initialisation scale s: weights are drawn from [-s, s] as low + 2s * u in
+    double, then stored in the dtype: s finite in the dtype, 2s in double."""
+    s = check_fits(check_real(init, name, low=0), name, dtype)
+    if not math.isfinite(2 * s):
+        raise ValueError(f"{name}: expected a scale s with 2s finite in float64 (weights are "
+                         f"drawn from [-s, s] as -s + 2s u), got {init!r}")
+    return s
 
 
 def check_int(value, name, low=None):

@@ -20,7 +20,8 @@ import zlib
 
 import numpy as np
 
-from bpcore._validation import as_array, as_labels, check_choice, check_int, resolve_dtype
+from bpcore._validation import (as_array, as_labels, check_choice, check_int, check_path,
+                                resolve_dtype)
 from bpcore.errors import FileFormatError
 
 __all__ = ["one_hot", "read_idx", "write_idx", "load_mnist", "MNIST_FILES"]
@@ -86,7 +87,7 @@ def read_idx(path):
     ValueError) naming the file if it is not IDX, not valid gzip, or its data is shorter or
     longer than the header says; FileNotFoundError if there is no such file.
     """
-    path = os.fspath(os.path.expanduser(path))
+    path = os.fspath(os.path.expanduser(check_path(path)))
     with open(path, "rb") as fh:
         info = os.fstat(fh.fileno())
         # A pipe's or a device's size is not known until it has been read.
@@ -145,7 +146,10 @@ def _read_idx_stream(path, stream, size, compressed):
     # and, for gzip, to make it check the stream's CRC and length.
     if _fill(path, stream, memoryview(bytearray(1))):
         raise FileFormatError(path, f"trailing data: {says}, but {where} more")
-    arr = data.view(dtype).reshape(shape)
+    try:
+        arr = data.view(dtype).reshape(shape)
+    except ValueError:  # an empty array of a shape NumPy cannot represent (0 x 2**31 x 2**31)
+        raise FileFormatError(path, f"{says}: a shape NumPy cannot represent") from None
     if not dtype.isnative:
         arr.byteswap(inplace=True)  # in place: the array is the only copy held
     return arr.view(dtype.newbyteorder("="))
@@ -155,7 +159,10 @@ def write_idx(path, array, compress=None):
     """Write ``array`` to ``path`` as an IDX file; gzip it if ``compress`` is true, or, when
     ``compress`` is None, if the path ends in ".gz". The dtype must be one IDX stores: uint8,
     int8, int16, int32, float32 or float64."""
-    path = os.fspath(os.path.expanduser(path))
+    path = os.fspath(os.path.expanduser(check_path(path)))
+    if np.ndim(array) == 0:  # (ascontiguousarray would make it 1-d)
+        raise ValueError("array: expected at least 1 dimension (IDX stores 1 to 255), got a "
+                         "0-d array")
     arr = np.ascontiguousarray(array)
     key = arr.dtype.kind + str(arr.dtype.itemsize)
     if key not in _IDX_CODES:

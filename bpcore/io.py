@@ -10,6 +10,8 @@ This module knows files and plain data only; bpcore.model turns them into networ
 """
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -149,17 +151,25 @@ def _load_npz(path):
         if spec.pop("format", None) != NPZ_FORMAT:
             raise ValueError("not format " + repr(NPZ_FORMAT))
         _check_architecture(spec)
-    except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, OSError, EOFError,
+            zipfile.BadZipFile, zlib.error) as exc:
         raise CheckpointError(path, f"not a network saved by bpcore ({exc})") from None
     expect = _expected_tensors(spec)
+    total = sum(int(np.prod(shape)) for name, (shape, _) in expect.items()
+                if not name.endswith(".mask"))
+    if flat.ndim != 1 or flat.size != total:
+        raise CheckpointError(path, f"flat_params: expected {total} values for the layers the "
+                                    f"spec lists, got shape {flat.shape}")
     tensors, offset = {}, 0
     for name, (shape, dtype) in expect.items():
         if name.endswith(".mask"):
-            tensors[name] = masks[f"mask{name.split('.')[1]}"]
+            key = f"mask{name.split('.')[1]}"
+            if key not in masks or masks[key].shape != tuple(shape):
+                raise CheckpointError(path, f"{key}: expected a mask of shape {tuple(shape)}, "
+                                            f"got {masks[key].shape if key in masks else 'none'}")
+            tensors[name] = masks[key]
             continue
         size = int(np.prod(shape))
         tensors[name] = flat[offset:offset + size].reshape(shape).astype(dtype)
         offset += size
-    if offset != flat.size:
-        raise CheckpointError(path, f"expected {offset} parameters, got {flat.size}")
     return spec, tensors

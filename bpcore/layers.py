@@ -15,8 +15,8 @@ import numpy as np
 
 from bpcore import _layers
 from bpcore._claims import Claimed
-from bpcore._validation import (as_array, as_matrix, assign_array, check_choice, check_int,
-                                check_real, float_dtype_of, resolve_dtype)
+from bpcore._validation import (as_array, as_matrix, assign_array, check_choice,
+                                check_init_scale, check_int, float_dtype_of, resolve_dtype)
 from bpcore.params import Parameter, as_generator
 
 __all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "ACTIVATIONS"]
@@ -75,7 +75,13 @@ class Dense(Module):
                 raise ValueError(f"mask: expected only 0 and 1 entries, got {bad[0]}")
         self.mask = mask
         size = self.fan_in * self.fan_out + self.fan_out
-        self.bind(np.zeros(size, dtype), np.zeros(size, dtype), 0)
+        try:
+            flat, gflat = np.zeros(size, dtype), np.zeros(size, dtype)
+        except (MemoryError, ValueError):  # ValueError: NumPy's "array is too big"
+            raise ValueError(f"fan_in, fan_out: expected a layer that fits in memory, got "
+                             f"{self.fan_in} x {self.fan_out} ({size:,} weights and as many "
+                             f"gradients of {np.dtype(dtype).name})") from None
+        self.bind(flat, gflat, 0)
         self.reset_parameters(init, seed)
         self._X = None
 
@@ -147,7 +153,7 @@ class Dense(Module):
             rng.uniform(self.W.reshape(-1), -limit, limit)
             self.b[...] = 0
         else:
-            s = check_real(init, "init", low=0)
+            s = check_init_scale(init, self.W.dtype)
             rng.uniform(self.W.reshape(-1), -s, s)
             rng.uniform(self.b, -s, s)
         if self.mask is not None:

@@ -101,6 +101,8 @@ class SoftmaxCrossEntropyLoss(Loss):
     def forward(self, output, target):
         Z = self._output(output)
         kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
+        if Z.shape[1] == 0:  # a softmax over no classes
+            raise ValueError(f"output: expected at least one class column, got shape {Z.shape}")
         dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
         if kind == _KIND.XENT_LABELS:

@@ -10,9 +10,10 @@ import numpy as np
 
 from bpcore import io, training
 from bpcore._claims import Claimed
-from bpcore._validation import (as_matrix, assign_array, check_choice, check_int, check_real,
-                                resolve_dtype)
+from bpcore._validation import (as_matrix, assign_array, check_choice, check_init_scale,
+                                check_int, resolve_dtype)
 from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
+from bpcore.optim import Optimizer
 from bpcore.params import as_generator
 
 __all__ = ["Sequential", "MLP", "load", "load_optimizer"]
@@ -147,6 +148,9 @@ class Sequential(Module):
         """Write the layers and weights (and the optimizer's state, if given) to path, a
         safetensors file; ``bpcore.load(path)`` reads the network back and
         ``bpcore.load_optimizer(path, optimizer)`` the optimizer's state."""
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer: expected None or a bpcore optimizer, got "
+                            f"{type(optimizer).__name__}")
         with Claimed((self.flat_params,), "save"):  # a snapshot, not weights mid-update
             io.save_network(path, describe(self), _tensors(self),
                             None if optimizer is None else optimizer.state_dict())
@@ -229,12 +233,17 @@ def load(path):
         raise io.CheckpointError(path, f"architecture: the settings build "
                                        f"{describe(model)['layers']}, the file lists "
                                        f"{spec['layers']}")
+    if not np.isfinite(model.flat_params).all():  # as assigning weights refuses them
+        raise io.CheckpointError(path, "weights: expected finite values, got NaN or infinity")
     return model
 
 
 def load_optimizer(path, optimizer):
     """Restore optimizer's state (moments, velocities, step count, settings) from the file
     written by ``model.save(path, optimizer=...)``, for an exact resume."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer: expected a bpcore optimizer (SGD, Adam, AdamW), got "
+                        f"{type(optimizer).__name__}")
     optimizer.load_state_dict(io.load_optimizer_state(path))
     return optimizer
 
@@ -270,11 +279,11 @@ class MLP(Sequential):
         check_choice(activation, "activation", names)
         check_choice("identity" if output_activation is None else output_activation,
                      "output_activation", names + (None,))
+        dtype = resolve_dtype(dtype)
         if isinstance(init, str):
             check_choice(init, "init", ("auto", "he", "glorot"))
         else:
-            check_real(init, "init", low=0)
-        dtype = resolve_dtype(dtype)
+            check_init_scale(init, dtype)
         self.sizes = sizes
         self.activation = activation
         self.output_activation = output_activation
@@ -285,7 +294,10 @@ class MLP(Sequential):
             rule = init
             if init == "auto":
                 rule = "he" if act == "relu" else "glorot"
-            layers.append(Dense(fi, fo, init=rule, dtype=dtype, seed=rng))
+            try:
+                layers.append(Dense(fi, fo, init=rule, dtype=dtype, seed=rng))
+            except ValueError as exc:  # name MLP's argument, not Dense's
+                raise ValueError(f"sizes[{i}], sizes[{i + 1}]: {exc}") from None
             if act != "identity":
                 layers.append(ACTIVATIONS[act]())
         super().__init__(*layers)

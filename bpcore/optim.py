@@ -28,11 +28,13 @@ them again before each step. An optimizer holds its Parameters, not their buffer
 layer that later joins a network, it follows the layer's weights into the network's buffers,
 keeping its state.
 """
+import math
+
 import numpy as np
 
 from bpcore import _optim
 from bpcore._claims import Claimed
-from bpcore._validation import check_choice, check_int, check_real
+from bpcore._validation import check_choice, check_fits, check_int, check_real
 from bpcore.errors import NonFiniteError
 from bpcore.params import Parameter
 
@@ -257,12 +259,7 @@ class Optimizer:
 
     def check_setting(self, name, value):
         """value checked for the setting `name` (ValueError/TypeError naming it)."""
-        v = check_real(value, name, low=0)
-        with np.errstate(over="ignore"):
-            fits = np.isfinite(self.dtype.type(v))
-        if not fits:
-            raise ValueError(f"{name}: expected a value finite in {self.dtype.name}, got {value!r}")
-        return v
+        return check_fits(check_real(value, name, low=0), name, self.dtype)
 
     def check_group(self, settings, changed=()):
         """Raise unless a group's settings, each already checked, go together (`changed`: the
@@ -538,13 +535,13 @@ class LBFGS:
 def clip_grad_norm(params, max_norm):
     """Scale the gradients of params (a model or its Parameters) so that their global L2 norm
     is at most max_norm, as torch.nn.utils.clip_grad_norm_; returns the norm before scaling.
-    The norm is taken natively, in double; a NaN or infinite norm is returned as it is and
-    the gradients are left unscaled."""
+    The norm is taken natively, in double, without overflow for finite gradients; a NaN or
+    infinite norm is returned as it is and the gradients are left unscaled."""
     params = _as_parameter_list(params)
     max_norm = check_real(max_norm, "max_norm", low=0, low_open=True)
     grads = [p.grad.reshape(-1) for p in params]
     with Claimed(grads, "clip_grad_norm"):
-        norm = float(np.sqrt(sum(_optim.py_sum_of_squares(g) for g in grads)))
+        norm = math.hypot(*(_optim.py_global_norm(g) for g in grads))
         coef = _optim.clip_factor(norm, max_norm)
         if coef < 1:
             for g in grads:

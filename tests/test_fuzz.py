@@ -779,7 +779,6 @@ def test_mlp_construction(data):
         assert np.all(np.abs(model.flat_params) <= np.float64(init) * (1 + 1e-6))
 
 
-@finding("MLP/Dense(init=s) with s beyond the dtype's range (init=3.5e38, dtype float32) is accepted and gives +-inf weights")
 @given(data=st.data())
 @counted
 def test_init_scale(data):
@@ -796,7 +795,8 @@ def test_init_scale(data):
     note(call)
     ok, res = attempt(bpcore.MLP, [2, 3], init=s, dtype=dtype, seed=0) if which == "MLP" else \
         attempt(bpcore.Dense, 2, 3, init=s, dtype=dtype, seed=0)
-    fits = s * (1 + 1e-6) < float(np.finfo(dtype).max)
+    # s finite in the dtype, and 2s in double (weights are drawn as -s + 2s u, in double)
+    fits = s * (1 + 1e-6) < float(np.finfo(dtype).max) and math.isfinite(2 * s)
     if not judge(ok, res, True if fits else None, ["init"], call):
         return
     params = res.flat_params if which == "MLP" else np.concatenate([res.W.ravel(), res.b])
@@ -1178,7 +1178,6 @@ def check_losses(data, forms):
     check_close(grad, G, EG, f"{cls.__name__}({reduction!r}).backward()", dt)
 
 
-@finding("SoftmaxCrossEntropyLoss()(np.zeros((1, 0)), np.zeros((1, 0))) raises a ValueError naming 'Z', not output/target")
 @given(data=st.data())
 @counted
 def test_losses(data):
@@ -1750,7 +1749,6 @@ def test_optimizers(data):
                             f"{call}.step() {t} on {p!r}")
 
 
-@finding('clip_grad_norm on float64 gradients whose sum of squares overflows ([1e200, 1e200]) returns inf and zeroes the gradients (documented: unscaled)')
 @given(data=st.data())
 @counted
 def test_clip_grad_norm(data):
@@ -1776,7 +1774,8 @@ def test_clip_grad_norm(data):
     if not judge(ok, norm, False if bad else True, bad or ["max_norm"], call):
         return
     used = g0 if pkind != "one" else g0[:1]
-    want = math.sqrt(sum(float((g ** 2).sum()) for g in used))
+    # the norm without overflow for finite gradients (math.hypot scales), as bpcore's
+    want = math.hypot(*(float(v) for g in used for v in np.ravel(g)))
     assert norm == pytest.approx(want, rel=1e-10 if dtype == "float64" else 1e-6), (norm, want)
     coef = float(max_norm) / (want + 1e-6)
     rtol = RTOL[np.dtype(dtype)]
@@ -1885,7 +1884,6 @@ def test_one_hot(data):
 IDX_DTYPES = ["uint8", "int8", "int16", "int32", "float32", "float64", ">i2", ">f8", "<i4"]
 
 
-@finding('write_idx of a 0-d array writes shape (1,): read_idx gives array([7]) for np.array(7, np.uint8), neither the array nor an error naming `array`')
 @given(data=st.data())
 @counted
 def test_idx_roundtrip(data):
@@ -2530,23 +2528,13 @@ def _subprocess_param(name, finding=None):
 
 @pytest.mark.parametrize("name", [
     _subprocess_param("odd_arrays"),
-    _subprocess_param("huge_sizes", "Dense(2**31 - 1, 2**31 - 1) raises NumPy's 'array is "
-                      "too big' ValueError (names neither size); Dense(1, 2**31 - 1): MemoryError"),
+    _subprocess_param("huge_sizes"),
     _subprocess_param("threads"),
-    _subprocess_param("read_idx", "an IDX header with a 0 dimension beside huge ones "
-                      "(dims 0, 3, 2**31, 2**31; no data) raises NumPy's 'array is too big' "
-                      "ValueError, not FileFormatError naming the file"),
-    _subprocess_param("load_checkpoint", "bpcore.load: an .npz with too few flat_params "
-                      "raises 'cannot reshape' ValueError (no path), a missing mask KeyError, "
-                      "b'PK\\x03\\x04' zipfile.BadZipFile; NaN weights in a plain "
-                      "safetensors file load as NaN"),
+    _subprocess_param("read_idx"),
+    _subprocess_param("load_checkpoint"),
     _subprocess_param("load_optimizer"),
-    _subprocess_param("file_arguments", "read_idx/write_idx(None or an int) raise "
-                      "os.fspath's TypeError (not naming path); load_optimizer(path, None) "
-                      "raises AttributeError"),
-    _subprocess_param("save_onto_special_file", "model.save(path) onto a FIFO replaces "
-                      "it with a regular file (run as root, save('/dev/null') replaces the "
-                      "device)"),
+    _subprocess_param("file_arguments"),
+    _subprocess_param("save_onto_special_file"),
 ])
 def test_in_subprocess(name, tmp_path, request):
     """The risky properties, each in its own child process: a crash (negative return code), a

@@ -157,8 +157,9 @@ def test_huge_header_shape_raises_before_allocating(tmp_path, shape, compress):
 def test_zero_dimensions(tmp_path):
     (tmp_path / "scalar-idx").write_bytes(bytes([0, 0, 0x08, 0, 7]))
     raises_format_error(tmp_path / "scalar-idx", r"0 dimensions \(expected 1 to 255\)")
-    # write_idx never makes one: it stores a scalar as shape (1,)
-    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "x", np.uint8(7))), [7])
+    # write_idx never makes one: a scalar is refused, naming the argument
+    with pytest.raises(ValueError, match="array: expected at least 1 dimension"):
+        write_idx(tmp_path / "x", np.uint8(7))
 
 
 @pytest.mark.parametrize("compress", [False, True])
