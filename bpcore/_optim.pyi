@@ -44,9 +44,6 @@ class OptimizerState:
         """One update of every run from its gradient; None, or "gradient"/"update": what was
         not finite."""
 
-def py_sum_of_squares(x: npt.NDArray[_F]) -> float:
-    """The sum of x**2, accumulated in double."""
-
 def clip_factor(norm: float, max_norm: float) -> float:
     """What gradients of global norm `norm` are scaled by to a norm of at most max_norm."""
 

@@ -314,16 +314,6 @@ cdef void _update_any(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n
             update_run(o, group, at, n, <float *>w, <const float *>g)
 
 
-def py_sum_of_squares(const floating[::1] x not None):
-    """The sum of x**2, accumulated in double (the native global-norm helper)."""
-    if x.shape[0] == 0:
-        return 0.0
-    cdef double total
-    with nogil:
-        total = sum_of_squares(x.shape[0], &x[0])
-    return total
-
-
 def py_global_norm(const floating[::1] x not None):
     """The L2 norm of x (the native global_norm: overflow-safe)."""
     if x.shape[0] == 0:

@@ -1306,7 +1306,7 @@ def test_native_entry_points_with_none_everywhere_do_not_crash():
         lambda: _losses.py_mse(None, None, None, 0),
         lambda: _losses.py_softmax_xent_labels(None, None, None, 0),
         lambda: _losses.py_softmax_xent_probs(None, None, None, 0),
-        lambda: _optim.py_sum_of_squares(None),
+        lambda: _optim.py_global_norm(None),
         lambda: _optim.py_scale(None, 2.0),
         lambda: _optim.OptimizerState(0, "float32", None, None, 1),
         lambda: _losses.check_labels(None, 3),

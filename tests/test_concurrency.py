@@ -97,9 +97,7 @@ def test_the_holding_thread_may_claim_again():
 
 
 def test_two_models_in_two_threads_are_independent():
-    results = {}
-
-    def train(seed):
+    def train(seed, results):
         m = bpcore.MLP([300, 64, 10], seed=seed, dtype="float64")
         opt = bpcore.Adam(m, lr=1e-3)
         for _ in range(50):
@@ -107,18 +105,13 @@ def test_two_models_in_two_threads_are_independent():
             m.train_step(X, Y, bpcore.SoftmaxCrossEntropyLoss(), opt)
         results[seed] = m.flat_params.copy()
 
-    threads = [threading.Thread(target=train, args=(s,)) for s in (1, 2)]
+    together, serial = {}, {}
+    threads = [threading.Thread(target=train, args=(s, together)) for s in (1, 2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    serial = {}
     for s in (1, 2):
-        m = bpcore.MLP([300, 64, 10], seed=s, dtype="float64")
-        opt = bpcore.Adam(m, lr=1e-3)
-        for _ in range(50):
-            m.zero_grad()
-            m.train_step(X, Y, bpcore.SoftmaxCrossEntropyLoss(), opt)
-        serial[s] = m.flat_params.copy()
+        train(s, serial)
     for s in (1, 2):
-        assert np.array_equal(results[s], serial[s])
+        assert np.array_equal(together[s], serial[s])

@@ -191,3 +191,20 @@ def test_step_whose_update_overflows_raises():
 
 def test_nonfinite_error_is_a_floating_point_error():
     assert issubclass(bpcore.NonFiniteError, FloatingPointError)
+
+
+def test_global_norm_does_not_overflow_for_finite_gradients():
+    from bpcore import _optim
+    g = np.array([1e200, -1e200, 3.0])
+    assert _optim.py_global_norm(g) == pytest.approx(np.sqrt(2) * 1e200, rel=1e-15)
+    assert _optim.py_global_norm(np.array([1.0, np.inf])) == np.inf
+    assert np.isnan(_optim.py_global_norm(np.array([1.0, np.nan])))
+    assert _optim.py_global_norm(np.array([3e38, 3e38], np.float32)) == pytest.approx(
+        np.sqrt(2) * 3e38, rel=1e-6)
+    m = MLP([1, 1], dtype="float64", seed=0)
+    m.flat_grads[...] = [1e200, 1e200]
+    assert bpcore.clip_grad_norm(m, 1.0) == pytest.approx(np.sqrt(2) * 1e200)
+    np.testing.assert_allclose(m.flat_grads, [1 / np.sqrt(2)] * 2, rtol=1e-9)
+    m.flat_grads[...] = [np.inf, 1.0]
+    assert bpcore.clip_grad_norm(m, 1.0) == np.inf
+    np.testing.assert_array_equal(m.flat_grads, [np.inf, 1.0])  # left as they are, not 0 or NaN
