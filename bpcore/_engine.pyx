@@ -762,6 +762,8 @@ cdef class Engine:
         with nogil:
             pinned = blas_pin()
             self.ws.threads = pool_threads()
+            if job.kind != TRAIN_BATCHES and self.ws.pace.left > 0:
+                bp_omp_set_threads(1)  # the steps are paced to one thread now: so are passes
             if self.f64:
                 run_job(&self.net, &self.ws, data, job, <const double *>NULL)
             else:
