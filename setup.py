@@ -4,6 +4,8 @@ Environment variables:
   BPCORE_FAIL_NO_OPENMP=1  make a missing OpenMP a build error instead of a warning
                            (wheel builds set it, so no wheel ships single-threaded by accident).
   BPCORE_DEBUG=1           Cython bounds/wraparound checks on, -O0 -g: for hunting memory bugs.
+  BPCORE_SANITIZE=LIST     GCC sanitizers, e.g. address,undefined (see sanitize_flags below;
+                           tools/sanitize.sh builds and tests with it).
   BPCORE_LIBOMP_PREFIX=DIR macOS: build with the libomp in DIR (include/omp.h, lib/libomp.dylib);
                            wheel builds point it at a pinned libomp (tools/macos_libomp.sh).
                            Unset: Homebrew's libomp if installed, else CPPFLAGS/LDFLAGS.
@@ -88,6 +90,26 @@ def probe_openmp(compiler, cflags, ldflags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- sanitizer builds (tools/sanitize.sh) ------------------------------------------------------
+# BPCORE_SANITIZE=address,undefined (any list -fsanitize= takes; GCC, Clang untried): every
+# module is compiled with -fsanitize=LIST -fno-omit-frame-pointer -O1 -g and linked with the same
+# sanitizer flags, Cython's boundscheck, wraparound and initializedcheck are on, and the modules
+# are re-cythonized and rebuilt even if up to date. Python itself is not instrumented: load the
+# runtime first, e.g. LD_PRELOAD=$(gcc -print-file-name=libasan.so). Build in a copy of the tree
+# (as tools/sanitize.sh does): the generated .c files and in-place .so files it leaves are not
+# rebuilt by a later plain build unless forced (`build_ext --force`). Unset: no effect at all.
+SANITIZE = os.environ.get("BPCORE_SANITIZE", "").strip()
+
+
+def sanitize_flags(compiler_type):
+    """The (compile, link) flags BPCORE_SANITIZE adds after all others (its -O1 wins)."""
+    if compiler_type == "msvc":
+        raise RuntimeError("BPCORE_SANITIZE is for GCC and Clang builds only")
+    flags = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+    return flags + ["-O1", "-g"], flags
+# --- end of sanitizer builds -------------------------------------------------------------------
+
+
 class BuildExt(build_ext):
     def finalize_options(self):
         super().finalize_options()
@@ -95,6 +117,8 @@ class BuildExt(build_ext):
         # for this build)
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
+        if SANITIZE:
+            self.force = True
 
     def build_extensions(self):
         ctype = self.compiler.compiler_type
@@ -120,6 +144,12 @@ class BuildExt(build_ext):
                 ext.extra_compile_args += GNU_FLAGS.get(ext.name.split(".")[-1], [])
             ext.extra_compile_args = opt + cflags + ext.extra_compile_args
             ext.extra_link_args = ldflags + ext.extra_link_args
+        if SANITIZE:
+            san_cflags, san_ldflags = sanitize_flags(ctype)
+            print(f"bpcore: sanitizer build ({' '.join(san_cflags)})", file=sys.stderr)
+            for ext in self.extensions:
+                ext.extra_compile_args += san_cflags
+                ext.extra_link_args += san_ldflags
         super().build_extensions()
 
 
@@ -127,7 +157,7 @@ def extensions():
     import numpy
     from Cython.Build import cythonize
 
-    debug = _flag("BPCORE_DEBUG")
+    debug = _flag("BPCORE_DEBUG") or bool(SANITIZE)  # the checks are on in sanitizer builds too
     exts = [
         Extension(
             f"bpcore.{name}",
@@ -149,6 +179,7 @@ def extensions():
             "embedsignature": True,
         },
         include_path=[os.path.join(HERE, "bpcore")],
+        force=True if SANITIZE else None,  # None: the default (CYTHON_FORCE_REGEN)
     )
 
 
