@@ -31,11 +31,12 @@ cdef void blas_unpin(int pinned) noexcept nogil
 # Pacing: on a busy machine a thread of the team can be descheduled, and every barrier then
 # waits for it (a 2-thread step took 55 times the 1-thread step under load). The engine times
 # each step. Team steps are judged by windows of WINDOW steps against the last one-thread step
-# of the same batch size: once a window's team steps have cost more than one thread would have
-# for the whole window (or one team step more than four), the next `backoff` steps run on one
-# thread (backoff doubling while that lasts, back to BACKOFF_MIN after a good window). Rare
-# hiccups fit in a window's budget; a collapse does not. A one-thread step every PROBE_EVERY team steps keeps the comparison
-# current: on an idle machine that probe is the whole cost.
+# of the same batch size: once a window's team steps have cost a quarter more than one thread
+# would have for the whole window (or one team step more than ten), the next `backoff` steps run
+# on one thread (backoff doubling while that lasts, back to BACKOFF_MIN after a good window).
+# Hiccups (a preempted step costs a few) fit in a window's budget; a collapse does not. A
+# one-thread step every PROBE_EVERY team steps keeps the comparison current: on an idle machine
+# that probe is the whole cost.
 cdef enum:
     WINDOW = 16
     PROBE_EVERY = 128

@@ -38,8 +38,8 @@ ctypedef int (*blas_get_fn)() noexcept nogil
 
 MIN_PARALLEL_WORK = PARALLEL_MIN_WORK  # for show_config and tests
 
-cdef double _margin = 1.0      # team steps may cost this many times the one-thread steps
-cdef double COLLAPSE = 4.0     # ... and one team step at most this many
+cdef double _margin = 1.25     # a window of team steps may cost this many times one thread's
+cdef double COLLAPSE = 10.0    # ... and one team step this many (a preempted step costs a few)
 cdef bint _solo = False        # set_pacing("solo")
 cdef int _num_threads = bp_omp_max_threads()  # bpcore.threads sets the default at import
 cdef blas_set_fn _blas_set = NULL
@@ -160,7 +160,7 @@ def set_pacing(str mode):
     global _margin, _solo
     if mode not in ("on", "off", "solo"):
         raise ValueError(f"mode: expected 'on', 'off' or 'solo', got {mode!r}")
-    _margin = 1e300 if mode == "off" else 1.0
+    _margin = 1e300 if mode == "off" else 1.25
     _solo = mode == "solo"
 
 
