@@ -121,6 +121,10 @@ fi
 V=$WORK/venv
 if [ -n "$BASE_VENV" ]; then
     [ -x "$BASE_VENV/bin/python" ] || fail "--venv $BASE_VENV: no bin/python"
+    # the build runs without isolation: DIR must hold the build tools (a venv made by
+    # `pip install .` alone does not: pip keeps them in its isolated build environment)
+    "$BASE_VENV/bin/python" -c "import Cython, setuptools, numpy, scipy" 2>/dev/null \
+        || fail "--venv $BASE_VENV: expected the build requirements (Cython, setuptools, numpy, scipy) installed there; pip install 'Cython>=3.0' 'setuptools>=77'"
     # no pip or setuptools of its own (ensurepip's setuptools would shadow DIR's): DIR's pip,
     # setuptools, Cython, numpy, ... through the .pth file below
     "$BASE_VENV/bin/python" -m venv --without-pip "$V"
