@@ -5,7 +5,6 @@ not C-contiguous, are Fortran-ordered or have another numeric dtype are converte
 C-contiguous arrays of the model's dtype; arrays that already fit are used as they are, without
 a copy. Errors name the argument, what was expected and what was received.
 """
-import contextlib
 import math
 import numbers
 import os
@@ -123,20 +122,6 @@ def check_path(path, name="path"):
     if ("\0" if isinstance(text, str) else b"\0") in text:
         raise ValueError(f"{name}: expected a file name without NUL characters, got {text!r}")
     return path
-
-
-@contextlib.contextmanager
-def naming(name, checked_as):
-    """Errors of a check that names its argument `checked_as` re-raised naming it `name`: a
-    check shared by several entry points (a loss's target_for) names what it checks once,
-    and the caller says which of its own arguments that was."""
-    try:
-        yield
-    except (TypeError, ValueError) as exc:
-        message, prefix = str(exc), checked_as + ":"
-        if type(exc) not in (TypeError, ValueError) or not message.startswith(prefix):
-            raise
-        raise type(exc)(name + ":" + message[len(prefix):]) from None
 
 
 def check_same_rows(n_expected, arr, name, other="X"):

@@ -76,16 +76,16 @@ class MSELoss(Loss):
         self._grad = dY
         return loss
 
-    def target_for(self, target, n, c, dtype, finite=True):
-        """(loss kind, target as a C-contiguous (n, c) array of dtype)."""
+    def target_for(self, target, n, c, dtype, finite=True, name="target"):
+        """(loss kind, target as a C-contiguous (n, c) array of dtype); errors name `name`."""
         if (type(target) is np.ndarray and target.flags.c_contiguous and target.dtype == dtype
                 and target.shape == (n, c) and not finite):
             return _KIND.MSE, target  # exact arrays go straight through: checked natively
-        T = as_array(target, "target")
+        T = as_array(target, name)
         if T.ndim == 1 and c == 1:
             T = T.reshape(-1, 1)
-        T = as_matrix(T, "target", dtype, cols=c, what="n_outputs", finite=finite)
-        check_same_rows(n, T, "target", "output")
+        T = as_matrix(T, name, dtype, cols=c, what="n_outputs", finite=finite)
+        check_same_rows(n, T, name, "output")
         return _KIND.MSE, T
 
 
@@ -112,16 +112,17 @@ class SoftmaxCrossEntropyLoss(Loss):
         self._grad = dZ
         return loss
 
-    def target_for(self, target, n, c, dtype, finite=True):
-        """(loss kind, target): intp labels (n,) or a C-contiguous (n, c) array of dtype."""
+    def target_for(self, target, n, c, dtype, finite=True, name="target"):
+        """(loss kind, target): intp labels (n,) or a C-contiguous (n, c) array of dtype;
+        errors name `name`."""
         if (type(target) is np.ndarray and target.flags.c_contiguous and target.dtype == np.intp
                 and target.shape == (n,) and not finite):
             return _KIND.XENT_LABELS, target  # exact labels go straight through: checked natively
-        T = as_array(target, "target")
+        T = as_array(target, name)
         if T.ndim == 1:
-            return _KIND.XENT_LABELS, as_labels(T, "target", n, c)
-        T = as_matrix(T, "target", dtype, cols=c, what="n_classes", finite=finite)
-        check_same_rows(n, T, "target", "output")
+            return _KIND.XENT_LABELS, as_labels(T, name, n, c)
+        T = as_matrix(T, name, dtype, cols=c, what="n_classes", finite=finite)
+        check_same_rows(n, T, name, "output")
         if (T < 0).any():
-            raise ValueError(f"target: expected non-negative class probabilities, got {T[T < 0][0]}")
+            raise ValueError(f"{name}: expected non-negative class probabilities, got {T[T < 0][0]}")
         return _KIND.XENT_PROBS, T

@@ -15,7 +15,7 @@ import numpy as np
 
 from bpcore import _engine
 from bpcore._claims import claim, release
-from bpcore._validation import as_matrix, check_choice, check_int, check_real, naming
+from bpcore._validation import as_matrix, check_choice, check_int, check_real
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense
 from bpcore.losses import Loss
@@ -224,8 +224,8 @@ def _validation_data(model, loss, validation_data):
             got += f" of length {len(validation_data)}"
         raise TypeError(f"validation_data: expected a pair (X_val, y_val), got {got}")
     Xv = as_matrix(validation_data[0], "validation_data[0]", model.dtype, cols=model.n_inputs)
-    with naming("validation_data[1]", "target"):  # the loss names what it checks "target"
-        kind, T = loss.target_for(validation_data[1], Xv.shape[0], model.n_outputs, model.dtype)
+    kind, T = loss.target_for(validation_data[1], Xv.shape[0], model.n_outputs, model.dtype,
+                              name="validation_data[1]")
     return Xv, kind, T
 
 
