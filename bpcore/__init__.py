@@ -17,7 +17,8 @@ else:
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
     from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
-    from bpcore.layers import Dense, Identity, Module, ReLU, Sigmoid, Tanh
+    from bpcore.layers import (ELU, GELU, Dense, Identity, LeakyReLU, Module, ReLU, Sigmoid, SiLU,
+                               Softmax, Softplus, Tanh)
     from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
     from bpcore.model import MLP, Sequential, load, load_optimizer
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
@@ -29,7 +30,8 @@ __all__ = [
     "__version__", "show_config", "one_hot", "load", "load_optimizer", "CheckpointError",
     "FileFormatError", "NonFiniteError",
     "load_mnist", "read_idx", "write_idx",
-    "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
+    "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
+    "GELU", "SiLU", "Softplus", "Softmax", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
     "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
 ]

@@ -2,6 +2,7 @@
 from cython cimport floating
 
 from bpcore._blas cimport Block
+from bpcore._layers cimport ActSpec
 from bpcore._losses cimport LossSpec
 cimport numpy as cnp
 
@@ -12,7 +13,7 @@ from bpcore._threads cimport Pace
 ctypedef struct Net:
     int L                  # number of Dense layers
     int *sizes             # (L + 1,) widths: inputs, hidden..., outputs
-    int *act               # (L,) activation after each Dense (bpcore._layers.Activation)
+    ActSpec *act           # (L,) activation after each Dense (bpcore._layers.Activation)
     Py_ssize_t *woff       # (L,) offset of W_l (sizes[l], sizes[l+1]) in P and G; b_l follows
     void **mask            # (L,) mask_l (sizes[l], sizes[l+1]) or NULL
     void *P                # the flat parameters
@@ -26,6 +27,8 @@ ctypedef struct Workspace:
     int rows               # rows of the batch in flight
     Py_ssize_t *aoff       # (L,) offset of A_l (capacity, sizes[l+1]) in acts
     void *acts
+    Py_ssize_t *zoff       # (L,) offset of Z_l, the input of activation l, in keeps; -1 for
+    void *keeps            # an activation whose derivative is taken from its output
     void *d0               # two deltas (capacity, widest), swapped layer by layer
     void *d1
     void *partials         # the row-split step's partial sums: one (rows, widest) per thread
@@ -94,7 +97,7 @@ cdef class Engine:
     cdef readonly object dtype
     cdef int typenum
     cdef bint f64
-    cdef object params, grads, masks, acts_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
+    cdef object params, grads, masks, acts_ws, keep_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
     cdef readonly object failure  # None, or (what, batch) of the last training call's failure

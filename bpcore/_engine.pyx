@@ -22,8 +22,9 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
-from bpcore._layers cimport (Activation, DenseLayer, activation_backward, act_rows, colsum_rows,
-                             dact_rows, dense_backward, dense_forward)
+from bpcore._layers cimport (ActSpec, DenseLayer, SOFTMAX, activation_backward, act_rows,
+                             colsum_rows, dact_rows, dense_backward, dense_forward, softmax_rows)
+from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
                             global_norm, outer_row_update, scale_run, update_block, update_run)
@@ -59,16 +60,27 @@ cdef inline floating *_A(const Net *net, const Workspace *ws, int l,
     return <floating *>ws.acts + ws.aoff[l]
 
 
+cdef inline floating *_Z(const Net *net, const Workspace *ws, int l,
+                         const floating *X) noexcept nogil:
+    """Z_l (rows, sizes[l+1]), the input of activation l kept for its derivative, or NULL when
+    the derivative is taken from the output (and for the batch, l < 0). (X picks the dtype.)"""
+    if l < 0 or ws.zoff[l] < 0:
+        return NULL
+    return <floating *>ws.keeps + ws.zoff[l]
+
+
 cdef inline int _group(const Optimizer *opt, int l, bint bias) noexcept nogil:
     """The parameter group of W_l (bias False) or b_l: the parameters are W_0, b_0, W_1, ..."""
     return opt.group_of[2 * l + bias]
 
 
-cdef inline DenseLayer _layer(const Net *net, int l) noexcept nogil:
-    """Layer l of the network: its W and b in P, dW and db in G (the engine's scratch)."""
+cdef inline DenseLayer _layer(const Net *net, const Workspace *ws, int l) noexcept nogil:
+    """Layer l of the network: its W and b in P, dW and db in G (the engine's scratch), where
+    it keeps its activation's input in the workspace."""
     cdef DenseLayer layer
     cdef Py_ssize_t nw = <Py_ssize_t>net.sizes[l] * net.sizes[l + 1], item = net.itemsize
-    layer.fan_in, layer.fan_out, layer.act = net.sizes[l], net.sizes[l + 1], <Activation>net.act[l]
+    layer.fan_in, layer.fan_out, layer.act = net.sizes[l], net.sizes[l + 1], &net.act[l]
+    layer.keep = NULL if ws.zoff[l] < 0 else <char *>ws.keeps + ws.zoff[l] * item
     layer.W = <const char *>net.P + net.woff[l] * item
     layer.b = <const char *>layer.W + nw * item
     layer.dW = <char *>net.G + net.woff[l] * item
@@ -88,7 +100,7 @@ cdef void forward(const Net *net, Workspace *ws, const floating *X) noexcept nog
     cdef int l
     cdef DenseLayer layer
     for l in range(net.L):
-        layer = _layer(net, l)
+        layer = _layer(net, ws, l)
         dense_forward(&layer, ws.rows, _A(net, ws, l - 1, X), _A(net, ws, l, X))
 
 
@@ -99,7 +111,7 @@ cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     cdef floating *Y = _A(net, ws, net.L - 1, X)
     cdef floating *d = <floating *>ws.d0
     cdef double value = loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, d)
-    activation_backward(<Activation>net.act[net.L - 1], <Py_ssize_t>ws.rows * c, Y, d, d)
+    activation_backward(&net.act[net.L - 1], ws.rows, c, Y, _Z(net, ws, net.L - 1, X), d, d)
     return value
 
 
@@ -114,7 +126,7 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
     cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
                                <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
                                part, nparts)
-    dact_rows(blk, fi, _A(net, ws, l - 1, X), dn, dn, <Activation>net.act[l - 1])
+    dact_rows(blk, fi, _A(net, ws, l - 1, X), _Z(net, ws, l - 1, X), dn, dn, &net.act[l - 1])
 
 
 cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
@@ -214,8 +226,11 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
                 for r in range(n):
                     colsum_rows(1, c0, c1, fo, first + p * ws.pstride + r * fo, first + r * fo)
             act_rows(_block(0, n, c0, c1), fo, first, W + <Py_ssize_t>fi * fo,
-                     _A(net, ws, l, X), <Activation>net.act[l])
+                     _A(net, ws, l, X), _Z(net, ws, l, X), &net.act[l])
         bp_omp_barrier()
+    # over whole rows, once they are summed; only thread 0 reads the output (output_delta)
+    if tid == 0 and net.act[net.L - 1].kind == SOFTMAX:
+        softmax_rows(n, net.sizes[net.L], _A(net, ws, net.L - 1, X))
 
 
 cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *ws,
@@ -250,7 +265,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
             if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
                 gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
                      W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
-                dact_rows(_block(0, n, r0, r1), fi, Xl, dn, dn, <Activation>net.act[l - 1])
+                dact_rows(_block(0, n, r0, r1), fi, Xl, _Z(net, ws, l - 1, X), dn, dn,
+                          &net.act[l - 1])
             if fused:
                 src.rows, src.stride, src.D, src.ld = n, fi, d, fo
                 for i in range(r0, r1):
@@ -322,11 +338,11 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     forward(net, ws, X)
     value = output_delta(net, ws, loss, b, X)
     for l in range(net.L - 1, -1, -1):
-        layer = _layer(net, l)
+        layer = _layer(net, ws, l)
         dense_backward(&layer, ws.rows, _A(net, ws, l - 1, X), d, dn if l > 0 else NULL)
         if l > 0:
-            activation_backward(<Activation>net.act[l - 1], <Py_ssize_t>ws.rows * net.sizes[l],
-                                _A(net, ws, l - 1, X), dn, dn)
+            activation_backward(&net.act[l - 1], ws.rows, net.sizes[l], _A(net, ws, l - 1, X),
+                                _Z(net, ws, l - 1, X), dn, dn)
         tmp = d
         d = dn
         dn = tmp
@@ -590,10 +606,21 @@ cdef inline void *_data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
+cdef ActSpec _act_spec(object act, str name) except *:
+    """An activation: its kind (bpcore._layers.Activation), or (kind, p0, p1)."""
+    cdef ActSpec spec
+    kind, p0, p1 = (act, 0.0, 0.0) if isinstance(act, int) else act
+    if not 0 <= kind <= SOFTMAX:
+        raise ValueError(f"{name}: expected an Activation, got {act}")
+    spec.kind, spec.p0, spec.p1 = kind, p0, p1
+    return spec
+
+
 cdef class Engine:
     """The native training state of one network: its layout, and workspaces for a batch.
 
-    sizes: layer widths; acts: the Activation after each Dense; params/grads: the network's
+    sizes: layer widths; acts: the Activation after each Dense (its kind, or (kind, p0, p1):
+    bpcore._layers.ActSpec); params/grads: the network's
     flat buffers (W_l then b_l for each layer, in order); masks: per layer, a (fan_in, fan_out)
     array or None. Not safe to use from two threads at once (it says so if tried).
     """
@@ -606,12 +633,13 @@ cdef class Engine:
                              f"{len(sizes)}, {len(acts)}, {len(masks)}")
         self.net.L = L
         self.net.sizes = <int *>calloc(L + 1, sizeof(int))
-        self.net.act = <int *>calloc(L, sizeof(int))
+        self.net.act = <ActSpec *>calloc(L, sizeof(ActSpec))
         self.net.woff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
         self.net.mask = <void **>calloc(L, sizeof(void *))
         self.ws.aoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
+        self.ws.zoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
         if (self.net.sizes == NULL or self.net.act == NULL or self.net.woff == NULL
-                or self.net.mask == NULL or self.ws.aoff == NULL):
+                or self.net.mask == NULL or self.ws.aoff == NULL or self.ws.zoff == NULL):
             raise MemoryError()
 
     def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
@@ -630,9 +658,11 @@ cdef class Engine:
                 raise ValueError(f"sizes[{l}]: expected a positive 32-bit size, got {sizes[l]}")
             self.net.sizes[l] = sizes[l]
         for l in range(L):
-            if not 0 <= acts[l] <= 3:
-                raise ValueError(f"acts[{l}]: expected an Activation, got {acts[l]}")
-            self.net.act[l] = acts[l]
+            self.net.act[l] = _act_spec(acts[l], f"acts[{l}]")
+            if self.net.act[l].kind == SOFTMAX and l < L - 1:
+                raise ValueError(f"acts[{l}]: softmax works on whole rows: the engine takes it "
+                                 f"after the last layer only")
+            self.ws.zoff[l] = -1
             self.net.woff[l] = off
             off += <Py_ssize_t>sizes[l] * sizes[l + 1] + sizes[l + 1]
         self.net.size = off
@@ -656,6 +686,7 @@ cdef class Engine:
         free(self.net.woff)
         free(self.net.mask)
         free(self.ws.aoff)
+        free(self.ws.zoff)
 
     @property
     def rowsplit_max_batch(self):
@@ -693,7 +724,7 @@ cdef class Engine:
         """Grow the workspaces to hold n rows (and partial sums for every thread); no-op when
         they already do. Also picks the threads of a row-split step."""
         cdef int l, L = self.net.L, widest = 0
-        cdef Py_ssize_t off = 0, rows
+        cdef Py_ssize_t off = 0, kept = 0, rows
         cdef int nt = max(pool_threads(), 1)
         cdef Py_ssize_t item = self.dtype.itemsize
         # a small-batch step touches every weight a few times: worth threads only for big nets
@@ -703,32 +734,40 @@ cdef class Engine:
         n = max(n, <Py_ssize_t>self.ws.capacity)
         if n > 2**31 - 1:
             raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
-        offsets = []
+        offsets, keep_offsets = [], []
         for l in range(L):
             offsets.append(off)
             off += n * self.net.sizes[l + 1]
             widest = max(widest, self.net.sizes[l + 1])
+            # the inputs of the activations whose derivative needs them: one more (n, width)
+            # each (GELU, SiLU, ELU, Softplus; LeakyReLU with a negative slope)
+            keep_offsets.append(kept if bp_act_needs_input(&self.net.act[l]) else -1)
+            if keep_offsets[l] >= 0:
+                kept += n * self.net.sizes[l + 1]
         rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
         # all allocated before any is swapped in: a failure leaves the old set whole (the
         # struct's pointers never outlive their arrays)
         try:
             acts = np.empty(off, self.dtype)
+            keeps = np.empty(max(kept, 1), self.dtype)
             deltas = np.empty(2 * n * widest, self.dtype)
             xbuf = np.empty(n * self.net.sizes[0], self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
             parts = np.empty(max(nt * rows * widest, 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
-            need = (off + 2 * n * widest + n * (self.net.sizes[0] + self.net.sizes[L])
+            need = (off + kept + 2 * n * widest + n * (self.net.sizes[0] + self.net.sizes[L])
                     + nt * rows * widest) * item
             raise MemoryError(f"bpcore's workspace for batches of {n} rows on {nt} threads "
                               f"needs {need:,} bytes, more than this machine can allocate: use "
                               f"smaller batches or fewer threads") from None
         self.acts_ws, self.delta_ws, self.xbuf, self.tbuf, self.lbuf = acts, deltas, xbuf, tbuf, lbuf
-        self.part_ws = parts
+        self.part_ws, self.keep_ws = parts, keeps
         for l in range(L):
             self.ws.aoff[l] = offsets[l]
+            self.ws.zoff[l] = keep_offsets[l]
         self.ws.acts = _data(self.acts_ws)
+        self.ws.keeps = _data(self.keep_ws)
         self.ws.d0 = _data(self.delta_ws)
         self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
         self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
@@ -740,8 +779,9 @@ cdef class Engine:
         return 0
 
     def workspaces(self):
-        """{name: array} of the workspace buffers (for the benchmarks' GEMM floor)."""
-        return {"acts": self.acts_ws, "deltas": self.delta_ws}
+        """{name: array} of the workspace buffers (for the benchmarks' GEMM floor, and the
+        tests of what is kept)."""
+        return {"acts": self.acts_ws, "deltas": self.delta_ws, "keeps": self.keep_ws}
 
     cdef int enter(self, Py_ssize_t rows) except -1:
         """Claim the engine for one call and size its workspaces for batches of `rows`."""

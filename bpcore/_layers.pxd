@@ -2,25 +2,37 @@
 from cython cimport floating
 
 from bpcore._blas cimport Block
+from bpcore._simd cimport bp_act
 
 cpdef enum Activation:
     IDENTITY = 0
     RELU = 1
     SIGMOID = 2
     TANH = 3
+    LEAKY_RELU = 4     # p0: negative slope
+    ELU = 5            # p0: alpha
+    GELU = 6           # exact (erf) form
+    GELU_TANH = 7      # tanh approximation
+    SILU = 8
+    SOFTPLUS = 9       # p0: beta, p1: threshold
+    SOFTMAX = 10       # over each row: an output layer only
+
+# an activation with its settings (csrc/bp_simd.h)
+ctypedef bp_act ActSpec
 
 # one dense layer: its shape, its weights and gradients (of the caller's dtype), its activation
 ctypedef struct DenseLayer:
     int fan_in
     int fan_out
-    Activation act         # applied by dense_forward; dense_backward takes dZ after it
+    const ActSpec *act     # applied by dense_forward; dense_backward takes dZ after it
     const void *W          # (fan_in, fan_out)
     const void *b          # (fan_out,)
     void *dW               # (fan_in, fan_out), accumulated
     void *db               # (fan_out,), accumulated
     const void *mask       # (fan_in, fan_out) of 0/1, or NULL
+    void *keep             # (n, fan_out): where dense_forward keeps X @ W + b, or NULL
 
-# Z (n, fo) = act(X (n, fi) @ W + b)
+# Z (n, fo) = act(X (n, fi) @ W + b); the activation's input into layer.keep unless NULL
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
                         floating *Z) noexcept nogil
 
@@ -29,19 +41,26 @@ cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
 cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
                          const floating *dZ, floating *dX) noexcept nogil
 
-# A (size) = act(Z);  in place (A == Z) is allowed
-cdef void activation_forward(Activation act, Py_ssize_t size, const floating *Z,
+# A (rows, c) = act(Z), row-wise for SOFTMAX; in place (A == Z) is allowed
+cdef void activation_forward(const ActSpec *act, int rows, int c, const floating *Z,
                              floating *A) noexcept nogil
 
-# dZ (size) = dA * act'(.) computed from the forward output A;  in place (dZ == dA) is allowed
-cdef void activation_backward(Activation act, Py_ssize_t size, const floating *A,
-                              const floating *dA, floating *dZ) noexcept nogil
+# dZ (rows, c) = dA * act'(.) from the forward output A, or from its input Z where the
+# activation needs it (bp_act_needs_input; Z may be NULL otherwise); dZ == dA is allowed
+cdef void activation_backward(const ActSpec *act, int rows, int c, const floating *A,
+                              const floating *Z, const floating *dA,
+                              floating *dZ) noexcept nogil
 
 # the row-segment loops behind them, for the engine's fused epilogues: on the block of a
-# matrix whose rows are ld apart
+# matrix whose rows are ld apart (keep: where the activation's input goes, or NULL)
 cdef void act_rows(Block blk, int ld, const floating *Z, const floating *b, floating *A,
-                   Activation act) noexcept nogil
-cdef void dact_rows(Block blk, int ld, const floating *A, const floating *dA, floating *dZ,
-                    Activation act) noexcept nogil
+                   floating *keep, const ActSpec *act) noexcept nogil
+cdef void dact_rows(Block blk, int ld, const floating *A, const floating *Z,
+                    const floating *dA, floating *dZ, const ActSpec *act) noexcept nogil
 cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
                       floating *out) noexcept nogil
+
+# softmax of each row of A (rows, c), in place; and dZ = A * (dA - sum(dA * A)) per row
+cdef void softmax_rows(int rows, int c, floating *A) noexcept nogil
+cdef void softmax_backward_rows(int rows, int c, const floating *A, const floating *dA,
+                                floating *dZ) noexcept nogil

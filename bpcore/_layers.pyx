@@ -7,9 +7,10 @@ Each GEMM runs in parts, one per thread (see bpcore._threads), and each thread a
 elementwise work to the block it just computed, while that block is in its cache.
 """
 from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport exp, expf
 
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
-from bpcore._simd cimport bp_simd_table, simd
+from bpcore._simd cimport bp_act_needs_input, bp_simd_table, simd
 from bpcore._checks cimport require
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_team_size, even_share, gemm_parts,
                               team_for, threads_for)
@@ -18,32 +19,38 @@ cdef bp_simd_table *K = simd()
 
 cdef enum:
     ELEMENT_BLOCK = 8192  # elements per task of a flat elementwise loop
+    N_ACTIVATIONS = 11
 
 
 # ---- row-segment loops over a block (rows r0:r1, columns c0:c1, row stride ld) ----
 
 cdef void act_rows(Block blk, int ld, const floating *Z, const floating *b, floating *A,
-                   Activation act) noexcept nogil:
-    """A = act(Z + b) on the block (b indexed by column; NULL for no bias)."""
+                   floating *keep, const ActSpec *act) noexcept nogil:
+    """A = act(Z + b) on the block (b indexed by column; NULL for no bias); Z + b into keep
+    unless it is NULL."""
     cdef Py_ssize_t r, off
     for r in range(blk.r0, blk.r1):
         off = r * ld + blk.c0
         if floating is float:
-            K.act_f32(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off, act)
+            K.act_f32(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off,
+                      keep + off if keep != NULL else NULL, act)
         else:
-            K.act_f64(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off, act)
+            K.act_f64(blk.c1 - blk.c0, Z + off, b + blk.c0 if b != NULL else NULL, A + off,
+                      keep + off if keep != NULL else NULL, act)
 
 
-cdef void dact_rows(Block blk, int ld, const floating *A, const floating *dA, floating *dZ,
-                    Activation act) noexcept nogil:
-    """dZ = dA * act'(.) from the output A, on the block."""
+cdef void dact_rows(Block blk, int ld, const floating *A, const floating *Z,
+                    const floating *dA, floating *dZ, const ActSpec *act) noexcept nogil:
+    """dZ = dA * act'(.) from the output A (or the kept input Z), on the block."""
     cdef Py_ssize_t r, off
     for r in range(blk.r0, blk.r1):
         off = r * ld + blk.c0
         if floating is float:
-            K.dact_f32(blk.c1 - blk.c0, A + off, dA + off, dZ + off, act)
+            K.dact_f32(blk.c1 - blk.c0, A + off, Z + off if Z != NULL else NULL, dA + off,
+                       dZ + off, act)
         else:
-            K.dact_f64(blk.c1 - blk.c0, A + off, dA + off, dZ + off, act)
+            K.dact_f64(blk.c1 - blk.c0, A + off, Z + off if Z != NULL else NULL, dA + off,
+                       dZ + off, act)
 
 
 cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
@@ -62,7 +69,7 @@ cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, in
     cdef int fi = layer.fan_in, fo = layer.fan_out
     cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
                                <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
-    act_rows(blk, fo, Z, <const floating *>layer.b, Z, layer.act)
+    act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
 
 
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
@@ -71,12 +78,14 @@ cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
     if team_for(parts) == 1:
         for p in range(parts):
             _forward_part(p, parts, layer, n, X, Z)
-        return
-    with parallel(num_threads=team_for(parts)):
-        p, team = threadid(), bp_omp_team_size()
-        while p < parts:
-            _forward_part(p, parts, layer, n, X, Z)
-            p = p + team
+    else:
+        with parallel(num_threads=team_for(parts)):
+            p, team = threadid(), bp_omp_team_size()
+            while p < parts:
+                _forward_part(p, parts, layer, n, X, Z)
+                p = p + team
+    if layer.act.kind == SOFTMAX:  # the parts are blocks of columns: rows are whole only now
+        softmax_rows(n, layer.fan_out, Z)
 
 
 cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, int n,
@@ -114,7 +123,7 @@ cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
             p = p + team
 
 
-# ---- activations over flat arrays ----
+# ---- activations over whole arrays ----
 
 cdef inline Block _flat_block(Py_ssize_t left) noexcept nogil:
     """One row of min(ELEMENT_BLOCK, left) elements."""
@@ -123,41 +132,105 @@ cdef inline Block _flat_block(Py_ssize_t left) noexcept nogil:
     return blk
 
 
-cdef void activation_forward(Activation act, Py_ssize_t size, const floating *Z,
+cdef void activation_forward(const ActSpec *act, int rows, int c, const floating *Z,
                              floating *A) noexcept nogil:
+    cdef Py_ssize_t size = <Py_ssize_t>rows * c
     cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
         start = blk * ELEMENT_BLOCK
         act_rows(_flat_block(size - start), 0, Z + start,
-                 <const floating *>NULL, A + start, act)
+                 <const floating *>NULL, A + start, <floating *>NULL, act)
+    if act.kind == SOFTMAX:
+        softmax_rows(rows, c, A)
 
 
-cdef void activation_backward(Activation act, Py_ssize_t size, const floating *A,
-                              const floating *dA, floating *dZ) noexcept nogil:
+cdef void activation_backward(const ActSpec *act, int rows, int c, const floating *A,
+                              const floating *Z, const floating *dA,
+                              floating *dZ) noexcept nogil:
+    cdef Py_ssize_t size = <Py_ssize_t>rows * c
     cdef Py_ssize_t blk, start, nblk = (size + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK
+    if act.kind == SOFTMAX:
+        softmax_backward_rows(rows, c, A, dA, dZ)
+        return
     for blk in prange(nblk, num_threads=threads_for(size), schedule="static"):
         start = blk * ELEMENT_BLOCK
         dact_rows(_flat_block(size - start), 0, A + start,
-                  dA + start, dZ + start, act)
+                  Z + start if Z != NULL else NULL, dA + start, dZ + start, act)
+
+
+cdef void softmax_rows(int rows, int c, floating *A) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int j
+    cdef floating mx, s
+    cdef floating *a
+    for i in prange(rows, num_threads=threads_for(<Py_ssize_t>rows * c * 8),
+                    schedule="static"):
+        a = A + i * c
+        mx = a[0]
+        for j in range(1, c):
+            if a[j] > mx or a[j] != a[j]:  # a NaN is the row's max: the row becomes NaN
+                mx = a[j]
+        s = 0
+        for j in range(c):
+            if floating is float:
+                a[j] = expf(a[j] - mx)
+            else:
+                a[j] = exp(a[j] - mx)
+            s = s + a[j]
+        for j in range(c):
+            a[j] = a[j] / s
+
+
+cdef void softmax_backward_rows(int rows, int c, const floating *A, const floating *dA,
+                                floating *dZ) noexcept nogil:
+    cdef Py_ssize_t i, at
+    cdef int j
+    cdef floating dot
+    for i in prange(rows, num_threads=threads_for(<Py_ssize_t>rows * c * 4),
+                    schedule="static"):
+        at = i * c
+        dot = 0
+        for j in range(c):
+            dot = dot + dA[at + j] * A[at + j]
+        for j in range(c):
+            dZ[at + j] = A[at + j] * (dA[at + j] - dot)
 
 
 # ---- Python-callable entry points ----
 
+cdef ActSpec _spec(int act, double p0, double p1) except *:
+    cdef ActSpec spec
+    require(0 <= act < N_ACTIVATIONS, f"act: expected 0..{N_ACTIVATIONS - 1}, got {act}")
+    spec.kind, spec.p0, spec.p1 = act, p0, p1
+    return spec
+
+
+def needs_input(int act, double p0=0, double p1=0):
+    """True if the activation's derivative is computed from its input (which the forward pass
+    then keeps), False if from its output."""
+    cdef ActSpec spec = _spec(act, p0, p1)
+    return bool(bp_act_needs_input(&spec))
+
+
 def py_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
-                     const floating[::1] b, floating[:, ::1] Z, int act=IDENTITY):
-    """Z = act(X @ W + b), written into Z."""
+                     const floating[::1] b, floating[:, ::1] Z, int act=IDENTITY,
+                     double p0=0, double p1=0, floating[:, ::1] keep=None):
+    """Z = act(X @ W + b), written into Z; X @ W + b into keep unless it is None."""
     cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
+    cdef ActSpec spec = _spec(act, p0, p1)
     require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
     require(b.shape[0] == fo, f"b: expected length {fo}, got {b.shape[0]}")
     require(Z.shape[0] == n and Z.shape[1] == fo, f"Z: expected shape ({n}, {fo})")
-    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
+    require(keep is None or (keep.shape[0] == n and keep.shape[1] == fo),
+            f"keep: expected shape ({n}, {fo})")
     if n == 0 or fo == 0:
         return
     cdef const floating *pX = &X[0, 0] if fi else NULL
     cdef DenseLayer layer
-    layer.fan_in, layer.fan_out, layer.act = fi, fo, <Activation>act
+    layer.fan_in, layer.fan_out, layer.act = fi, fo, &spec
     layer.W, layer.b = &W[0, 0] if fi else NULL, &b[0]
     layer.dW, layer.db, layer.mask = NULL, NULL, NULL
+    layer.keep = &keep[0, 0] if keep is not None else NULL
     with nogil:
         pinned = blas_pin()
         dense_forward(&layer, n, pX, &Z[0, 0])
@@ -169,6 +242,7 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                       floating[:, ::1] dX=None, const floating[:, ::1] mask=None):
     """Accumulate dW and db; write dX unless it is None; apply mask to dW if given."""
     cdef int n = X.shape[0], fi = X.shape[1], fo = W.shape[1], pinned
+    cdef ActSpec identity = _spec(IDENTITY, 0, 0)
     require(W.shape[0] == fi, f"W: expected {fi} rows, got {W.shape[0]}")
     require(dZ.shape[0] == n and dZ.shape[1] == fo, f"dZ: expected shape ({n}, {fo})")
     require(dW.shape[0] == fi and dW.shape[1] == fo, f"dW: expected shape ({fi}, {fo})")
@@ -183,10 +257,11 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     cdef const floating *pX = &X[0, 0] if n and fi else NULL
     cdef const floating *pdZ = &dZ[0, 0] if n else NULL
     cdef DenseLayer layer
-    layer.fan_in, layer.fan_out, layer.act = fi, fo, IDENTITY
+    layer.fan_in, layer.fan_out, layer.act = fi, fo, &identity
     layer.W, layer.b = &W[0, 0] if fi else NULL, NULL
     layer.dW, layer.db = &dW[0, 0] if fi else NULL, &db[0]
     layer.mask = &mask[0, 0] if mask is not None and fi else NULL
+    layer.keep = NULL
     if dX is not None and n and fi:
         pdX = &dX[0, 0]
     with nogil:
@@ -195,23 +270,32 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
         blas_unpin(pinned)
 
 
-def py_activation_forward(int act, const floating[::1] Z, floating[::1] A):
-    """A = act(Z) over flat arrays."""
-    require(A.shape[0] == Z.shape[0], f"A: expected length {Z.shape[0]}")
-    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
-    if Z.shape[0] == 0:
+def py_activation_forward(int act, const floating[:, ::1] Z, floating[:, ::1] A,
+                          double p0=0, double p1=0):
+    """A = act(Z) (row-wise for SOFTMAX)."""
+    cdef ActSpec spec = _spec(act, p0, p1)
+    require(A.shape[0] == Z.shape[0] and A.shape[1] == Z.shape[1],
+            f"A: expected shape ({Z.shape[0]}, {Z.shape[1]})")
+    if Z.shape[0] == 0 or Z.shape[1] == 0:
         return
     with nogil:
-        activation_forward(<Activation>act, Z.shape[0], &Z[0], &A[0])
+        activation_forward(&spec, Z.shape[0], Z.shape[1], &Z[0, 0], &A[0, 0])
 
 
-def py_activation_backward(int act, const floating[::1] A, const floating[::1] dA,
-                           floating[::1] dZ):
-    """dZ = dA * act'(.) from the forward output A, over flat arrays."""
-    require(dA.shape[0] == A.shape[0] and dZ.shape[0] == A.shape[0],
-             f"dA, dZ: expected length {A.shape[0]}")
-    require(0 <= act <= 3, f"act: expected 0..3, got {act}")
-    if A.shape[0] == 0:
+def py_activation_backward(int act, const floating[:, ::1] A, const floating[:, ::1] dA,
+                           floating[:, ::1] dZ, const floating[:, ::1] Z=None,
+                           double p0=0, double p1=0):
+    """dZ = dA * act'(.) from the forward output A, or from its input Z for an activation
+    that needs it (needs_input)."""
+    cdef ActSpec spec = _spec(act, p0, p1)
+    cdef int n = A.shape[0], c = A.shape[1]
+    require(dA.shape[0] == n and dA.shape[1] == c and dZ.shape[0] == n and dZ.shape[1] == c,
+            f"dA, dZ: expected shape ({n}, {c})")
+    require(Z is not None or not bp_act_needs_input(&spec),
+            "Z: expected the activation's input, got None")
+    require(Z is None or (Z.shape[0] == n and Z.shape[1] == c), f"Z: expected shape ({n}, {c})")
+    if n == 0 or c == 0:
         return
+    cdef const floating *pZ = &Z[0, 0] if Z is not None else NULL
     with nogil:
-        activation_backward(<Activation>act, A.shape[0], &A[0], &dA[0], &dZ[0])
+        activation_backward(&spec, n, c, &A[0, 0], pZ, &dA[0, 0], &dZ[0, 0])

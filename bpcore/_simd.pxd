@@ -1,6 +1,10 @@
 # The table of elementwise loops (csrc/bp_simd.h), filled for this CPU at import.
 
 cdef extern from "bp_simd.h":
+    ctypedef struct bp_act:
+        int kind
+        double p0, p1
+    int bp_act_needs_input(const bp_act *act) noexcept nogil
     ctypedef struct bp_sgd_args:
         double lr, momentum, weight_decay, keep
         int nesterov
@@ -27,14 +31,14 @@ cdef extern from "bp_simd.h":
                           const float *D, Py_ssize_t ld, float *g) noexcept nogil
         void (*outer_f64)(Py_ssize_t n, int k, Py_ssize_t stride, const double *x,
                           const double *D, Py_ssize_t ld, double *g) noexcept nogil
-        void (*act_f32)(Py_ssize_t n, const float *inp, const float *b, float *out,
-                        int act) noexcept nogil
+        void (*act_f32)(Py_ssize_t n, const float *inp, const float *b, float *out, float *z,
+                        const bp_act *act) noexcept nogil
         void (*act_f64)(Py_ssize_t n, const double *inp, const double *b, double *out,
-                        int act) noexcept nogil
-        void (*dact_f32)(Py_ssize_t n, const float *a, const float *d, float *out,
-                         int act) noexcept nogil
-        void (*dact_f64)(Py_ssize_t n, const double *a, const double *d, double *out,
-                         int act) noexcept nogil
+                        double *z, const bp_act *act) noexcept nogil
+        void (*dact_f32)(Py_ssize_t n, const float *a, const float *z, const float *d,
+                         float *out, const bp_act *act) noexcept nogil
+        void (*dact_f64)(Py_ssize_t n, const double *a, const double *z, const double *d,
+                         double *out, const bp_act *act) noexcept nogil
         void (*colsum_f32)(Py_ssize_t n, Py_ssize_t rows, const float *D, Py_ssize_t ld,
                            float *out) noexcept nogil
         void (*colsum_f64)(Py_ssize_t n, Py_ssize_t rows, const double *D, Py_ssize_t ld,

@@ -16,10 +16,12 @@ import numpy as np
 from bpcore import _layers
 from bpcore._claims import Claimed
 from bpcore._validation import (as_array, as_matrix, assign_array, check_choice,
-                                check_init_scale, check_int, float_dtype_of, resolve_dtype)
+                                check_init_scale, check_int, check_real, float_dtype_of,
+                                resolve_dtype)
 from bpcore.params import Parameter, as_generator
 
-__all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "ACTIVATIONS"]
+__all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU",
+           "ELU", "GELU", "SiLU", "Softplus", "Softmax", "ACTIVATIONS"]
 
 
 class Module:
@@ -204,16 +206,31 @@ class Dense(Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations: the derivative is taken from the output the forward pass kept.
+# Activations. The derivative is taken from the output the forward pass kept, except for those
+# whose output does not determine it accurately (bpcore._layers.needs_input): they keep their
+# input too.
 
 class Activation(Module):
-    """Base class of the activations: the derivative is taken from the output kept."""
+    """Base class of the activations. ``settings()`` are the constructor's arguments (saved in
+    checkpoint files); ``spec`` is the native description (kind, p0, p1) the engine runs."""
 
     kind = _layers.Activation.IDENTITY
     name = "identity"
 
     def __init__(self):
         self._A = None
+        self._Z = None
+
+    def settings(self):
+        return {}
+
+    def _native_settings(self):
+        """The native settings p0, p1 (see bpcore._layers.Activation)."""
+        return 0.0, 0.0
+
+    @property
+    def spec(self):
+        return (int(self.kind),) + self._native_settings()
 
     def forward(self, Z):
         Z = _as_activation_input(Z, "Z")
@@ -221,8 +238,9 @@ class Activation(Module):
 
     def forward_unchecked(self, Z, keep=True):
         A = np.empty_like(Z)
-        _layers.py_activation_forward(self.kind, Z.reshape(-1), A.reshape(-1))
+        _layers.py_activation_forward(self.kind, Z, A, *self._native_settings())
         self._A = A if keep else None
+        self._Z = Z if keep and _layers.needs_input(*self.spec) else None
         return A
 
     def backward(self, dA, input_grad=True):
@@ -236,12 +254,13 @@ class Activation(Module):
 
     def backward_unchecked(self, dA, input_grad=True):
         dZ = np.empty_like(dA)
-        _layers.py_activation_backward(self.kind, self._A.reshape(-1), dA.reshape(-1),
-                                       dZ.reshape(-1))
+        _layers.py_activation_backward(self.kind, self._A, dA, dZ, self._Z,
+                                       *self._native_settings())
         return dZ
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
 
 
 def _as_activation_input(Z, name):
@@ -273,4 +292,90 @@ class Tanh(Activation):
     name = "tanh"
 
 
-ACTIVATIONS = {cls.name: cls for cls in (Identity, ReLU, Sigmoid, Tanh)}
+class LeakyReLU(Activation):
+    """f(z) = z for z > 0, else negative_slope * z (as torch.nn.LeakyReLU). With a slope >= 0
+    the derivative comes from the output; a negative slope keeps the input."""
+    kind = _layers.Activation.LEAKY_RELU
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = check_real(negative_slope, "negative_slope")
+
+    def settings(self):
+        return {"negative_slope": self.negative_slope}
+
+    def _native_settings(self):
+        return self.negative_slope, 0.0
+
+
+class ELU(Activation):
+    """f(z) = z for z > 0, else alpha * (exp(z) - 1) (as torch.nn.ELU); keeps its input."""
+    kind = _layers.Activation.ELU
+    name = "elu"
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = check_real(alpha, "alpha")
+
+    def settings(self):
+        return {"alpha": self.alpha}
+
+    def _native_settings(self):
+        return self.alpha, 0.0
+
+
+class GELU(Activation):
+    """f(z) = z * Phi(z), Phi the standard normal CDF: exact (erf) with approximate="none", or
+    0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) with "tanh" (as torch.nn.GELU); keeps its
+    input."""
+    name = "gelu"
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = check_choice(approximate, "approximate", ("none", "tanh"))
+        self.kind = (_layers.Activation.GELU if approximate == "none"
+                     else _layers.Activation.GELU_TANH)
+
+    def settings(self):
+        return {"approximate": self.approximate}
+
+
+class SiLU(Activation):
+    """f(z) = z * sigmoid(z) (as torch.nn.SiLU, also called swish); keeps its input."""
+    kind = _layers.Activation.SILU
+    name = "silu"
+
+
+class Softplus(Activation):
+    """f(z) = log(1 + exp(beta z)) / beta, and z where beta z > threshold (as
+    torch.nn.Softplus); keeps its input."""
+    kind = _layers.Activation.SOFTPLUS
+    name = "softplus"
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta = check_real(beta, "beta")
+        if self.beta == 0:
+            raise ValueError(f"beta: expected a nonzero number, got {beta!r}")
+        self.threshold = check_real(threshold, "threshold")
+
+    def settings(self):
+        return {"beta": self.beta, "threshold": self.threshold}
+
+    def _native_settings(self):
+        return self.beta, self.threshold
+
+
+class Softmax(Activation):
+    """Softmax over each row (as torch.nn.Softmax(dim=1)): an output layer, for a network that
+    predicts probabilities. Train the logits with SoftmaxCrossEntropyLoss (which applies the
+    softmax itself) and add this layer for inference, or train through it with another loss.
+    The training engine takes it as the last layer only."""
+    kind = _layers.Activation.SOFTMAX
+    name = "softmax"
+
+
+ACTIVATIONS = {cls.name: cls for cls in (Identity, ReLU, Sigmoid, Tanh, LeakyReLU, ELU, GELU,
+                                         SiLU, Softplus, Softmax)}
+"""The activations by name (a checkpoint file's layer "type"), constructed with settings()."""

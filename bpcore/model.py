@@ -4,6 +4,7 @@ A network gathers its layers' weights into one flat parameter buffer and one fla
 buffer; the training engine (bpcore.training), the optimizers and the checkpoint files
 (bpcore.io) all see those two vectors.
 """
+import functools
 import weakref
 
 import numpy as np
@@ -12,7 +13,7 @@ from bpcore import io, training
 from bpcore._claims import Claimed
 from bpcore._validation import (as_matrix, assign_array, check_choice, check_init_scale,
                                 check_int, resolve_dtype)
-from bpcore.layers import ACTIVATIONS, Activation, Dense, Module
+from bpcore.layers import ACTIVATIONS, GELU, Activation, Dense, Module
 from bpcore.optim import Optimizer
 from bpcore.params import as_generator
 
@@ -172,7 +173,7 @@ def describe(model):
             layers.append({"type": "dense", "fan_in": m.fan_in, "fan_out": m.fan_out,
                            "mask": m.mask is not None})
         else:
-            layers.append({"type": m.name})
+            layers.append({"type": m.name, **m.settings()})
     spec = {"dtype": np.dtype(model.dtype).name, "layers": layers}
     if isinstance(model, MLP):
         spec["mlp"] = {"sizes": model.sizes, "activation": model.activation,
@@ -213,7 +214,7 @@ def _architecture(spec, masks):
         if d["type"] == "dense":
             layers.append(Dense(d["fan_in"], d["fan_out"], mask=masks.get(i), dtype=dtype, seed=0))
         elif d["type"] in ACTIVATIONS:
-            layers.append(ACTIVATIONS[d["type"]]())
+            layers.append(ACTIVATIONS[d["type"]](**{k: v for k, v in d.items() if k != "type"}))
         else:
             raise ValueError(f"layers[{i}]: unknown layer type {d['type']!r}")
     return Sequential(*layers)
@@ -248,16 +249,25 @@ def load_optimizer(path, optimizer):
     return optimizer
 
 
+# the activations an MLP takes by name (each layer gets its own object, default settings), and
+# those "auto" initialises with He's limits (rectifier-like: about half the units pass)
+_MLP_ACTIVATIONS = {**{name: cls for name, cls in ACTIVATIONS.items() if name != "softmax"},
+                    "gelu_tanh": functools.partial(GELU, approximate="tanh")}
+_RECTIFIERS = ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus")
+
+
 class MLP(Sequential):
     """Multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     Hidden layers use ``activation``; the last layer uses ``output_activation`` (None for linear
     outputs, the right choice with SoftmaxCrossEntropyLoss). Activations: "relu", "sigmoid",
-    "tanh", "identity".
+    "tanh", "identity", "leaky_relu", "elu", "gelu", "gelu_tanh" (GELU's tanh form), "silu",
+    "softplus", with torch.nn's default settings (build a Sequential for others); the output
+    may also be "softmax" (probabilities, e.g. trained with MSELoss or for inference).
 
     Initialisation (``init``): "auto" draws each layer's weights uniformly with He limits
-    sqrt(6 / fan_in) when the unit after it is ReLU and Glorot limits sqrt(6 / (fan_in + fan_out))
-    otherwise, biases zero; "he" or "glorot" force one rule; a number ``s`` draws weights and
+    sqrt(6 / fan_in) when the unit after it is a rectifier (ReLU, LeakyReLU, ELU, GELU, SiLU,
+    Softplus) and Glorot limits sqrt(6 / (fan_in + fan_out)) otherwise, biases zero; "he" or "glorot" force one rule; a number ``s`` draws weights and
     biases uniformly in [-s, s] (the 1986 paper). One seeded stream initialises the layers in
     order, so ``seed`` fixes every weight.
 
@@ -275,10 +285,10 @@ class MLP(Sequential):
             raise ValueError(f"sizes: expected at least two sizes (inputs and outputs), "
                              f"got {sizes!r}")
         sizes = [check_int(s, f"sizes[{i}]", low=1) for i, s in enumerate(sizes)]
-        names = tuple(ACTIVATIONS)
+        names = tuple(_MLP_ACTIVATIONS)
         check_choice(activation, "activation", names)
         check_choice("identity" if output_activation is None else output_activation,
-                     "output_activation", names + (None,))
+                     "output_activation", names + ("softmax", None))
         dtype = resolve_dtype(dtype)
         if isinstance(init, str):
             check_choice(init, "init", ("auto", "he", "glorot"))
@@ -293,13 +303,13 @@ class MLP(Sequential):
             act = activation if i < len(sizes) - 2 else (output_activation or "identity")
             rule = init
             if init == "auto":
-                rule = "he" if act == "relu" else "glorot"
+                rule = "he" if act in _RECTIFIERS else "glorot"
             try:
                 layers.append(Dense(fi, fo, init=rule, dtype=dtype, seed=rng))
             except ValueError as exc:  # name MLP's argument, not Dense's
                 raise ValueError(f"sizes[{i}], sizes[{i + 1}]: {exc}") from None
             if act != "identity":
-                layers.append(ACTIVATIONS[act]())
+                layers.append((_MLP_ACTIVATIONS.get(act) or ACTIVATIONS[act])())
         super().__init__(*layers)
 
     def __repr__(self):

@@ -17,8 +17,8 @@ from bpcore import _engine
 from bpcore._claims import claim, release
 from bpcore._validation import as_matrix, check_choice, check_int, check_real
 from bpcore.errors import NonFiniteError
-from bpcore.layers import Activation, Dense
-from bpcore.losses import Loss
+from bpcore.layers import Activation, Dense, Softmax
+from bpcore.losses import Loss, SoftmaxCrossEntropyLoss
 from bpcore.optim import LBFGS, Optimizer
 from bpcore.params import as_generator
 from bpcore.schedules import LRSchedule
@@ -58,7 +58,7 @@ def _engine_layout(model):
             return i
         act = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Activation) else None
         sizes.append(m.fan_out)
-        acts.append(int((act or Activation).kind))
+        acts.append(act.spec if act is not None else int(Activation.kind))
         masks.append(m.mask)
         i += 2 if act is not None else 1
     return sizes, acts, masks
@@ -90,6 +90,10 @@ def _target(model, loss, y, n):
     if not isinstance(loss, Loss):
         raise TypeError(f"loss: expected a bpcore loss (MSELoss, SoftmaxCrossEntropyLoss), got "
                         f"{type(loss).__name__}")
+    if isinstance(loss, SoftmaxCrossEntropyLoss) and isinstance(model.layers[-1], Softmax):
+        raise ValueError("loss: SoftmaxCrossEntropyLoss applies the softmax itself, and the "
+                         "model's last layer is a Softmax: train the logits (a network without "
+                         "it), or use another loss on the probabilities")
     return loss.target_for(y, n, model.n_outputs, model.dtype, finite=False)
 
 

@@ -25,6 +25,17 @@
 #define EXP_f64(x) exp(x)
 #define TANH_f32(x) tanhf(x)
 #define TANH_f64(x) tanh(x)
+/* the constants of torch's GELU, as it forms them (in double): sqrt(2) * (2 / sqrt(pi)) / 2
+ * and (2 / sqrt(pi)) / sqrt(2) / 2 */
+#define BP_SQRT1_2 0.70710678118654752440
+#define BP_SQRT_2_OVER_PI (1.41421356237309504880 * 1.12837916709551257390 * 0.5)
+#define BP_1_OVER_SQRT_2PI (1.12837916709551257390 * 0.70710678118654752440 * 0.5)
+#define EXPM1_f32(x) expm1f(x)
+#define EXPM1_f64(x) expm1(x)
+#define ERF_f32(x) erff(x)
+#define ERF_f64(x) erf(x)
+#define LOG1P_f32(x) log1pf(x)
+#define LOG1P_f64(x) log1p(x)
 
 #define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
 BP_INLINE UINT expbits_##SUF(T x) {                                                            \
@@ -159,35 +170,97 @@ BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x
         for (ptrdiff_t j = 0; j < n; j++) g[j] += xr * d[j];                                   \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, int act) {        \
+BP_INLINE T gelu_tanh_inner_##SUF(T x) {                                                       \
+    /* sqrt(2 / pi) * (x + 0.044715 x^3), as torch writes it */                                \
+    return (T)(BP_SQRT_2_OVER_PI) * (x + (T)0.044715 * (x * x * x));                           \
+}                                                                                              \
+BP_INLINE T act1_##SUF(T x, int kind, T p0, T p1) {                                            \
+    /* the activations that call the math library, one element (torch.nn.functional's          \
+     * formulas, so that results agree to round-off) */                                        \
+    switch (kind) {                                                                            \
+    case BP_ELU: return x > 0 ? x : p0 * EXPM1_##SUF(x);                                       \
+    case BP_GELU: return x * (T)0.5 * (1 + ERF_##SUF(x * (T)BP_SQRT1_2));                      \
+    case BP_GELU_TANH: return (T)0.5 * x * (1 + TANH_##SUF(gelu_tanh_inner_##SUF(x)));         \
+    case BP_SILU: return x / (1 + EXP_##SUF(-x));                                              \
+    case BP_SOFTPLUS: return x * p0 > p1 ? x : LOG1P_##SUF(EXP_##SUF(x * p0)) / p0;            \
+    default: return x;                                                                         \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE T dact1_##SUF(T x, int kind, T p0, T p1) {                                           \
+    /* their derivatives at the input x */                                                     \
+    switch (kind) {                                                                            \
+    case BP_ELU: return x > 0 ? 1 : p0 * EXP_##SUF(x);                                         \
+    case BP_GELU: {                                                                            \
+        T cdf = (T)0.5 * (1 + ERF_##SUF(x * (T)BP_SQRT1_2));                                   \
+        T pdf = (T)(BP_1_OVER_SQRT_2PI) * EXP_##SUF(x * x * (T)-0.5);                          \
+        return cdf + x * pdf;                                                                  \
+    }                                                                                          \
+    case BP_GELU_TANH: {                                                                       \
+        T t = TANH_##SUF(gelu_tanh_inner_##SUF(x));                                            \
+        T slope = (T)(BP_SQRT_2_OVER_PI) * (1 + 3 * (T)0.044715 * x * x);                      \
+        return (T)0.5 * (1 + t) + (T)0.5 * x * (1 - t * t) * slope;                            \
+    }                                                                                          \
+    case BP_SILU: { T s = 1 / (1 + EXP_##SUF(-x)); return s * (1 + x * (1 - s)); }             \
+    case BP_SOFTPLUS: { T e = EXP_##SUF(x * p0); return x * p0 > p1 ? 1 : e / (e + 1); }       \
+    default: return 1;                                                                         \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *keep,           \
+                              const bp_act *act) {                                             \
     /* ReLU is written z < 0 ? 0 : z, and its derivative NaN at NaN, so that NaN stays NaN */ \
     ptrdiff_t j;                                                                               \
+    const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
+    if (keep) {                                                                                \
+        for (j = 0; j < n; j++) keep[j] = b ? in[j] + b[j] : in[j];                            \
+        in = keep;                                                                             \
+        b = NULL;                                                                              \
+    }                                                                                          \
     if (b) {                                                                                   \
-        switch (act) {                                                                         \
+        switch (act->kind) {                                                                   \
         case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z < 0 ? 0 : z; }  \
             break;                                                                             \
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
             break;                                                                             \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j] + b[j]); break;        \
-        default: for (j = 0; j < n; j++) out[j] = in[j] + b[j];                                \
+        case BP_LEAKY_RELU:                                                                    \
+            for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z > 0 ? z : z * p0; }       \
+            break;                                                                             \
+        case BP_IDENTITY: case BP_SOFTMAX: for (j = 0; j < n; j++) out[j] = in[j] + b[j]; break;\
+        default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j] + b[j], act->kind, p0, p1); \
         }                                                                                      \
     } else {                                                                                   \
-        switch (act) {                                                                         \
+        switch (act->kind) {                                                                   \
         case BP_RELU: for (j = 0; j < n; j++) { T z = in[j]; out[j] = z < 0 ? 0 : z; } break;  \
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
-        default: if (out != in) memmove(out, in, (size_t)n * sizeof(T));                       \
+        case BP_LEAKY_RELU:                                                                    \
+            for (j = 0; j < n; j++) { T z = in[j]; out[j] = z > 0 ? z : z * p0; } break;       \
+        case BP_IDENTITY: case BP_SOFTMAX:                                                     \
+            if (out != in) memmove(out, in, (size_t)n * sizeof(T));                            \
+            break;                                                                             \
+        default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j], act->kind, p0, p1);        \
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *d, T *out, int act) {        \
+BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *z, const T *d, T *out,        \
+                               const bp_act *act) {                                            \
     ptrdiff_t j;                                                                               \
-    switch (act) {                                                                             \
+    const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
+    switch (act->kind) {                                                                       \
     case BP_RELU: for (j = 0; j < n; j++) { T aj = a[j]; out[j] = aj > 0 ? d[j] : aj <= 0 ? 0 : aj; }\
         break;                                                                                 \
     case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = d[j] * a[j] * (1 - a[j]); break;         \
     case BP_TANH: for (j = 0; j < n; j++) out[j] = d[j] * (1 - a[j] * a[j]); break;            \
-    default: if (out != d) memmove(out, d, (size_t)n * sizeof(T));                             \
+    case BP_LEAKY_RELU: {                                                                      \
+        /* the sign of the input; with a slope >= 0 the output's sign is the same */           \
+        const T *x = z ? z : a;                                                                \
+        for (j = 0; j < n; j++) { T xj = x[j]; out[j] = xj > 0 ? d[j] : xj <= 0 ? d[j] * p0 : xj; }\
+        break;                                                                                 \
+    }                                                                                          \
+    case BP_IDENTITY: case BP_SOFTMAX:                                                         \
+        if (out != d) memmove(out, d, (size_t)n * sizeof(T));                                  \
+        break;                                                                                 \
+    default: for (j = 0; j < n; j++) out[j] = d[j] * dact1_##SUF(z[j], act->kind, p0, p1);     \
     }                                                                                          \
 }                                                                                              \
 BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,       \
@@ -208,7 +281,7 @@ BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                   
         top = bits > top ? bits : top;                                                         \
     }                                                                                          \
     return top == EXPMASK;                                                                     \
-}
+}                                                                                              \
 
 BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
 BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
@@ -228,10 +301,12 @@ ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
                                       const T *D, ptrdiff_t ld, T *g)                          \
     { outer_body_##SUF(n, k, stride, x, D, ld, g); }                                           \
-ATTR static void act_##SUF##_##NAME(ptrdiff_t n, const T *in, const T *b, T *out, int act)    \
-    { act_body_##SUF(n, in, b, out, act); }                                                    \
-ATTR static void dact_##SUF##_##NAME(ptrdiff_t n, const T *a, const T *d, T *out, int act)    \
-    { dact_body_##SUF(n, a, d, out, act); }                                                    \
+ATTR static void act_##SUF##_##NAME(ptrdiff_t n, const T *in, const T *b, T *out, T *z,        \
+                                    const bp_act *act)                                         \
+    { act_body_##SUF(n, in, b, out, z, act); }                                                 \
+ATTR static void dact_##SUF##_##NAME(ptrdiff_t n, const T *a, const T *z, const T *d, T *out,  \
+                                     const bp_act *act)                                        \
+    { dact_body_##SUF(n, a, z, d, out, act); }                                                 \
 ATTR static void colsum_##SUF##_##NAME(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld, \
                                        T *out)                                                  \
     { colsum_body_##SUF(n, rows, D, ld, out); }                                                \
@@ -251,7 +326,7 @@ ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)               
         t->dact_f32 = dact_f32_##NAME; t->dact_f64 = dact_f64_##NAME;                           \
         t->colsum_f32 = colsum_f32_##NAME; t->colsum_f64 = colsum_f64_##NAME;                   \
         t->nonfinite_f32 = nonfinite_f32_##NAME; t->nonfinite_f64 = nonfinite_f64_##NAME;       \
-    }
+    }                                                                                          \
 
 BP_TARGET(generic, )
 
@@ -273,7 +348,7 @@ int bp_simd_best_level(void) {
         return 1;
 #endif
     return 0;
-}
+}                                                                                              \
 
 int bp_simd_fill(bp_simd_table *t, int level) {
     int best = bp_simd_best_level();
@@ -286,4 +361,4 @@ int bp_simd_fill(bp_simd_table *t, int level) {
 #endif
     t->level = level;
     return level;
-}
+}                                                                                              \

@@ -12,8 +12,29 @@
 
 #include <stddef.h>
 
-/* activations, as bpcore._layers.Activation */
-enum { BP_IDENTITY = 0, BP_RELU = 1, BP_SIGMOID = 2, BP_TANH = 3 };
+/* activations, as bpcore._layers.Activation. SOFTMAX works on whole rows: the elementwise loops
+ * treat it as the identity and the callers apply the row-wise part (bpcore._layers) */
+enum { BP_IDENTITY = 0, BP_RELU = 1, BP_SIGMOID = 2, BP_TANH = 3, BP_LEAKY_RELU = 4, BP_ELU = 5,
+       BP_GELU = 6, BP_GELU_TANH = 7, BP_SILU = 8, BP_SOFTPLUS = 9, BP_SOFTMAX = 10,
+       BP_N_ACTIVATIONS = 11 };
+
+/* An activation with its settings: p0 is LeakyReLU's negative slope, ELU's alpha, Softplus's
+ * beta; p1 is Softplus's threshold (above it, in units of beta * z, Softplus is z) */
+typedef struct {
+    int kind;
+    double p0, p1;
+} bp_act;
+
+/* 1 if the derivative of `act` is computed from its input z (which the forward pass must then
+ * keep), 0 if from its output: the output does not determine the derivative accurately for
+ * ELU, GELU, SiLU, Softplus (nor LeakyReLU with a negative slope) */
+static inline int bp_act_needs_input(const bp_act *act) {
+    switch (act->kind) {
+    case BP_ELU: case BP_GELU: case BP_GELU_TANH: case BP_SILU: case BP_SOFTPLUS: return 1;
+    case BP_LEAKY_RELU: return act->p0 < 0;
+    default: return 0;
+    }
+}
 
 /* One parameter group's SGD settings for one step: g' = g + wd * w; momentum 0:
  * w = (w - lr * g') * keep; else v = mom * v - lr * g', w = (w + v) * keep (Nesterov:
@@ -53,10 +74,14 @@ typedef struct {
     /* g[j] += sum_r x[r * stride] * D[r * ld + j]: a row segment of X.T @ D */               \
     typedef void (*bp_outer_##SUF##_fn)(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,     \
                                         const T *D, ptrdiff_t ld, T *g);                        \
-    /* out[j] = act(in[j] + (b ? b[j] : 0)); out may be in */                                  \
-    typedef void (*bp_act_##SUF##_fn)(ptrdiff_t n, const T *in, const T *b, T *out, int act); \
-    /* out[j] = d[j] * act'(.) from the activation's output a[j]; out may be d */              \
-    typedef void (*bp_dact_##SUF##_fn)(ptrdiff_t n, const T *a, const T *d, T *out, int act); \
+    /* out[j] = act(in[j] + (b ? b[j] : 0)), and z[j] = in[j] + b[j] unless z is NULL (the   \
+     * input kept for the derivative); out may be in */                                        \
+    typedef void (*bp_act_##SUF##_fn)(ptrdiff_t n, const T *in, const T *b, T *out, T *z,     \
+                                      const bp_act *act);                                      \
+    /* out[j] = d[j] * act'(.) from the activation's input z[j] if bp_act_needs_input, else   \
+     * from its output a[j] (z may then be NULL); out may be d */                              \
+    typedef void (*bp_dact_##SUF##_fn)(ptrdiff_t n, const T *a, const T *z, const T *d,       \
+                                       T *out, const bp_act *act);                             \
     /* out[j] += sum_r D[r * ld + j] for r < rows */                                           \
     typedef void (*bp_colsum_##SUF##_fn)(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,\
                                          T *out);                                               \

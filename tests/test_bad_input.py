@@ -873,13 +873,15 @@ def test_mlp_numpy_integer_sizes_are_accepted():
 
 
 @pytest.mark.parametrize("kw,exc,pattern", [
-    (dict(activation="gelu"), ValueError,
-     r"activation: expected one of 'identity', 'relu', 'sigmoid', 'tanh', got 'gelu'"),
+    (dict(activation="swish"), ValueError,
+     r"activation: expected one of 'identity', 'relu', 'sigmoid', 'tanh', 'leaky_relu', 'elu', "
+     r"'gelu', 'silu', 'softplus', 'gelu_tanh', got 'swish'"),
+    (dict(activation="softmax"), ValueError, r"activation: expected one of .*got 'softmax'"),
     (dict(activation="ReLU"), ValueError, r"activation: expected one of .*got 'ReLU'"),
     (dict(activation=None), ValueError, r"activation: expected one of .*got None"),
     (dict(activation=ReLU), ValueError, r"activation: expected one of .*got <class"),
-    (dict(output_activation="softmax"), ValueError,
-     r"output_activation: expected one of .*got 'softmax'"),
+    (dict(output_activation="Softmax"), ValueError,
+     r"output_activation: expected one of .*'softmax', None, got 'Softmax'"),
     (dict(dtype="int32"), TypeError, r"dtype: expected 'float32' or 'float64', got 'int32'"),
     (dict(dtype="float16"), TypeError, r"dtype: expected 'float32' or 'float64', got 'float16'"),
     (dict(dtype=np.int64), TypeError, r"dtype: expected 'float32' or 'float64', got 'int64'"),
@@ -1220,16 +1222,23 @@ def test_native_dense_backward_wrong_shapes(dt):
 
 
 def test_native_activations_bad_arguments():
-    with pytest.raises(ValueError, match=r"act: expected 0\.\.3, got 7"):
-        _layers.py_activation_forward(7, np.ones(3), np.ones(3))
-    with pytest.raises(ValueError, match=r"act: expected 0\.\.3, got -1"):
-        _layers.py_activation_backward(-1, np.ones(3), np.ones(3), np.ones(3))
-    with pytest.raises(ValueError, match=r"A: expected length 3"):
-        _layers.py_activation_forward(1, np.ones(3), np.ones(2))
-    with pytest.raises(ValueError, match=r"A: expected length 3"):
-        _layers.py_activation_forward(1, np.ones(3), None)
-    with pytest.raises(ValueError, match=r"dA, dZ: expected length 3"):
-        _layers.py_activation_backward(1, np.ones(3), np.ones(4), np.ones(3))
+    one = np.ones((1, 3))
+    with pytest.raises(ValueError, match=r"act: expected 0\.\.10, got 11"):
+        _layers.py_activation_forward(11, one, one.copy())
+    with pytest.raises(ValueError, match=r"act: expected 0\.\.10, got -1"):
+        _layers.py_activation_backward(-1, one, one, one.copy())
+    with pytest.raises(ValueError, match=r"A: expected shape \(1, 3\)"):
+        _layers.py_activation_forward(1, one, np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"A: expected shape \(1, 3\)"):
+        _layers.py_activation_forward(1, one, None)
+    with pytest.raises(ValueError, match=r"dA, dZ: expected shape \(1, 3\)"):
+        _layers.py_activation_backward(1, one, np.ones((1, 4)), one.copy())
+    # an activation whose derivative needs its input refuses to go without it
+    with pytest.raises(ValueError, match=r"Z: expected the activation's input, got None"):
+        _layers.py_activation_backward(_layers.Activation.GELU, one, one, one.copy())
+    with pytest.raises(ValueError, match=r"Z: expected shape \(1, 3\)"):
+        _layers.py_activation_backward(_layers.Activation.GELU, one, one, one.copy(),
+                                       np.ones((2, 3)))
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])

@@ -37,13 +37,13 @@ def _same_state(a, b):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_of_nan_is_nan_and_its_derivative_too(dtype):
     # the kernels' twins (the layer API refuses non-finite input before it gets here)
-    z = np.array([np.nan, -1.0, 2.0, np.inf, -np.inf], dtype)
+    z = np.array([[np.nan, -1.0, 2.0, np.inf, -np.inf]], dtype)
     out = np.empty_like(z)
     _layers.py_activation_forward(ReLU.kind, z, out)
-    np.testing.assert_array_equal(out, np.array([np.nan, 0, 2, np.inf, 0], dtype))
+    np.testing.assert_array_equal(out, np.array([[np.nan, 0, 2, np.inf, 0]], dtype))
     grad = np.empty_like(z)
     _layers.py_activation_backward(ReLU.kind, out, np.ones_like(z), grad)
-    np.testing.assert_array_equal(grad, np.array([np.nan, 0, 1, 1, 0], dtype))
+    np.testing.assert_array_equal(grad, np.array([[np.nan, 0, 1, 1, 0]], dtype))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
