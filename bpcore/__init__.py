@@ -17,8 +17,8 @@ else:
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
     from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
-    from bpcore.layers import (ELU, GELU, Dense, Identity, LeakyReLU, Module, ReLU, Sigmoid, SiLU,
-                               Softmax, Softplus, Tanh)
+    from bpcore.layers import (ELU, GELU, Dense, Dropout, Identity, LeakyReLU, Module, ReLU,
+                               Sigmoid, SiLU, Softmax, Softplus, Tanh)
     from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
     from bpcore.model import MLP, Sequential, load, load_optimizer
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
@@ -31,7 +31,7 @@ __all__ = [
     "FileFormatError", "NonFiniteError",
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
-    "GELU", "SiLU", "Softplus", "Softmax", "Sequential", "MLP",
+    "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
     "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
 ]

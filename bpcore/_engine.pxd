@@ -2,7 +2,7 @@
 from cython cimport floating
 
 from bpcore._blas cimport Block
-from bpcore._layers cimport ActSpec
+from bpcore._layers cimport ActSpec, DropSpec
 from bpcore._losses cimport LossSpec
 cimport numpy as cnp
 
@@ -16,6 +16,7 @@ ctypedef struct Net:
     ActSpec *act           # (L,) activation after each Dense (bpcore._layers.Activation)
     Py_ssize_t *woff       # (L,) offset of W_l (sizes[l], sizes[l+1]) in P and G; b_l follows
     void **mask            # (L,) mask_l (sizes[l], sizes[l+1]) or NULL
+    DropSpec *drop         # (L,) dropout after activation l (p = 0: none)
     void *P                # the flat parameters
     void *G                # the flat gradients: the engine's scratch space for dW
     int itemsize           # bytes per element of P and G (4 or 8)
@@ -29,6 +30,10 @@ ctypedef struct Workspace:
     void *acts
     Py_ssize_t *zoff       # (L,) offset of Z_l, the input of activation l, in keeps; -1 for
     void *keeps            # an activation whose derivative is taken from its output
+    Py_ssize_t *doff       # (L,) offset of U_l (activation l's output before dropout) in
+    void *undropped        # undropped and of its mask in masks; -1 without dropout
+    unsigned char *masks
+    int dropping           # a training step in flight: the dropout layers drop
     void *d0               # two deltas (capacity, widest), swapped layer by layer
     void *d1
     void *partials         # the row-split step's partial sums: one (rows, widest) per thread
@@ -98,6 +103,7 @@ cdef class Engine:
     cdef int typenum
     cdef bint f64
     cdef object params, grads, masks, acts_ws, keep_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
+    cdef object drop_states, undropped_ws, mask_ws
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
     cdef readonly object failure  # None, or (what, batch) of the last training call's failure

@@ -26,9 +26,13 @@ class Engine:
 
     @property
     def dtype(self) -> np.dtype[Any]: ...
-    def __init__(self, sizes: Sequence[int], acts: Sequence[int], params: npt.NDArray[Any],
+    def __init__(self, sizes: Sequence[int],
+                 acts: Sequence[int | tuple[int, float, float]], params: npt.NDArray[Any],
                  grads: npt.NDArray[Any], masks: Sequence[npt.NDArray[Any] | None],
+                 drops: Sequence[tuple[float, npt.NDArray[np.uint64]] | None] | None = ...,
                  fused_max_batch: int = 1, rowsplit_max_batch: int = 128) -> None: ...
+    def set_dropout(self, l: int, p: float, state: npt.NDArray[np.uint64]) -> None:
+        """Dropout with probability p after layer l, drawing its masks from state."""
     @property
     def rowsplit_max_batch(self) -> int:
         """Batches up to this size take the row-split step."""

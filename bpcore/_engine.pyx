@@ -17,13 +17,15 @@ from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
-from bpcore._layers cimport (ActSpec, DenseLayer, SOFTMAX, activation_backward, act_rows,
-                             colsum_rows, dact_rows, dense_backward, dense_forward, softmax_rows)
+from bpcore._layers cimport (ActSpec, DenseLayer, DropSpec, SOFTMAX, activation_backward,
+                             act_rows, begin_drop, colsum_rows, dact_rows, dense_backward,
+                             dense_forward, drop_rows, softmax_rows, undrop_rows)
 from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
@@ -74,6 +76,37 @@ cdef inline int _group(const Optimizer *opt, int l, bint bias) noexcept nogil:
     return opt.group_of[2 * l + bias]
 
 
+cdef inline bint _drops(const Net *net, const Workspace *ws, int l) noexcept nogil:
+    """Whether layer l's dropout acts now: a training step, and a dropout after the layer."""
+    return l >= 0 and ws.dropping and ws.doff[l] >= 0
+
+
+cdef inline floating *_U(const Net *net, const Workspace *ws, int l,
+                         const floating *X) noexcept nogil:
+    """Activation l's output (rows, sizes[l+1]) before its dropout: what its derivative is
+    taken from; A_l itself when nothing is dropped."""
+    if _drops(net, ws, l):
+        return <floating *>ws.undropped + ws.doff[l]
+    return _A(net, ws, l, X)
+
+
+cdef inline void _through(const Net *net, const Workspace *ws, int l, Block blk, int ld,
+                          floating *d, const floating *X) noexcept nogil:
+    """d = d * dA_l/dZ_l on the block: back through layer l's dropout and activation."""
+    if _drops(net, ws, l):
+        undrop_rows(blk, ld, ws.masks + ws.doff[l], &net.drop[l], d)
+    dact_rows(blk, ld, _U(net, ws, l, X), _Z(net, ws, l, X), d, d, &net.act[l])
+
+
+cdef inline void _through_rows(const Net *net, const Workspace *ws, int l, floating *d,
+                               const floating *X) noexcept nogil:
+    """The same over all rows, row-wise activations (softmax) included."""
+    cdef int c = net.sizes[l + 1]
+    if _drops(net, ws, l):
+        undrop_rows(_block(0, ws.rows, 0, c), c, ws.masks + ws.doff[l], &net.drop[l], d)
+    activation_backward(&net.act[l], ws.rows, c, _U(net, ws, l, X), _Z(net, ws, l, X), d, d)
+
+
 cdef inline DenseLayer _layer(const Net *net, const Workspace *ws, int l) noexcept nogil:
     """Layer l of the network: its W and b in P, dW and db in G (the engine's scratch), where
     it keeps its activation's input in the workspace."""
@@ -81,6 +114,11 @@ cdef inline DenseLayer _layer(const Net *net, const Workspace *ws, int l) noexce
     cdef Py_ssize_t nw = <Py_ssize_t>net.sizes[l] * net.sizes[l + 1], item = net.itemsize
     layer.fan_in, layer.fan_out, layer.act = net.sizes[l], net.sizes[l + 1], &net.act[l]
     layer.keep = NULL if ws.zoff[l] < 0 else <char *>ws.keeps + ws.zoff[l] * item
+    layer.drop, layer.undropped, layer.drop_mask = NULL, NULL, NULL
+    if ws.dropping and ws.doff[l] >= 0:
+        layer.drop = &net.drop[l]
+        layer.undropped = <char *>ws.undropped + ws.doff[l] * item
+        layer.drop_mask = ws.masks + ws.doff[l]
     layer.W = <const char *>net.P + net.woff[l] * item
     layer.b = <const char *>layer.W + nw * item
     layer.dW = <char *>net.G + net.woff[l] * item
@@ -111,7 +149,7 @@ cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     cdef floating *Y = _A(net, ws, net.L - 1, X)
     cdef floating *d = <floating *>ws.d0
     cdef double value = loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, d)
-    activation_backward(&net.act[net.L - 1], ws.rows, c, Y, _Z(net, ws, net.L - 1, X), d, d)
+    _through_rows(net, ws, net.L - 1, d, X)
     return value
 
 
@@ -126,7 +164,7 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
     cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
                                <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
                                part, nparts)
-    dact_rows(blk, fi, _A(net, ws, l - 1, X), _Z(net, ws, l - 1, X), dn, dn, &net.act[l - 1])
+    _through(net, ws, l - 1, blk, fi, dn, X)
 
 
 cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
@@ -226,7 +264,10 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
                 for r in range(n):
                     colsum_rows(1, c0, c1, fo, first + p * ws.pstride + r * fo, first + r * fo)
             act_rows(_block(0, n, c0, c1), fo, first, W + <Py_ssize_t>fi * fo,
-                     _A(net, ws, l, X), _Z(net, ws, l, X), &net.act[l])
+                     _U(net, ws, l, X), _Z(net, ws, l, X), &net.act[l])
+            if _drops(net, ws, l):
+                drop_rows(_block(0, n, c0, c1), fo, _U(net, ws, l, X), _A(net, ws, l, X),
+                          ws.masks + ws.doff[l], &net.drop[l])
         bp_omp_barrier()
     # over whole rows, once they are summed; only thread 0 reads the output (output_delta)
     if tid == 0 and net.act[net.L - 1].kind == SOFTMAX:
@@ -265,8 +306,7 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
             if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
                 gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
                      W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
-                dact_rows(_block(0, n, r0, r1), fi, Xl, _Z(net, ws, l - 1, X), dn, dn,
-                          &net.act[l - 1])
+                _through(net, ws, l - 1, _block(0, n, r0, r1), fi, dn, X)
             if fused:
                 src.rows, src.stride, src.D, src.ld = n, fi, d, fo
                 for i in range(r0, r1):
@@ -341,8 +381,7 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
         layer = _layer(net, ws, l)
         dense_backward(&layer, ws.rows, _A(net, ws, l - 1, X), d, dn if l > 0 else NULL)
         if l > 0:
-            activation_backward(&net.act[l - 1], ws.rows, net.sizes[l], _A(net, ws, l - 1, X),
-                                _Z(net, ws, l - 1, X), dn, dn)
+            _through_rows(net, ws, l - 1, dn, X)
         tmp = d
         d = dn
         dn = tmp
@@ -383,9 +422,15 @@ cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *
     """Forward, loss, backward and update of the batch (ws.rows rows); returns the loss of the
     weights before the update, and sets ws.failure. A loss or gradient that is not finite
     stops the step before any update (uncounted); an update that writes a NaN or an infinity
-    is reported by the optimizer's flag, set in the update's own pass. Nothing is allocated."""
+    is reported by the optimizer's flag, set in the update's own pass. The dropout layers draw
+    their masks (a step that fails has drawn them too). Nothing is allocated."""
     cdef double value
+    cdef int l
     ws.failure = NO_FAILURE
+    for l in range(net.L):
+        if ws.doff[l] >= 0:
+            begin_drop(&net.drop[l])
+            ws.dropping = 1
     begin_step(opt)
     if sc.max_grad_norm > 0:
         value = step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
@@ -393,6 +438,7 @@ cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *
         value = step_rowsplit(net, ws, opt, sc.loss, b, X)
     else:
         value = step_batchsplit(net, ws, opt, sc.loss, b, X)
+    ws.dropping = 0
     if ws.failure != NO_FAILURE:
         cancel_step(opt)
     elif opt.nonfinite[0]:
@@ -581,7 +627,8 @@ def check_finite(cnp.ndarray a, str name):
 # the Python-facing engine
 
 _FAILURES = {LOSS_NONFINITE: "loss", GRADIENT_NONFINITE: "gradient", UPDATE_NONFINITE: "update"}
-_TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp"}
+_TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp",
+              cnp.NPY_UINT64: "uint64"}
 
 
 cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim, Py_ssize_t rows,
@@ -625,7 +672,7 @@ cdef class Engine:
     array or None. Not safe to use from two threads at once (it says so if tried).
     """
 
-    def __cinit__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
+    def __cinit__(self, sizes, acts, params, grads, masks, drops=None, int fused_max_batch=1,
                   int rowsplit_max_batch=128):
         cdef int L = len(sizes) - 1
         if L < 1 or len(acts) != L or len(masks) != L:
@@ -638,11 +685,14 @@ cdef class Engine:
         self.net.mask = <void **>calloc(L, sizeof(void *))
         self.ws.aoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
         self.ws.zoff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
+        self.ws.doff = <Py_ssize_t *>calloc(L, sizeof(Py_ssize_t))
+        self.net.drop = <DropSpec *>calloc(L, sizeof(DropSpec))
         if (self.net.sizes == NULL or self.net.act == NULL or self.net.woff == NULL
-                or self.net.mask == NULL or self.ws.aoff == NULL or self.ws.zoff == NULL):
+                or self.net.mask == NULL or self.ws.aoff == NULL or self.ws.zoff == NULL
+                or self.ws.doff == NULL or self.net.drop == NULL):
             raise MemoryError()
 
-    def __init__(self, sizes, acts, params, grads, masks, int fused_max_batch=1,
+    def __init__(self, sizes, acts, params, grads, masks, drops=None, int fused_max_batch=1,
                  int rowsplit_max_batch=128):
         cdef int l, L = self.net.L
         cdef Py_ssize_t off = 0
@@ -663,6 +713,7 @@ cdef class Engine:
                 raise ValueError(f"acts[{l}]: softmax works on whole rows: the engine takes it "
                                  f"after the last layer only")
             self.ws.zoff[l] = -1
+            self.ws.doff[l] = -1
             self.net.woff[l] = off
             off += <Py_ssize_t>sizes[l] * sizes[l + 1] + sizes[l + 1]
         self.net.size = off
@@ -676,6 +727,10 @@ cdef class Engine:
         for l in range(L):
             if self.masks[l] is not None:
                 self.net.mask[l] = _data(self.masks[l])
+        self.drop_states = [None] * L
+        for l, drop in enumerate(drops or [None] * L):
+            if drop is not None:
+                self.set_dropout(l, *drop)
         self.ws.fused_max_batch = fused_max_batch
         self.ws.rowsplit_max_batch = max(rowsplit_max_batch, 0)
         self.ws.small_threads = 1
@@ -687,6 +742,23 @@ cdef class Engine:
         free(self.net.mask)
         free(self.ws.aoff)
         free(self.ws.zoff)
+        free(self.ws.doff)
+        free(self.net.drop)
+
+    def set_dropout(self, int l, double p, state):
+        """Dropout with probability p after layer l (its activation), drawing its masks from
+        state, the Dropout layer's (seed, masks drawn) array, which the steps advance."""
+        if not 0 <= l < self.net.L:
+            raise ValueError(f"l: expected a layer in [0, {self.net.L}), got {l}")
+        if not 0 <= p < 1:
+            raise ValueError(f"p: expected a probability in [0, 1), got {p}")
+        if p > 0 and self.net.act[l].kind == SOFTMAX:
+            raise ValueError(f"drops[{l}]: dropout after a softmax output is not supported")
+        st = _arr(state, "state", cnp.NPY_UINT64, 1, 2, -1, True)
+        self.drop_states[l] = st
+        self.net.drop[l].p, self.net.drop[l].state = p, <uint64_t *>_data(st)
+        self.net.drop[l].threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)
+        self.ws.capacity, self.part_threads = 0, 0  # the workspace grows a mask at next use
 
     @property
     def rowsplit_max_batch(self):
@@ -724,7 +796,7 @@ cdef class Engine:
         """Grow the workspaces to hold n rows (and partial sums for every thread); no-op when
         they already do. Also picks the threads of a row-split step."""
         cdef int l, L = self.net.L, widest = 0
-        cdef Py_ssize_t off = 0, kept = 0, rows
+        cdef Py_ssize_t off = 0, kept = 0, dropped = 0, rows
         cdef int nt = max(pool_threads(), 1)
         cdef Py_ssize_t item = self.dtype.itemsize
         # a small-batch step touches every weight a few times: worth threads only for big nets
@@ -734,7 +806,7 @@ cdef class Engine:
         n = max(n, <Py_ssize_t>self.ws.capacity)
         if n > 2**31 - 1:
             raise ValueError(f"X: expected at most {2**31 - 1} rows per batch, got {n}")
-        offsets, keep_offsets = [], []
+        offsets, keep_offsets, drop_offsets = [], [], []
         for l in range(L):
             offsets.append(off)
             off += n * self.net.sizes[l + 1]
@@ -744,30 +816,41 @@ cdef class Engine:
             keep_offsets.append(kept if bp_act_needs_input(&self.net.act[l]) else -1)
             if keep_offsets[l] >= 0:
                 kept += n * self.net.sizes[l + 1]
+            # a dropout layer's undropped output and its mask (a byte per element)
+            drop_offsets.append(dropped if self.net.drop[l].p > 0 else -1)
+            if drop_offsets[l] >= 0:
+                dropped += n * self.net.sizes[l + 1]
         rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
         # all allocated before any is swapped in: a failure leaves the old set whole (the
         # struct's pointers never outlive their arrays)
         try:
             acts = np.empty(off, self.dtype)
             keeps = np.empty(max(kept, 1), self.dtype)
+            undropped = np.empty(max(dropped, 1), self.dtype)
+            drop_masks = np.empty(max(dropped, 1), np.uint8)
             deltas = np.empty(2 * n * widest, self.dtype)
             xbuf = np.empty(n * self.net.sizes[0], self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
             parts = np.empty(max(nt * rows * widest, 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
-            need = (off + kept + 2 * n * widest + n * (self.net.sizes[0] + self.net.sizes[L])
-                    + nt * rows * widest) * item
+            need = dropped + (off + kept + dropped + 2 * n * widest  # the masks: a byte each
+                              + n * (self.net.sizes[0] + self.net.sizes[L])
+                              + nt * rows * widest) * item
             raise MemoryError(f"bpcore's workspace for batches of {n} rows on {nt} threads "
                               f"needs {need:,} bytes, more than this machine can allocate: use "
                               f"smaller batches or fewer threads") from None
         self.acts_ws, self.delta_ws, self.xbuf, self.tbuf, self.lbuf = acts, deltas, xbuf, tbuf, lbuf
         self.part_ws, self.keep_ws = parts, keeps
+        self.undropped_ws, self.mask_ws = undropped, drop_masks
         for l in range(L):
             self.ws.aoff[l] = offsets[l]
             self.ws.zoff[l] = keep_offsets[l]
+            self.ws.doff[l] = drop_offsets[l]
         self.ws.acts = _data(self.acts_ws)
         self.ws.keeps = _data(self.keep_ws)
+        self.ws.undropped = _data(self.undropped_ws)
+        self.ws.masks = <unsigned char *>_data(self.mask_ws)
         self.ws.d0 = _data(self.delta_ws)
         self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
         self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
@@ -781,7 +864,8 @@ cdef class Engine:
     def workspaces(self):
         """{name: array} of the workspace buffers (for the benchmarks' GEMM floor, and the
         tests of what is kept)."""
-        return {"acts": self.acts_ws, "deltas": self.delta_ws, "keeps": self.keep_ws}
+        return {"acts": self.acts_ws, "deltas": self.delta_ws, "keeps": self.keep_ws,
+                "dropout_masks": self.mask_ws}
 
     cdef int enter(self, Py_ssize_t rows) except -1:
         """Claim the engine for one call and size its workspaces for batches of `rows`."""

@@ -1,5 +1,6 @@
 # Dense-layer and activation kernels: one function per layer forward and backward.
 from cython cimport floating
+from libc.stdint cimport uint32_t, uint64_t
 
 from bpcore._blas cimport Block
 from bpcore._simd cimport bp_act
@@ -20,6 +21,14 @@ cpdef enum Activation:
 # an activation with its settings (csrc/bp_simd.h)
 ctypedef bp_act ActSpec
 
+# inverted dropout after a layer (csrc/bp_simd.h: bp_drop_hash): element i of a step's mask is
+# kept when the top 32 bits of its draw are >= threshold; kept values are scaled by 1 / (1 - p)
+ctypedef struct DropSpec:
+    double p               # 0: none
+    uint32_t threshold     # p * 2^32
+    uint64_t *state        # the Dropout layer's (seed, masks drawn so far)
+    uint64_t key           # the step's: set by begin_drop
+
 # one dense layer: its shape, its weights and gradients (of the caller's dtype), its activation
 ctypedef struct DenseLayer:
     int fan_in
@@ -31,6 +40,9 @@ ctypedef struct DenseLayer:
     void *db               # (fan_out,), accumulated
     const void *mask       # (fan_in, fan_out) of 0/1, or NULL
     void *keep             # (n, fan_out): where dense_forward keeps X @ W + b, or NULL
+    const DropSpec *drop   # dropout after the activation (training only), or NULL; then
+    void *undropped        # (n, fan_out): where the activation's output is kept, and
+    unsigned char *drop_mask  # (n, fan_out): the step's dropout mask
 
 # Z (n, fo) = act(X (n, fi) @ W + b); the activation's input into layer.keep unless NULL
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
@@ -64,3 +76,12 @@ cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
 cdef void softmax_rows(int rows, int c, floating *A) noexcept nogil
 cdef void softmax_backward_rows(int rows, int c, const floating *A, const floating *dA,
                                 floating *dZ) noexcept nogil
+
+# the step's key of a dropout layer, from its state; advances the state by one mask
+cdef void begin_drop(DropSpec *drop) noexcept nogil
+# A = U * mask / (1 - p) on the block, the mask drawn into mask (element r * ld + c of the step)
+cdef void drop_rows(Block blk, int ld, const floating *U, floating *A, unsigned char *mask,
+                    const DropSpec *drop) noexcept nogil
+# d *= mask / (1 - p) on the block
+cdef void undrop_rows(Block blk, int ld, const unsigned char *mask, const DropSpec *drop,
+                      floating *d) noexcept nogil

@@ -46,3 +46,11 @@ def py_activation_backward(act: int, A: npt.NDArray[_F], dA: npt.NDArray[_F],
                            p0: float = ..., p1: float = ...) -> None:
     """dZ = dA * act'(.) from the forward output A, or from its input Z for an activation
     that needs it (needs_input)."""
+
+def py_dropout(p: float, state: npt.NDArray[np.uint64], U: npt.NDArray[_F], A: npt.NDArray[_F],
+               mask: npt.NDArray[np.uint8]) -> None:
+    """A = U * mask / (1 - p) with the next mask of the dropout layer whose (seed, draws) is
+    state (advanced by one); the mask into mask."""
+
+def py_undrop(p: float, mask: npt.NDArray[np.uint8], d: npt.NDArray[_F]) -> None:
+    """d *= mask / (1 - p), in place."""

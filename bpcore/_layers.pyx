@@ -8,9 +8,12 @@ elementwise work to the block it just computed, while that block is in its cache
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, expf
+from libc.stdint cimport uint32_t, uint64_t
+
+import numpy as np
 
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
-from bpcore._simd cimport bp_act_needs_input, bp_simd_table, simd
+from bpcore._simd cimport BP_DROP_STEP, bp_act_needs_input, bp_drop_hash, bp_simd_table, simd
 from bpcore._checks cimport require
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_team_size, even_share, gemm_parts,
                               team_for, threads_for)
@@ -53,6 +56,39 @@ cdef void dact_rows(Block blk, int ld, const floating *A, const floating *Z,
                        dZ + off, act)
 
 
+cdef void begin_drop(DropSpec *drop) noexcept nogil:
+    # a key per (seed, mask count), each mixed twice: neighbouring seeds and steps get
+    # unrelated streams
+    drop.key = bp_drop_hash(bp_drop_hash(drop.state[0]) + (drop.state[1] + 1) * BP_DROP_STEP)
+    drop.state[1] += 1
+
+
+cdef void drop_rows(Block blk, int ld, const floating *U, floating *A, unsigned char *mask,
+                    const DropSpec *drop) noexcept nogil:
+    cdef Py_ssize_t r, off
+    cdef floating scale = <floating>(1 / (1 - drop.p))
+    for r in range(blk.r0, blk.r1):
+        off = r * ld + blk.c0
+        if floating is float:
+            K.drop_f32(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, off,
+                       drop.threshold, scale)
+        else:
+            K.drop_f64(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, off,
+                       drop.threshold, scale)
+
+
+cdef void undrop_rows(Block blk, int ld, const unsigned char *mask, const DropSpec *drop,
+                      floating *d) noexcept nogil:
+    cdef Py_ssize_t r, off
+    cdef floating scale = <floating>(1 / (1 - drop.p))
+    for r in range(blk.r0, blk.r1):
+        off = r * ld + blk.c0
+        if floating is float:
+            K.undrop_f32(blk.c1 - blk.c0, mask + off, scale, d + off)
+        else:
+            K.undrop_f64(blk.c1 - blk.c0, mask + off, scale, d + off)
+
+
 cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
                       floating *out) noexcept nogil:
     """out[c0:c1] += D[:rows, c0:c1].sum(0)."""
@@ -69,7 +105,12 @@ cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, in
     cdef int fi = layer.fan_in, fo = layer.fan_out
     cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
                                <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
-    act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
+    if layer.drop == NULL:
+        act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
+        return
+    act_rows(blk, fo, Z, <const floating *>layer.b, <floating *>layer.undropped,
+             <floating *>layer.keep, layer.act)
+    drop_rows(blk, fo, <const floating *>layer.undropped, Z, layer.drop_mask, layer.drop)
 
 
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
@@ -231,6 +272,7 @@ def py_dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
     layer.W, layer.b = &W[0, 0] if fi else NULL, &b[0]
     layer.dW, layer.db, layer.mask = NULL, NULL, NULL
     layer.keep = &keep[0, 0] if keep is not None else NULL
+    layer.drop, layer.undropped, layer.drop_mask = NULL, NULL, NULL
     with nogil:
         pinned = blas_pin()
         dense_forward(&layer, n, pX, &Z[0, 0])
@@ -261,7 +303,7 @@ def py_dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     layer.W, layer.b = &W[0, 0] if fi else NULL, NULL
     layer.dW, layer.db = &dW[0, 0] if fi else NULL, &db[0]
     layer.mask = &mask[0, 0] if mask is not None and fi else NULL
-    layer.keep = NULL
+    layer.keep, layer.drop, layer.undropped, layer.drop_mask = NULL, NULL, NULL, NULL
     if dX is not None and n and fi:
         pdX = &dX[0, 0]
     with nogil:
@@ -299,3 +341,45 @@ def py_activation_backward(int act, const floating[:, ::1] A, const floating[:, 
     cdef const floating *pZ = &Z[0, 0] if Z is not None else NULL
     with nogil:
         activation_backward(&spec, n, c, &A[0, 0], pZ, &dA[0, 0], &dZ[0, 0])
+
+
+cdef DropSpec _drop_spec(double p, uint64_t[::1] state) except *:
+    cdef DropSpec drop
+    require(0 <= p < 1, f"p: expected a probability in [0, 1), got {p}")
+    require(state.shape[0] == 2, f"state: expected (seed, draws), got {state.shape[0]} values")
+    drop.p, drop.state = p, &state[0]
+    drop.threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)
+    return drop
+
+
+def py_dropout(double p, uint64_t[::1] state, const floating[:, ::1] U, floating[:, ::1] A,
+               unsigned char[:, ::1] mask):
+    """A = U * mask / (1 - p) with the next mask of the dropout layer whose (seed, draws) is
+    state (advanced by one); the mask into mask."""
+    cdef DropSpec drop = _drop_spec(p, state)
+    cdef int n = U.shape[0], c = U.shape[1]
+    require(A.shape[0] == n and A.shape[1] == c and mask.shape[0] == n and mask.shape[1] == c,
+            f"A, mask: expected shape ({n}, {c})")
+    begin_drop(&drop)
+    if n == 0 or c == 0:
+        return
+    with nogil:
+        drop_rows(_block_of(n, c), c, &U[0, 0], &A[0, 0], &mask[0, 0], &drop)
+
+
+def py_undrop(double p, const unsigned char[:, ::1] mask, floating[:, ::1] d):
+    """d *= mask / (1 - p), in place."""
+    cdef uint64_t[::1] unused = np.zeros(2, np.uint64)
+    cdef DropSpec drop = _drop_spec(p, unused)
+    cdef int n = d.shape[0], c = d.shape[1]
+    require(mask.shape[0] == n and mask.shape[1] == c, f"mask: expected shape ({n}, {c})")
+    if n == 0 or c == 0:
+        return
+    with nogil:
+        undrop_rows(_block_of(n, c), c, &mask[0, 0], &drop, &d[0, 0])
+
+
+cdef inline Block _block_of(int rows, int c) noexcept nogil:
+    cdef Block blk
+    blk.r0, blk.r1, blk.c0, blk.c1 = 0, rows, 0, c
+    return blk

@@ -1,6 +1,10 @@
 # The table of elementwise loops (csrc/bp_simd.h), filled for this CPU at import.
 
+from libc.stdint cimport uint32_t, uint64_t
+
 cdef extern from "bp_simd.h":
+    uint64_t bp_drop_hash(uint64_t z) noexcept nogil
+    uint64_t BP_DROP_STEP
     ctypedef struct bp_act:
         int kind
         double p0, p1
@@ -43,6 +47,16 @@ cdef extern from "bp_simd.h":
                            float *out) noexcept nogil
         void (*colsum_f64)(Py_ssize_t n, Py_ssize_t rows, const double *D, Py_ssize_t ld,
                            double *out) noexcept nogil
+        void (*drop_f32)(Py_ssize_t n, const float *u, float *out, unsigned char *mask,
+                         uint64_t key, uint64_t first, uint32_t threshold,
+                         float scale) noexcept nogil
+        void (*drop_f64)(Py_ssize_t n, const double *u, double *out, unsigned char *mask,
+                         uint64_t key, uint64_t first, uint32_t threshold,
+                         double scale) noexcept nogil
+        void (*undrop_f32)(Py_ssize_t n, const unsigned char *mask, float scale,
+                           float *d) noexcept nogil
+        void (*undrop_f64)(Py_ssize_t n, const unsigned char *mask, double scale,
+                           double *d) noexcept nogil
         int (*nonfinite_f32)(Py_ssize_t n, const float *x) noexcept nogil
         int (*nonfinite_f64)(Py_ssize_t n, const double *x) noexcept nogil
 

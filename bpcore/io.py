@@ -19,14 +19,14 @@ from bpcore import _checkpoint
 from bpcore._checkpoint import CheckpointError
 from bpcore._validation import check_path
 from bpcore._version import __version__
-from bpcore.layers import ACTIVATIONS
+from bpcore.layers import NAMED_LAYERS
 
 __all__ = ["CheckpointError", "save_network", "load_network", "load_optimizer_state"]
 
 FORMAT = "bpcore-network-2"
 NPZ_FORMAT = "bpcore-network-1"  # bpcore 0.1's .npz files, read-only
 OPTIMIZER_PREFIX = "optimizer."
-_LAYER_TYPES = ("dense",) + tuple(ACTIVATIONS)
+_LAYER_TYPES = ("dense",) + tuple(NAMED_LAYERS)
 
 
 def save_network(path, spec, tensors, optimizer_state=None):

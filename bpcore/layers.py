@@ -18,17 +18,29 @@ from bpcore._claims import Claimed
 from bpcore._validation import (as_array, as_matrix, assign_array, check_choice,
                                 check_init_scale, check_int, check_real, float_dtype_of,
                                 resolve_dtype)
-from bpcore.params import Parameter, as_generator
+from bpcore.params import Parameter, as_generator, seed_value
 
 __all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU",
-           "ELU", "GELU", "SiLU", "Softplus", "Softmax", "ACTIVATIONS"]
+           "ELU", "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "ACTIVATIONS", "NAMED_LAYERS"]
 
 
 class Module:
-    """Base class: parameters(), num_parameters, zero_grad(), and calling = forward."""
+    """Base class: parameters(), num_parameters, zero_grad(), train()/eval(), and calling =
+    forward."""
+
+    training = True  # dropout drops in the layer API's forward only in training mode
 
     def parameters(self):
         return []
+
+    def train(self, mode=True):
+        """Training mode (Dropout drops in forward), or evaluation mode with mode=False;
+        returns self. train_step and fit always train; predict and evaluate never drop."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
     @property
     def num_parameters(self):
@@ -379,3 +391,79 @@ class Softmax(Activation):
 ACTIVATIONS = {cls.name: cls for cls in (Identity, ReLU, Sigmoid, Tanh, LeakyReLU, ELU, GELU,
                                          SiLU, Softplus, Softmax)}
 """The activations by name (a checkpoint file's layer "type"), constructed with settings()."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+class Dropout(Module):
+    """Inverted dropout (as torch.nn.Dropout): in training, each value is zeroed with
+    probability p and the others are scaled by 1 / (1 - p); the identity in predict, evaluate
+    and the layer API's forward after eval().
+
+    Masks come from a counter-based stream: element i of mask k is a hash of (seed, k, i), so
+    a mask is the same whatever the thread count or the split of the rows. forward in training
+    mode, and each train_step (every step of fit), draw the next mask: the layer API and the
+    engine drop the same units from the same state. ``draws`` (masks drawn so far) is saved in
+    checkpoint files, so a resumed run draws the masks it would have drawn.
+    """
+    name = "dropout"
+
+    def __init__(self, p=0.5, seed=None, *, draws=0):
+        self._p = check_real(p, "p", low=0, high=1, high_open=True)
+        self._seed = seed_value(seed)
+        draws = check_int(draws, "draws", low=0)
+        self.state = np.array([self._seed, draws], np.uint64)  # the engine advances it too
+        self._mask = None
+
+    @property
+    def p(self):
+        return self._p
+
+    @property
+    def seed(self):
+        return self._seed
+
+    @property
+    def mask(self):
+        """The last training-mode forward's mask (n, features) of 0/1 bytes, or None."""
+        return self._mask
+
+    def settings(self):
+        return {"p": self.p, "seed": self.seed, "draws": int(self.state[1])}
+
+    def forward(self, X):
+        return self.forward_unchecked(_as_activation_input(X, "X"))
+
+    def forward_unchecked(self, X, keep=True):
+        self._mask = None
+        if not (keep and self.training) or self.p == 0:
+            return X
+        A = np.empty_like(X)
+        self._mask = np.empty(X.shape, np.uint8)
+        _layers.py_dropout(self.p, self.state, X, A, self._mask)
+        return A
+
+    def backward(self, dA, input_grad=True):
+        if self._mask is None:
+            return as_matrix(dA, "dA", float_dtype_of(as_array(dA, "dA")), what="features")
+        dA = as_matrix(dA, "dA", np.result_type(dA), cols=self._mask.shape[1], what="features")
+        if dA.shape != self._mask.shape:
+            raise ValueError(f"dA: expected shape {self._mask.shape} (the last forward's output), "
+                             f"got {dA.shape}")
+        return self.backward_unchecked(dA)
+
+    def backward_unchecked(self, dA, input_grad=True):
+        if self._mask is None:  # the last forward did not drop
+            return dA
+        dX = np.array(dA, copy=True)
+        _layers.py_undrop(self.p, self._mask, dX)
+        return dX
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+NAMED_LAYERS = {**ACTIVATIONS, Dropout.name: Dropout}
+"""The layers without weights by name (a checkpoint file's layer "type"): activations and
+Dropout, each constructed with its settings()."""

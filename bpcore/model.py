@@ -13,7 +13,7 @@ from bpcore import io, training
 from bpcore._claims import Claimed
 from bpcore._validation import (as_matrix, assign_array, check_choice, check_init_scale,
                                 check_int, resolve_dtype)
-from bpcore.layers import ACTIVATIONS, GELU, Activation, Dense, Module
+from bpcore.layers import ACTIVATIONS, GELU, NAMED_LAYERS, Activation, Dense, Dropout, Module
 from bpcore.optim import Optimizer
 from bpcore.params import as_generator
 
@@ -37,8 +37,8 @@ class Sequential(Module):
             raise ValueError("layers: expected at least one layer, got none")
         for i, layer in enumerate(layers):
             # the network drives its layers through forward_unchecked/backward_unchecked and
-            # saves them by kind: Dense and the activations are the layers it knows
-            if not isinstance(layer, (Dense, Activation)):
+            # saves them by kind: Dense, the activations and Dropout are the layers it knows
+            if not isinstance(layer, (Dense, Activation, Dropout)):
                 raise TypeError(f"layers[{i}]: expected a bpcore layer, got "
                                 f"{type(layer).__name__} (a network takes Dense layers and "
                                 f"activations, not networks or other Modules)")
@@ -102,6 +102,12 @@ class Sequential(Module):
 
     def parameters(self):
         return [p for m in self.layers for p in m.parameters()]
+
+    def train(self, mode=True):
+        super().train(mode)
+        for m in self.layers:
+            m.train(mode)
+        return self
 
     def forward(self, X):
         """X (n, n_inputs) -> the network's output (n, n_outputs); keeps what backward needs."""
@@ -213,8 +219,8 @@ def _architecture(spec, masks):
     for i, d in enumerate(spec["layers"]):
         if d["type"] == "dense":
             layers.append(Dense(d["fan_in"], d["fan_out"], mask=masks.get(i), dtype=dtype, seed=0))
-        elif d["type"] in ACTIVATIONS:
-            layers.append(ACTIVATIONS[d["type"]](**{k: v for k, v in d.items() if k != "type"}))
+        elif d["type"] in NAMED_LAYERS:
+            layers.append(NAMED_LAYERS[d["type"]](**{k: v for k, v in d.items() if k != "type"}))
         else:
             raise ValueError(f"layers[{i}]: unknown layer type {d['type']!r}")
     return Sequential(*layers)

@@ -93,6 +93,17 @@ def new_seed():
     return int.from_bytes(os.urandom(8), "little")
 
 
+def seed_value(seed, name="seed"):
+    """An integer seed in [0, 2**64), or a fresh one for None (for the streams that are keyed
+    by the seed itself, as dropout's masks)."""
+    if seed is None:
+        return new_seed()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise (ValueError if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+               else TypeError)(f"{name}: expected None or an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
 def as_generator(seed, name="seed"):
     """A bpcore Generator for an integer seed, None (fresh entropy) or a Generator: the one
     rule for seeds (layers, MLP and fit take theirs through it)."""

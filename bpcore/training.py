@@ -17,7 +17,7 @@ from bpcore import _engine
 from bpcore._claims import claim, release
 from bpcore._validation import as_matrix, check_choice, check_int, check_real
 from bpcore.errors import NonFiniteError
-from bpcore.layers import Activation, Dense, Softmax
+from bpcore.layers import Activation, Dense, Dropout, Softmax
 from bpcore.losses import Loss, SoftmaxCrossEntropyLoss
 from bpcore.optim import LBFGS, Optimizer
 from bpcore.params import as_generator
@@ -47,21 +47,26 @@ def _exclusive(what):
 
 
 def _engine_layout(model):
-    """(sizes, activations, masks) if the network is Dense layers each followed by at most one
-    activation, the layout the engine runs; else the index of the first layer that breaks it."""
-    sizes, acts, masks = [model.n_inputs], [], []
+    """(sizes, activations, masks, dropouts) if the network is Dense layers each followed by at
+    most one activation and at most one Dropout, the layout the engine runs; else the index of
+    the first layer that breaks it."""
+    sizes, acts, masks, drops = [model.n_inputs], [], [], []
     layers = model.layers
     i = 0
     while i < len(layers):
         m = layers[i]
         if not isinstance(m, Dense):
             return i
-        act = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Activation) else None
+        i += 1
+        act = layers[i] if i < len(layers) and isinstance(layers[i], Activation) else None
+        i += act is not None
+        drop = layers[i] if i < len(layers) and isinstance(layers[i], Dropout) else None
+        i += drop is not None
         sizes.append(m.fan_out)
         acts.append(act.spec if act is not None else int(Activation.kind))
         masks.append(m.mask)
-        i += 2 if act is not None else 1
-    return sizes, acts, masks
+        drops.append((drop.p, drop.state) if drop is not None and drop.p > 0 else None)
+    return sizes, acts, masks, drops
 
 
 def engine_for(model):
@@ -71,8 +76,10 @@ def engine_for(model):
         layout = _engine_layout(model)
         if isinstance(layout, int):
             raise ValueError(f"layers[{layout}]: the training engine takes Dense layers each "
-                             f"followed by at most one activation; got {model.layers[layout]!r}")
-        eng = _engine.Engine(*layout[:2], model.flat_params, model.flat_grads, layout[2])
+                             f"followed by at most one activation and one Dropout; got "
+                             f"{model.layers[layout]!r}")
+        sizes, acts, masks, drops = layout
+        eng = _engine.Engine(sizes, acts, model.flat_params, model.flat_grads, masks, drops)
         _ENGINES[model] = eng
     return eng
 
@@ -243,18 +250,24 @@ class _Snapshot:
         self.params = np.empty_like(model.flat_params)
         self.state = {k: np.empty_like(v) for k, v in native.state().items()}
         self.steps = 0
+        # the dropout layers' mask counters: the replay draws the same masks
+        self.drops = [(m.state, m.state.copy()) for m in model.layers if isinstance(m, Dropout)]
 
     def take(self):
         np.copyto(self.params, self.model.flat_params)
         for k, v in self.native.state().items():
             np.copyto(self.state[k], v)
         self.steps = self.native.steps
+        for live, saved in self.drops:
+            np.copyto(saved, live)
 
     def restore(self):
         np.copyto(self.model.flat_params, self.params)
         for k, v in self.native.state().items():
             np.copyto(v, self.state[k])
         self.native.steps = self.steps
+        for live, saved in self.drops:
+            np.copyto(live, saved)
 
 
 @_exclusive("fit")

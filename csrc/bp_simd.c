@@ -270,6 +270,18 @@ BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdif
         for (ptrdiff_t j = 0; j < n; j++) out[j] += d[j];                                      \
     }                                                                                          \
 }                                                                                              \
+BP_INLINE void drop_body_##SUF(ptrdiff_t n, const T *u, T *out, unsigned char *mask,          \
+                               uint64_t key, uint64_t first, uint32_t threshold, T scale) {    \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+        uint64_t h = bp_drop_hash(key + (first + (uint64_t)j) * BP_DROP_STEP);                 \
+        unsigned char keep = (uint32_t)(h >> 32) >= threshold;                                 \
+        mask[j] = keep;                                                                        \
+        out[j] = u[j] * (keep ? scale : 0); /* a product, as torch's: NaN * 0 stays NaN */      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void undrop_body_##SUF(ptrdiff_t n, const unsigned char *mask, T scale, T *d) {     \
+    for (ptrdiff_t j = 0; j < n; j++) d[j] *= mask[j] ? scale : 0;                             \
+}                                                                                              \
 BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                                  \
     /* the exponent bits are all ones exactly for NaN and infinity: an integer max over the  \
      * masked exponents vectorises, where an early-exit isfinite() loop does not */           \
@@ -311,7 +323,12 @@ ATTR static void colsum_##SUF##_##NAME(ptrdiff_t n, ptrdiff_t rows, const T *D, 
                                        T *out)                                                  \
     { colsum_body_##SUF(n, rows, D, ld, out); }                                                \
 ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)                             \
-    { return nonfinite_body_##SUF(n, x); }
+    { return nonfinite_body_##SUF(n, x); }                                                     \
+ATTR static void drop_##SUF##_##NAME(ptrdiff_t n, const T *u, T *out, unsigned char *mask,    \
+                                     uint64_t key, uint64_t first, uint32_t threshold, T scale)\
+    { drop_body_##SUF(n, u, out, mask, key, first, threshold, scale); }                        \
+ATTR static void undrop_##SUF##_##NAME(ptrdiff_t n, const unsigned char *mask, T scale, T *d) \
+    { undrop_body_##SUF(n, mask, scale, d); }
 
 #define BP_TARGET(NAME, ATTR)                                                                   \
     BP_WRAPPERS(NAME, ATTR, float, f32)                                                         \
@@ -326,6 +343,8 @@ ATTR static int nonfinite_##SUF##_##NAME(ptrdiff_t n, const T *x)               
         t->dact_f32 = dact_f32_##NAME; t->dact_f64 = dact_f64_##NAME;                           \
         t->colsum_f32 = colsum_f32_##NAME; t->colsum_f64 = colsum_f64_##NAME;                   \
         t->nonfinite_f32 = nonfinite_f32_##NAME; t->nonfinite_f64 = nonfinite_f64_##NAME;       \
+        t->drop_f32 = drop_f32_##NAME; t->drop_f64 = drop_f64_##NAME;                           \
+        t->undrop_f32 = undrop_f32_##NAME; t->undrop_f64 = undrop_f64_##NAME;                   \
     }                                                                                          \
 
 BP_TARGET(generic, )

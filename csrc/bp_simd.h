@@ -11,6 +11,7 @@
 #define BP_SIMD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* activations, as bpcore._layers.Activation. SOFTMAX works on whole rows: the elementwise loops
  * treat it as the identity and the callers apply the row-wise part (bpcore._layers) */
@@ -85,8 +86,27 @@ typedef struct {
     /* out[j] += sum_r D[r * ld + j] for r < rows */                                           \
     typedef void (*bp_colsum_##SUF##_fn)(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,\
                                          T *out);                                               \
+    /* inverted dropout of u (n): mask[j] = 1 to keep element `first + j` of the step (see     \
+     * bp_drop_hash), out[j] = u[j] * (kept ? scale : 0); out may be u */                      \
+    typedef void (*bp_drop_##SUF##_fn)(ptrdiff_t n, const T *u, T *out, unsigned char *mask,  \
+                                       uint64_t key, uint64_t first, uint32_t threshold,        \
+                                       T scale);                                                \
+    /* d[j] *= (mask[j] ? scale : 0): the delta back through dropout */                        \
+    typedef void (*bp_undrop_##SUF##_fn)(ptrdiff_t n, const unsigned char *mask, T scale,      \
+                                         T *d);                                                 \
     /* nonzero if any of x[0..n) is NaN or infinite */                                          \
     typedef int (*bp_nonfinite_##SUF##_fn)(ptrdiff_t n, const T *x);
+
+/* Dropout's draws: element i of a step's mask keeps its value when the top 32 bits of
+ * bp_drop_hash(key + i * BP_DROP_STEP) are >= threshold (= p * 2^32), key fixed per layer and
+ * step. Counter-based: any element's draw is known without the ones before it, so the mask
+ * does not depend on how the rows are split among threads */
+#define BP_DROP_STEP 0x9E3779B97F4A7C15ULL
+static inline uint64_t bp_drop_hash(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
 
 BP_KERNEL_TYPES(float, f32)
 BP_KERNEL_TYPES(double, f64)
@@ -102,6 +122,8 @@ typedef struct {
     bp_dact_f32_fn dact_f32;        bp_dact_f64_fn dact_f64;
     bp_colsum_f32_fn colsum_f32;    bp_colsum_f64_fn colsum_f64;
     bp_nonfinite_f32_fn nonfinite_f32; bp_nonfinite_f64_fn nonfinite_f64;
+    bp_drop_f32_fn drop_f32;        bp_drop_f64_fn drop_f64;
+    bp_undrop_f32_fn undrop_f32;    bp_undrop_f64_fn undrop_f64;
 } bp_simd_table;
 
 /* the widest level this CPU runs */
