@@ -2,7 +2,9 @@
 and plain NumPy, over batch sizes and thread counts.
 
 Every implementation trains the same MLP (ReLU hidden layers, linear outputs) from the same
-initial weights with MSE on one-hot targets and SGD with momentum. Per (threads, batch) cell the
+initial weights with MSE on one-hot targets and SGD with momentum (--activation, --loss and
+--optimizer change these; the NumPy step is written for ReLU only and is left out for any
+other activation, with a note in the header). Per (threads, batch) cell the
 implementations are timed *interleaved* in one process: round after round, a block of k steps
 of each in turn, so that drift in the machine's speed (turbo, other processes) hits them all
 alike. A block's time / k is one sample; the table shows medians over the samples.
@@ -15,6 +17,7 @@ times over bpcore's (above 1: bpcore is faster).
 
     python -m bpcore.bench                              # the README's table
     python -m bpcore.bench --threads 1,2,all --batches 32,512 --json out.json
+    python -m bpcore.bench --activation gelu --loss xent --threads 1 --batches 1,32,128
 """
 import argparse
 import json
@@ -37,6 +40,31 @@ DEFAULT_SIZES = (784, 256, 128, 10)
 DEFAULT_BATCHES = (1, 8, 32, 128, 512, 2048)
 LR, MOMENTUM = 0.01, 0.9
 ADAM_LR = 0.001
+
+# the hidden activations (bpcore.MLP's names) and torch's module for each, with bpcore's
+# settings (torch's defaults); the label the header shows
+ACTIVATIONS = {
+    "relu": ("ReLU", lambda nn: nn.ReLU()),
+    "leaky_relu": ("LeakyReLU(0.01)", lambda nn: nn.LeakyReLU(0.01)),
+    "elu": ("ELU", lambda nn: nn.ELU()),
+    "gelu": ("GELU", lambda nn: nn.GELU()),
+    "gelu_tanh": ("GELU(tanh)", lambda nn: nn.GELU(approximate="tanh")),
+    "silu": ("SiLU", lambda nn: nn.SiLU()),
+    "softplus": ("Softplus", lambda nn: nn.Softplus()),
+    "sigmoid": ("Sigmoid", lambda nn: nn.Sigmoid()),
+    "tanh": ("Tanh", lambda nn: nn.Tanh()),
+}
+# the losses: "mse" (MSE, mean, on one-hot targets) and "xent" (softmax cross-entropy, mean, on
+# integer labels: bpcore.SoftmaxCrossEntropyLoss, torch.nn.CrossEntropyLoss), as the header
+# and the JSON describe them
+LOSSES = {"mse": "MSE on one-hot targets",
+          "xent": "softmax cross-entropy on integer labels"}
+LOSS_CONFIG = {"mse": "MSE mean, one-hot targets",
+               "xent": "softmax cross-entropy mean, integer labels"}
+
+
+def bpcore_loss(name):
+    return bpcore.SoftmaxCrossEntropyLoss() if name == "xent" else bpcore.MSELoss()
 
 
 def bpcore_optimizer(name, model):
@@ -99,9 +127,9 @@ class BpcoreImpl:
     """bpcore's fused native step: model.train_step."""
     max_block = MAX_BLOCK_STEPS
 
-    def __init__(self, model, batches, optimizer="sgd"):
+    def __init__(self, model, batches, optimizer="sgd", loss="mse"):
         self.model, self.batches, self.optimizer = model, batches, optimizer
-        self.loss = bpcore.MSELoss()
+        self.loss = bpcore_loss(loss)
         self.p0 = model.flat_params.copy()
         self.reset()
 
@@ -131,11 +159,12 @@ class FloorImpl:
 
 class NumpyMLP:
     """A plain NumPy MLP step, written the textbook way: ReLU hidden layers, linear outputs,
-    MSE (mean), SGD with momentum in torch's form (v = m v + g; w -= lr v), all in the dtype of
-    the weights given."""
+    MSE (mean) on one-hot targets or, with loss="xent", softmax cross-entropy (mean) on integer
+    labels, SGD with momentum in torch's form (v = m v + g; w -= lr v), all in the dtype of the
+    weights given."""
 
-    def __init__(self, weights, biases, lr=LR, momentum=MOMENTUM, adam=False):
-        self.adam, self.t = adam, 0
+    def __init__(self, weights, biases, lr=LR, momentum=MOMENTUM, adam=False, loss="mse"):
+        self.adam, self.t, self.loss = adam, 0, loss
         self.W0 = [np.array(w) for w in weights]
         self.b0 = [np.array(b) for b in biases]
         self.lr, self.momentum = lr, momentum
@@ -176,9 +205,12 @@ class NumpyMLP:
             if l < L - 1:
                 np.maximum(z, 0, out=z)
             acts.append(z)
-        diff = acts[-1] - Y
-        loss = float(np.vdot(diff, diff)) / diff.size
-        grad = diff * (2 / diff.size)  # d mean((out - Y)^2) / d out
+        if self.loss == "xent":  # Y: integer labels
+            loss, grad = self.softmax_xent(acts[-1], Y)
+        else:
+            diff = acts[-1] - Y
+            loss = float(np.vdot(diff, diff)) / diff.size
+            grad = diff * (2 / diff.size)  # d mean((out - Y)^2) / d out
         self.t += 1
         for l in range(L - 1, -1, -1):
             dW = acts[l].T @ grad
@@ -189,14 +221,29 @@ class NumpyMLP:
             self.update(self.b[l], self.vb[l], self.sb[l], db)
         return loss
 
+    @staticmethod
+    def softmax_xent(Z, labels):
+        """Mean cross-entropy of softmax(Z) against integer labels, and its gradient
+        (softmax - one_hot) / n."""
+        n = Z.shape[0]
+        rows = np.arange(n)
+        Z = Z - Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        total = P.sum(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(total[:, 0]) - Z[rows, labels]))
+        P /= total
+        P[rows, labels] -= 1
+        P /= n
+        return loss, P
+
 
 class NumpyImpl:
     max_block = MAX_BLOCK_STEPS
-    def __init__(self, model, batches, optimizer="sgd"):
+    def __init__(self, model, batches, optimizer="sgd", loss="mse"):
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
         adam = optimizer == "adam"
         self.net = NumpyMLP([d.W for d in dense], [d.b for d in dense],
-                            lr=ADAM_LR if adam else LR, adam=adam)
+                            lr=ADAM_LR if adam else LR, adam=adam, loss=loss)
         self.batches = batches
 
     def reset(self):
@@ -207,11 +254,12 @@ class NumpyImpl:
 
 
 class TorchImpl:
-    """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear), MSELoss, optim.SGD; per step
-    zero_grad, forward, loss, backward, step."""
+    """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear) (or another activation),
+    MSELoss (or CrossEntropyLoss), optim.SGD (or Adam); per step zero_grad, forward, loss,
+    backward, step."""
     max_block = MAX_BLOCK_STEPS
 
-    def __init__(self, model, batches, torch, optimizer="sgd"):
+    def __init__(self, model, batches, torch, optimizer="sgd", activation="relu", loss="mse"):
         nn = torch.nn
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
         tdtype = {np.dtype(np.float32): torch.float32,
@@ -220,7 +268,7 @@ class TorchImpl:
         for i, d in enumerate(dense):
             mods.append(nn.Linear(d.fan_in, d.fan_out, dtype=tdtype))
             if i < len(dense) - 1:
-                mods.append(nn.ReLU())
+                mods.append(ACTIVATIONS[activation][1](nn))
         self.net = nn.Sequential(*mods)
         self.params = list(self.net.parameters())
         # torch's Linear.weight is (out, in), bpcore's W is (in, out)
@@ -231,8 +279,13 @@ class TorchImpl:
         self.torch = torch
         self.optimizer = optimizer
         self.opt = self.new_optimizer()
-        self.loss = nn.MSELoss()
-        self.batches = [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in batches]
+        if loss == "xent":  # integer labels: torch wants int64
+            self.loss = nn.CrossEntropyLoss()
+            self.batches = [(torch.from_numpy(X), torch.from_numpy(Y.astype(np.int64)))
+                            for X, Y in batches]
+        else:
+            self.loss = nn.MSELoss()
+            self.batches = [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in batches]
         self.reset()
 
     def new_optimizer(self):
@@ -350,16 +403,20 @@ def peak_gemm_gflops(size, reps, dtype):
 # ---------------------------------------------------------------------------------------------
 # one cell
 
-def make_batches(sizes, n, dtype, seed=0):
+def make_batches(sizes, n, dtype, seed=0, loss="mse"):
     """A pool of batches, the same for every implementation: X uniform in [0, 1) like image
-    pixels, one-hot targets of random labels."""
+    pixels, random labels: one-hot target rows for "mse", the labels themselves (intp) for
+    "xent"."""
     rng = np.random.default_rng(seed)
     count = max(2, min(8, POOL_ROWS // n))
     batches = []
     for _ in range(count):
         X = rng.random((n, sizes[0])).astype(dtype)
-        Y = bpcore.one_hot(rng.integers(0, sizes[-1], n), sizes[-1], dtype)
-        batches.append((X, Y))
+        labels = rng.integers(0, sizes[-1], n)
+        if loss == "xent":
+            batches.append((X, labels.astype(np.intp)))
+        else:
+            batches.append((X, bpcore.one_hot(labels, sizes[-1], dtype)))
     return batches
 
 
@@ -375,16 +432,17 @@ def run_cell(args, timing, threads, n, torch):
     bpcore.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
-    model = bpcore.MLP(sizes, dtype=args.dtype, seed=0)
-    batches = make_batches(sizes, n, args.dtype)
-    impls = {"bpcore": BpcoreImpl(model, batches, args.optimizer),
+    model = bpcore.MLP(sizes, activation=args.activation, dtype=args.dtype, seed=0)
+    batches = make_batches(sizes, n, args.dtype, loss=args.loss)
+    impls = {"bpcore": BpcoreImpl(model, batches, args.optimizer, args.loss),
              "floor": FloorImpl(model, batches)}
     if args.optimizer != "sgd":  # the same step with SGD, timed in the same rounds
-        impls["bpcore_sgd"] = BpcoreImpl(model, batches, "sgd")
+        impls["bpcore_sgd"] = BpcoreImpl(model, batches, "sgd", args.loss)
     if torch is not None:
-        impls["torch"] = TorchImpl(model, batches, torch, args.optimizer)
+        impls["torch"] = TorchImpl(model, batches, torch, args.optimizer, args.activation,
+                                   args.loss)
     if not args.no_numpy:
-        impls["numpy"] = NumpyImpl(model, batches, args.optimizer)
+        impls["numpy"] = NumpyImpl(model, batches, args.optimizer, args.loss)
     # every implementation copied the initial weights above; now training may start
     pause = timing["pause"] if args.pause is None else args.pause
     raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
@@ -451,11 +509,19 @@ def parse_args(argv):
     ap.add_argument("--threads", type=thread_list, default=thread_list("1,all"),
                     help='thread counts, integers or "all" (default 1,all)')
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu",
+                    help="the hidden layers' activation, of bpcore and torch alike (default "
+                         "relu); the NumPy step is left out for any but relu")
+    ap.add_argument("--loss", choices=tuple(LOSSES), default="mse",
+                    help="mse: MSE on one-hot targets (default); xent: softmax cross-entropy "
+                         "on integer labels (bpcore.SoftmaxCrossEntropyLoss, "
+                         "torch.nn.CrossEntropyLoss)")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                     help="the optimizer of every implementation (default sgd); with adam, "
                          "bpcore's SGD step is timed too and the table shows adam/sgd")
     ap.add_argument("--seconds", type=float, default=None,
-                    help="time budget per cell, all implementations together (default 1.5)")
+                    help="time budget per cell, all implementations together (default 2, "
+                         "0.08 with --quick)")
     ap.add_argument("--pause", type=float, default=None, metavar="SECONDS",
                     help="sleep before each timed block, untimed (default 0.15, 0 with "
                          "--quick): lets the previous implementation's spinning worker "
@@ -510,9 +576,11 @@ def config(args, timing, torch):
         "threads": args.threads, "seconds_per_cell": args.seconds, "quick": args.quick,
         "pause_s": timing["pause"] if args.pause is None else args.pause,
         "optimizer": args.optimizer, "lr": ADAM_LR if args.optimizer == "adam" else LR,
-        "momentum": MOMENTUM, "loss": "MSE mean, one-hot targets",
+        "momentum": MOMENTUM, "activation": args.activation,
+        "loss": LOSS_CONFIG[args.loss], "loss_name": args.loss,
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
+        "numpy_skipped": getattr(args, "numpy_skipped", None),
     }
 
 
@@ -524,13 +592,16 @@ def header(cfg, peak, peak_size):
         f"numpy {cfg['numpy']} · torch {cfg['torch'] or 'not used'}",
         f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}, "
         f"BLAS {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')})",
-        f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, MSE on one-hot targets, "
+        f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, "
+        f"{ACTIVATIONS[cfg['activation']][0]} hidden layers, {LOSSES[cfg['loss_name']]}, "
         + (f"Adam lr {ADAM_LR}" if cfg["optimizer"] == "adam" else
          f"SGD lr {LR} momentum {MOMENTUM}") + "; medians of interleaved blocks, "
         f"{cfg['seconds_per_cell']:g} s per cell",
         f"peak GEMM ({peak_size}³ {cfg['dtype']}): " + ", ".join(
             f"{t} thread{'s' if t > 1 else ''} {g:.1f} GFLOP/s" for t, g in peak.items()),
     ]
+    if cfg.get("numpy_skipped"):
+        lines.append(f"numpy: left out ({cfg['numpy_skipped']})")
     return "\n".join(lines)
 
 
@@ -561,6 +632,10 @@ def table_row(c, cols):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.numpy_skipped = None
+    if not args.no_numpy and args.activation != "relu":
+        args.numpy_skipped = f"its step is written for ReLU only, not {args.activation}"
+        args.no_numpy = True
     timing = dict(TIMING["quick" if args.quick else "full"])
     if args.seconds is None:
         args.seconds = timing["seconds"]
