@@ -9,6 +9,8 @@ from scipy.special import erf, expit
 import bpcore
 from bpcore import _layers, _simd
 from bpcore.layers import ACTIVATIONS
+from test_engine import _layer_api_step
+from test_gradcheck import numeric_grad
 
 # name -> (layer factory, NumPy reference f(z), its derivative f'(z))
 _SQRT_2_PI = np.sqrt(2 / np.pi)
@@ -153,19 +155,6 @@ def test_nan_stays_nan(name):
 NET_ACTS = ["leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus"]
 
 
-def _numeric_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in range(x.size):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("act", NET_ACTS)
 def test_network_gradient_against_finite_differences(act):
     rng = np.random.default_rng(3)
@@ -178,17 +167,9 @@ def test_network_gradient_against_finite_differences(act):
     model.zero_grad()
     loss(model.forward(X), y)
     model.backward(loss.backward())
-    numeric = _numeric_grad(lambda: loss(model.predict(X), y), model.flat_params)
+    numeric = numeric_grad(lambda: loss(model.predict(X), y), model.flat_params)
     scale = max(np.abs(numeric).max(), 1e-3)
     assert np.abs(model.flat_grads - numeric).max() / scale < 1e-6
-
-
-def _layer_api_step(model, X, y, loss, opt):
-    model.zero_grad()
-    value = loss(model.forward(X), y)
-    model.backward(loss.backward())
-    opt.step()
-    return value
 
 
 ENGINE_TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
