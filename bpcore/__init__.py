@@ -18,7 +18,7 @@ else:
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
     from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
     from bpcore.layers import Dense, Identity, Module, ReLU, Sigmoid, Tanh
-    from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
+    from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
     from bpcore.model import MLP, Sequential, load, load_optimizer
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
     from bpcore.params import Parameter
@@ -30,6 +30,7 @@ __all__ = [
     "FileFormatError", "NonFiniteError",
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Sequential", "MLP",
-    "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
+    "MSELoss", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss", "PoissonLoss",
+    "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
     "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
 ]
