@@ -242,7 +242,7 @@ def _checked_pos_weight(pos_weight):
     if bad.size:
         where = f" at index {bad[0]}" if arr.ndim else ""
         raise ValueError(f"pos_weight: expected positive finite numbers, got "
-                         f"{arr.reshape(-1)[bad[0]]!r}{where}")
+                         f"{arr.reshape(-1)[bad[0]].item()!r}{where}")
     if arr.ndim == 0:
         return float(values[0])
     values.flags.writeable = False
