@@ -252,8 +252,8 @@ class MLP(Sequential):
     """Multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     Hidden layers use ``activation``; the last layer uses ``output_activation`` (None for linear
-    outputs, the right choice with SoftmaxCrossEntropyLoss). Activations: "relu", "sigmoid",
-    "tanh", "identity".
+    outputs, the right choice with SoftmaxCrossEntropyLoss, BCEWithLogitsLoss and PoissonLoss,
+    which take logits or log-rates). Activations: "relu", "sigmoid", "tanh", "identity".
 
     Initialisation (``init``): "auto" draws each layer's weights uniformly with He limits
     sqrt(6 / fan_in) when the unit after it is ReLU and Glorot limits sqrt(6 / (fan_in + fan_out))
