@@ -9,6 +9,7 @@ gradient element (relative to the largest, as tests/test_torch_parity.py: a grad
 near zero carries the rounding of the terms it is made of). Set BPCORE_TOL_REPORT=1 (with -s)
 to print the worst differences seen.
 """
+import gc
 import os
 import pickle
 
@@ -19,6 +20,7 @@ from scipy.special import expit
 import bpcore
 from bpcore import _losses
 from bpcore.training import loss_and_gradient
+from memory import peak_bytes
 from test_gradcheck import assert_grad_close, check_model, numeric_grad
 
 TORCH_TOL = {"float64": 1e-12, "float32": 1e-5}
@@ -369,6 +371,26 @@ def test_loss_values_do_not_depend_on_threads(rng, name):
             runs.append((loss(Z, T), loss.backward()))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("n", [1, 16, 200])
+def test_steady_state_train_step_allocates_no_arrays(rng, n):
+    model = bpcore.MLP([50, 40, 10], seed=0)
+    opt = bpcore.SGD(model, lr=0.01, momentum=0.9)
+    loss = bpcore.BCEWithLogitsLoss(pos_weight=np.linspace(0.5, 2.0, 10))
+    X, y = _data(rng, "bce", n, 50, 10, "float32")
+
+    def step():
+        model.train_step(X, y, loss, opt)
+
+    for _ in range(3):  # the workspaces grow to this batch here
+        step()
+    # pos_weight is converted once per dtype and width, then handed over as it is
+    assert loss.native_pos_weight(np.float32, 10) is loss.native_pos_weight(np.float32, 10)
+    gc.collect()  # earlier tests' garbage, collected inside the measurement, would count
+    # the bound of tests/test_engine.py: a step's Python objects; the batch's gradient (n x 10
+    # floats) is 40 bytes a row, a copy of the target as much (warmup: see peak_bytes)
+    assert peak_bytes(step, 50, warmup=50) < 1024
 
 
 # ---------------------------------------------------------------------------------------------
