@@ -19,7 +19,7 @@ else:
     from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
     from bpcore.layers import (ELU, GELU, Dense, Dropout, Identity, LeakyReLU, Module, ReLU,
                                Sigmoid, SiLU, Softmax, Softplus, Tanh)
-    from bpcore.losses import MSELoss, SoftmaxCrossEntropyLoss
+    from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
     from bpcore.model import MLP, Sequential, load, load_optimizer
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
     from bpcore.params import Parameter
@@ -32,6 +32,7 @@ __all__ = [
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
     "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "Sequential", "MLP",
-    "MSELoss", "SoftmaxCrossEntropyLoss", "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
+    "MSELoss", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss", "PoissonLoss",
+    "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
     "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
 ]

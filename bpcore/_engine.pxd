@@ -111,11 +111,12 @@ cdef class Engine:
     cdef int enter(self, Py_ssize_t rows) except -1
     cdef int run(self, Rows data, Job *job) except -1
     cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1
-    cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
-                       OptimizerState optimizer, double max_grad_norm, int batches=*) except? -1
+    cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
+                       int batches=*) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)
     cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=*) except *
     cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL
-    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm) except *
+    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm,
+                            object pos_weight=*) except *

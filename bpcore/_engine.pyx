@@ -27,7 +27,8 @@ from bpcore._layers cimport (ActSpec, DenseLayer, DropSpec, SOFTMAX, activation_
                              act_rows, begin_drop, colsum_rows, dact_rows, dense_backward,
                              dense_forward, drop_rows, softmax_rows, undrop_rows)
 from bpcore._simd cimport bp_act_needs_input
-from bpcore._losses cimport MSE, XENT_LABELS, XENT_PROBS, MEAN, SUM, loss_and_delta
+from bpcore._losses cimport (BCE_LOGITS, MSE, POISSON, XENT_LABELS, XENT_PROBS, MEAN, SUM,
+                             loss_and_delta)
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
                             global_norm, outer_row_update, scale_run, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
@@ -37,7 +38,8 @@ from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_max_t
                               threads_for,
                               PARALLEL_MIN_WORK)
 
-from bpcore._losses import check_labels as _check_labels, valid_reduction as _valid_reduction
+from bpcore._losses import (check_labels as _check_labels, check_targets as _check_targets,
+                            valid_reduction as _valid_reduction)
 
 cnp.import_array()
 
@@ -532,10 +534,20 @@ cdef int _argmax(int c, const floating *y) noexcept nogil:
     return best
 
 
+cdef bint _signs_match(int c, const floating *z, const floating *t) noexcept nogil:
+    """True if every output's (z > 0) is its target's (t > 0.5): a row right in every label."""
+    cdef int j
+    for j in range(c):
+        if (z[j] > 0) != (t[j] > 0.5):
+            return False
+    return True
+
+
 cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows data,
                           Py_ssize_t *correct, const floating *like) noexcept nogil:
     """The summed loss over all rows (loss.reduction SUM), and the count of rows whose output
-    argmax is the label (or the target's argmax)."""
+    argmax is the label (or the target's argmax); for BCE_LOGITS, of rows whose every logit
+    has the sign of its target's side of 0.5; for POISSON none are counted."""
     cdef Py_ssize_t start = 0
     cdef int i, c = net.sizes[net.L], want
     cdef double total = 0
@@ -549,6 +561,12 @@ cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows dat
         Y = _A(net, ws, net.L - 1, X)
         total += loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, <floating *>ws.d0)
         for i in range(ws.rows):
+            if loss.kind == BCE_LOGITS:
+                correct[0] += _signs_match(c, Y + <Py_ssize_t>i * c,
+                                           <const floating *>b.T + <Py_ssize_t>i * c)
+                continue
+            if loss.kind == POISSON:
+                continue
             if b.labels != NULL:
                 want = <int>b.labels[i]
             else:
@@ -918,6 +936,10 @@ cdef class Engine:
             T = _arr(target, "target", self.typenum, 2, n, c)
             if check:
                 check_finite(T, "target")
+        elif kind == BCE_LOGITS or kind == POISSON:
+            T = _arr(target, "target", self.typenum, 2, n, c)
+            if check:
+                _check_targets(T, kind)  # finite, and in the loss's range
         else:
             raise ValueError(f"loss_kind: expected a LossKind, got {kind}")
         return T
@@ -947,13 +969,24 @@ cdef class Engine:
                              "order (e.g. SGD(model, ...)), got one over other parameters")
         return o
 
-    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm) except *:
+    cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm,
+                            object pos_weight=None) except *:
+        """The step's settings, checked. pos_weight (BCE_LOGITS only: None or a (outputs,)
+        array of the dtype) is pointed to, not copied: the caller keeps it alive while the
+        StepConf is used."""
         cdef StepConf sc
         if not _valid_reduction(kind, reduction):
             raise ValueError(f"reduction: expected a Reduction valid for the loss, got {reduction}")
         if not max_grad_norm >= 0:
             raise ValueError(f"max_grad_norm: expected a number >= 0, got {max_grad_norm}")
         sc.loss.kind, sc.loss.reduction, sc.max_grad_norm = kind, reduction, max_grad_norm
+        sc.loss.pos_weight = NULL
+        if pos_weight is not None:
+            if kind != BCE_LOGITS:
+                raise ValueError(f"pos_weight: expected None for loss kind {kind} (only "
+                                 f"BCE_LOGITS weighs its outputs), got an array")
+            sc.loss.pos_weight = _data(_arr(pos_weight, "pos_weight", self.typenum, 1,
+                                            self.net.sizes[self.net.L], -1))
         return sc
 
     def check_data(self, X, target, int loss_kind):
@@ -963,32 +996,36 @@ cdef class Engine:
         self.checked_target(target, Xa.shape[0], loss_kind)
 
     def train_step(self, X, target, int loss_kind, int reduction, OptimizerState optimizer,
-                   double max_grad_norm=0):
-        """One fused step on the batch X; returns the loss (of the weights before the step)."""
+                   double max_grad_norm=0, pos_weight=None):
+        """One fused step on the batch X; returns the loss (of the weights before the step).
+        pos_weight: BCE_LOGITS's per-output weights of the positive term, or None."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
-        cdef double total = self._train(self.rows_of(Xa, T, loss_kind), Xa.shape[0], loss_kind,
-                                        reduction, optimizer, max_grad_norm)
+        cdef double total = self._train(self.rows_of(Xa, T, loss_kind), Xa.shape[0],
+                                        self.step_conf(loss_kind, reduction, max_grad_norm,
+                                                       pos_weight), optimizer)
         return total / Xa.shape[0] if reduction == MEAN else total  # _train weights by rows
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
                   OptimizerState optimizer, double max_grad_norm=0, bint check=True,
-                  int batches=-1):
+                  int batches=-1, pos_weight=None):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
         KeyboardInterrupt with the model consistent (only whole batches are applied).
         check=False skips the pass over the data for finite values; batches >= 0 runs only the
-        epoch's first `batches` batches (the replay of an epoch up to a failed step)."""
+        epoch's first `batches` batches (the replay of an epoch up to a failed step).
+        pos_weight as for train_step."""
         cdef cnp.ndarray Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        return self._train(self.rows_of(Xa, T, loss_kind, order), batch_size, loss_kind,
-                           reduction, optimizer, max_grad_norm, batches)
+        return self._train(self.rows_of(Xa, T, loss_kind, order), batch_size,
+                           self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight),
+                           optimizer, batches)
 
-    cdef double _train(self, Rows data, int batch_size, int loss_kind, int reduction,
-                       OptimizerState optimizer, double max_grad_norm, int batches=-1) except? -1:
+    cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
+                       int batches=-1) except? -1:
         """Steps over checked rows in batches of batch_size, returning to Python every
         SIGNAL_EVERY batches for Ctrl-C. A step that meets a NaN or an infinity ends the pass;
         ``failure`` then says what and in which batch (the loss returned covers the batches
@@ -997,7 +1034,7 @@ cdef class Engine:
         cdef int nb = <int>((data.N + batch_size - 1) // batch_size)
         if batches >= 0:
             nb = min(nb, batches)
-        job.kind, job.conf = TRAIN_BATCHES, self.step_conf(loss_kind, reduction, max_grad_norm)
+        job.kind, job.conf = TRAIN_BATCHES, conf
         job.opt, job.total, job.failed = self.optimizer_of(optimizer), 0, -1
         data.batch_size = batch_size
         self.failure = None
@@ -1026,21 +1063,23 @@ cdef class Engine:
         self._pass(Xa, O, MSE, &job)
         return out
 
-    def evaluate(self, X, target, int loss_kind):
-        """(summed loss, correct argmax count) over all rows of X, in chunks."""
+    def evaluate(self, X, target, int loss_kind, pos_weight=None):
+        """(summed loss, count of rows right: see evaluate_rows) over all rows of X, in chunks."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef Job job
-        job.kind, job.conf, job.correct = EVALUATE, self.step_conf(loss_kind, SUM, 0), 0
+        job.kind, job.correct = EVALUATE, 0
+        job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
         self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
         return job.total, job.correct
 
-    def loss_and_gradient(self, X, target, int loss_kind, double scale):
+    def loss_and_gradient(self, X, target, int loss_kind, double scale, pos_weight=None):
         """scale times the loss summed over all rows of X, with its gradient written into the
         flat gradient buffer (replacing it); in chunks of rows, no per-row Python. (A loss's
         reduction is a scale of the sum: the caller's loss object knows which.)"""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef Job job
-        job.kind, job.conf, job.scale = GRADIENT, self.step_conf(loss_kind, SUM, 0), scale
+        job.kind, job.scale = GRADIENT, scale
+        job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
         self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
         return job.total
 

@@ -4,7 +4,8 @@
 from cython cimport floating
 
 cpdef enum Reduction:
-    MEAN = 0       # over all elements for MSE (torch.nn.MSELoss), over rows for cross-entropy
+    MEAN = 0       # over all elements for MSE, BCE and Poisson (as torch), over rows for
+                   # softmax cross-entropy (torch.nn.CrossEntropyLoss)
     SUM = 1
     HALF_SUM = 2   # the 1986 paper's E = 1/2 sum over cases and outputs of (y - d)^2
 
@@ -12,10 +13,14 @@ cpdef enum LossKind:
     MSE = 0            # target rows (n, c)
     XENT_LABELS = 1    # softmax cross-entropy against class labels (n,)
     XENT_PROBS = 2     # softmax cross-entropy against target rows (n, c)
+    BCE_LOGITS = 3     # sigmoid and binary cross-entropy, per element, against targets (n, c)
+    POISSON = 4        # Poisson negative log-likelihood of log-rates against targets (n, c)
 
 ctypedef struct LossSpec:
     int kind           # LossKind
     int reduction      # Reduction
+    const void *pos_weight  # BCE_LOGITS: (c,) weights of the positive term, of the outputs'
+                            # dtype; NULL: all 1
 
 # loss of Y (n, m) against targets T (n, m);  dY (n, m) = dloss/dY
 cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY,
@@ -28,6 +33,16 @@ cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_
 # the same against target distributions T (n, c) (one-hot rows, or any rows of weights)
 cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *T,
                                floating *dZ, Reduction red) noexcept nogil
+
+# sigmoid + binary cross-entropy of logits Z (n, c) against targets T (n, c) in [0, 1], the
+# positive term of column j weighted by pos_weight[j] (NULL: 1);  dZ (n, c) = dloss/dZ
+cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
+                       const floating *pos_weight, floating *dZ, Reduction red) noexcept nogil
+
+# Poisson negative log-likelihood exp(z) - t z of log-rates Z (n, c) against targets T (n, c);
+# dZ = dloss/dZ
+cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floating *dZ,
+                        Reduction red) noexcept nogil
 
 # the loss of `spec` over Y (n, c) against T (n, c) or labels (n,);  dY = dloss/dY
 cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,

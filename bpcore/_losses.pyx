@@ -1,7 +1,9 @@
 # cython: language_level=3
-"""MSE and fused, numerically stable softmax cross-entropy."""
+"""MSE, fused and numerically stable softmax cross-entropy and sigmoid binary cross-entropy,
+and the Poisson negative log-likelihood of log-rates."""
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, logf
+from libc.float cimport DBL_MAX
+from libc.math cimport exp, expf, log, log1p, log1pf, logf
 
 from bpcore._checks cimport require
 
@@ -119,12 +121,104 @@ cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *
     return total * scale
 
 
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _bce_element(floating z, floating t, floating p, floating scale,
+                                  floating *dz) noexcept nogil:
+    """The loss -(p t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))) of one logit; *dz = scale
+    times its derivative (1 - t) sigmoid(z) - p t sigmoid(-z).
+
+    Written as p t softplus(-z) + (1 - t) softplus(z): two terms >= 0, so nothing cancels
+    (torch's (1 - t) z + (1 + (p - 1) t) softplus(-z), the same function, loses eps |z|
+    absolute when z << 0 and t = 0). Both softplus and both sigmoids come from e = exp(-|z|)
+    <= 1, which cannot overflow at any logit. A NaN logit gives NaN (z >= 0 is false, and
+    log1p(NaN) is NaN), an infinite one inf or NaN (0 * inf): never a number."""
+    cdef floating e = _exp(-z if z >= 0 else z)
+    cdef floating l1 = _log1p(e), r = 1 / (1 + e)
+    cdef floating sp_pos, sp_neg, s_pos, s_neg  # softplus(z), softplus(-z), their sigmoids
+    if z >= 0:
+        sp_pos, sp_neg, s_pos, s_neg = z + l1, l1, r, e * r
+    else:
+        sp_pos, sp_neg, s_pos, s_neg = l1, l1 - z, e * r, r
+    dz[0] = ((1 - t) * s_pos - p * t * s_neg) * scale
+    return p * t * sp_neg + (1 - t) * sp_pos
+
+
+cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
+                       const floating *pos_weight, floating *dZ, Reduction red) noexcept nogil:
+    cdef double part[NCHUNK]
+    cdef double acc, total
+    cdef Py_ssize_t size = <Py_ssize_t>n * c, ch, i, k, lo, hi
+    cdef int j
+    cdef floating p
+    # torch's mean is over every element, its gradient that mean's: 1/size
+    cdef double lscale = (1.0 / size if size else 0.0) if red == MEAN else 1.0
+    cdef floating gscale = <floating>lscale
+    # rows, not elements, are split: each column meets its own pos_weight
+    for ch in prange(NCHUNK, num_threads=threads_for(size * 8), schedule="static"):
+        lo = ch * n // NCHUNK
+        hi = (ch + 1) * n // NCHUNK
+        acc = 0
+        for i in range(lo, hi):
+            for j in range(c):
+                k = i * c + j
+                p = pos_weight[j] if pos_weight != NULL else 1  # private: set every time
+                acc = acc + _bce_element(Z[k], T[k], p, gscale, &dZ[k])
+        part[ch] = acc
+    total = 0
+    for ch in range(NCHUNK):
+        total = total + part[ch]
+    return total * lscale
+
+
+cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floating *dZ,
+                        Reduction red) noexcept nogil:
+    cdef double part[NCHUNK]
+    cdef double acc, total
+    cdef Py_ssize_t size = <Py_ssize_t>n * c, ch, i, lo, hi
+    cdef floating rate
+    cdef double lscale = (1.0 / size if size else 0.0) if red == MEAN else 1.0
+    cdef floating gscale = <floating>lscale
+    for ch in prange(NCHUNK, num_threads=threads_for(size * 4), schedule="static"):
+        lo = ch * size // NCHUNK
+        hi = (ch + 1) * size // NCHUNK
+        acc = 0
+        for i in range(lo, hi):
+            # exp(z) - t z: torch's PoissonNLLLoss(log_input=True, full=False); an overflowing
+            # rate is inf, and the engine stops the step
+            rate = _exp(Z[i])
+            acc = acc + (rate - T[i] * Z[i])
+            dZ[i] = (rate - T[i]) * gscale
+        part[ch] = acc
+    total = 0
+    for ch in range(NCHUNK):
+        total = total + part[ch]
+    return total * lscale
+
+
 cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,
                            const Py_ssize_t *labels, floating *dY) noexcept nogil:
     if spec.kind == MSE:
         return mse(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
     if spec.kind == XENT_LABELS:
         return softmax_xent_labels(n, c, Y, labels, dY, <Reduction>spec.reduction)
+    if spec.kind == BCE_LOGITS:
+        return bce_logits(n, c, Y, <const floating *>T, <const floating *>spec.pos_weight, dY,
+                          <Reduction>spec.reduction)
+    if spec.kind == POISSON:
+        return poisson_nll(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
     return softmax_xent_probs(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
 
 
@@ -157,9 +251,57 @@ def check_labels(labels, Py_ssize_t n_classes, str name="target"):
                          f"got {labels[bad]} at index {bad}")
 
 
+cdef Py_ssize_t first_outside(Py_ssize_t size, const floating *T, double lo,
+                              double hi) noexcept nogil:
+    """The index of the first value of T not in [lo, hi] (NaN never is), or -1."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        if not (lo <= T[i] <= hi):
+            return i
+    return -1
+
+
+# what each kind's targets may be: (low, high, the words for them); DBL_MAX as the high end
+# keeps an infinity out
+_TARGET_RANGES = {BCE_LOGITS: (0.0, 1.0, "values in [0, 1] (0/1 labels or probabilities)"),
+                  POISSON: (0.0, DBL_MAX, "finite values >= 0 (counts or rates)")}
+
+
+def check_targets(T, int kind, str name="target"):
+    """Raise ValueError unless every value of the C-contiguous float32/float64 array T is a
+    target of loss `kind` (BCE_LOGITS: in [0, 1]; POISSON: finite and >= 0): the one place of
+    those rules, called by bpcore.losses and the engine. NaN never passes."""
+    cdef const float[::1] f32
+    cdef const double[::1] f64
+    cdef Py_ssize_t bad = -1
+    cdef double lo, hi
+    if kind not in _TARGET_RANGES:
+        raise ValueError(f"kind: expected BCE_LOGITS or POISSON, got {kind}")
+    lo, hi, words = _TARGET_RANGES[kind]
+    if (not isinstance(T, np.ndarray) or not T.flags.c_contiguous
+            or T.dtype not in (np.float32, np.float64)):
+        raise TypeError(f"{name}: expected a C-contiguous float32 or float64 array, "
+                        f"got {type(T).__name__}")
+    flat = T.reshape(-1)
+    if flat.shape[0] == 0:
+        return
+    if T.dtype == np.float32:
+        f32 = flat
+        with nogil:
+            bad = first_outside(f32.shape[0], &f32[0], lo, hi)
+    else:
+        f64 = flat
+        with nogil:
+            bad = first_outside(f64.shape[0], &f64[0], lo, hi)
+    if bad >= 0:
+        where = np.unravel_index(bad, T.shape)
+        raise ValueError(f"{name}: expected {words}, got {float(flat[bad])} at index "
+                         f"{tuple(int(k) for k in where)}")
+
+
 def valid_reduction(int kind, int reduction):
     """True if `reduction` applies to loss `kind` (half_sum is MSE's alone)."""
-    return (0 <= kind <= 2 and 0 <= reduction <= 2
+    return (MSE <= kind <= POISSON and 0 <= reduction <= 2
             and (reduction != HALF_SUM or kind == MSE))
 
 
@@ -205,4 +347,44 @@ def py_softmax_xent_probs(const floating[:, ::1] Z, const floating[:, ::1] T,
     cdef double loss
     with nogil:
         loss = softmax_xent_probs(n, c, &Z[0, 0], &T[0, 0], &dZ[0, 0], <Reduction>red)
+    return loss
+
+
+def py_bce_logits(const floating[:, ::1] Z, const floating[:, ::1] T, pos_weight,
+                  floating[:, ::1] dZ, int red):
+    """Return the sigmoid binary cross-entropy of logits Z against targets T, the positive
+    term of column j weighted by pos_weight[j] (None: 1); write dloss/dZ into dZ. (The
+    targets' range is checked by check_targets, before.)"""
+    cdef int n = Z.shape[0], c = Z.shape[1]
+    cdef const floating[::1] pw
+    cdef const floating *pw_data = NULL
+    require(T.shape[0] == n and T.shape[1] == c, f"target: expected shape ({n}, {c})")
+    require(dZ.shape[0] == n and dZ.shape[1] == c, f"dZ: expected shape ({n}, {c})")
+    require(red == MEAN or red == SUM, f"red: expected MEAN or SUM, got {red}")
+    if pos_weight is not None:
+        pw = pos_weight
+        require(pw.shape[0] == c, f"pos_weight: expected length {c}, got {pw.shape[0]}")
+        if c:
+            pw_data = &pw[0]
+    if n == 0 or c == 0:
+        return 0.0
+    cdef double loss
+    with nogil:
+        loss = bce_logits(n, c, &Z[0, 0], &T[0, 0], pw_data, &dZ[0, 0], <Reduction>red)
+    return loss
+
+
+def py_poisson_nll(const floating[:, ::1] Z, const floating[:, ::1] T, floating[:, ::1] dZ,
+                   int red):
+    """Return the Poisson negative log-likelihood exp(z) - t z of log-rates Z against targets
+    T; write dloss/dZ into dZ."""
+    cdef int n = Z.shape[0], c = Z.shape[1]
+    require(T.shape[0] == n and T.shape[1] == c, f"target: expected shape ({n}, {c})")
+    require(dZ.shape[0] == n and dZ.shape[1] == c, f"dZ: expected shape ({n}, {c})")
+    require(red == MEAN or red == SUM, f"red: expected MEAN or SUM, got {red}")
+    if n == 0 or c == 0:
+        return 0.0
+    cdef double loss
+    with nogil:
+        loss = poisson_nll(n, c, &Z[0, 0], &T[0, 0], &dZ[0, 0], <Reduction>red)
     return loss

@@ -266,10 +266,11 @@ class MLP(Sequential):
     """Multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     Hidden layers use ``activation``; the last layer uses ``output_activation`` (None for linear
-    outputs, the right choice with SoftmaxCrossEntropyLoss). Activations: "relu", "sigmoid",
-    "tanh", "identity", "leaky_relu", "elu", "gelu", "gelu_tanh" (GELU's tanh form), "silu",
-    "softplus", with torch.nn's default settings (build a Sequential for others); the output
-    may also be "softmax" (probabilities, e.g. trained with MSELoss or for inference).
+    outputs, the right choice with SoftmaxCrossEntropyLoss, BCEWithLogitsLoss and PoissonLoss,
+    which take logits or log-rates). Activations: "relu", "sigmoid", "tanh", "identity",
+    "leaky_relu", "elu", "gelu", "gelu_tanh" (GELU's tanh form), "silu", "softplus", with
+    torch.nn's default settings (build a Sequential for others); the output may also be
+    "softmax" (probabilities, e.g. trained with MSELoss or for inference).
 
     Initialisation (``init``): "auto" draws each layer's weights uniformly with He limits
     sqrt(6 / fan_in) when the unit after it is a rectifier (ReLU, LeakyReLU, ELU, GELU, SiLU,

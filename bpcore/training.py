@@ -94,14 +94,16 @@ def _input(model, X, name="X"):
 
 
 def _target(model, loss, y, n):
+    """(loss kind, target, pos_weight): what the engine takes of the loss and the target."""
     if not isinstance(loss, Loss):
-        raise TypeError(f"loss: expected a bpcore loss (MSELoss, SoftmaxCrossEntropyLoss), got "
-                        f"{type(loss).__name__}")
+        raise TypeError(f"loss: expected a bpcore loss (MSELoss, SoftmaxCrossEntropyLoss, "
+                        f"BCEWithLogitsLoss, PoissonLoss), got {type(loss).__name__}")
     if isinstance(loss, SoftmaxCrossEntropyLoss) and isinstance(model.layers[-1], Softmax):
         raise ValueError("loss: SoftmaxCrossEntropyLoss applies the softmax itself, and the "
                          "model's last layer is a Softmax: train the logits (a network without "
                          "it), or use another loss on the probabilities")
-    return loss.target_for(y, n, model.n_outputs, model.dtype, finite=False)
+    kind, T = loss.target_for(y, n, model.n_outputs, model.dtype, finite=False)
+    return kind, T, loss.native_pos_weight(model.dtype, model.n_outputs)
 
 
 def _optimizer(optimizer):
@@ -129,9 +131,9 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None):
     try:
         eng = engine_for(model)
         X = _input(model, X)
-        kind, T = _target(model, loss, y, X.shape[0])
+        kind, T, pw = _target(model, loss, y, X.shape[0])
         value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
-                               _max_norm(max_grad_norm))
+                               _max_norm(max_grad_norm), pw)
         if eng.failure is not None:
             raise _nonfinite(eng.failure[0], "train_step: the batch's")
         return value
@@ -171,14 +173,22 @@ def predict(model, X):
 
 @_exclusive("evaluate")
 def evaluate(model, X, y, loss):
-    """{"loss": the loss over all of X, "accuracy": share of rows whose output argmax is the
-    label (or the target's argmax); None for a single output}, computed natively in chunks."""
+    """{"loss": the loss over all of X, "accuracy": the share of rows right}, computed natively
+    in chunks. Which rows are right depends on the loss:
+
+    - MSELoss, SoftmaxCrossEntropyLoss: the output's argmax is the label (or the target row's
+      argmax); accuracy is None for a single output, where there is no argmax to compare;
+    - BCEWithLogitsLoss: every output's (z > 0) equals its target's (t > 0.5), i.e. each
+      column is thresholded at probability 1/2 and the row is right only if all are
+      (scikit-learn's subset accuracy for multi-label targets; plain accuracy for one column);
+    - PoissonLoss: accuracy is None (a predicted rate is not right or wrong).
+    """
     X = _input(model, X)
-    kind, T = _target(model, loss, y, X.shape[0])
-    total, correct = engine_for(model).evaluate(X, T, kind)
+    kind, T, pw = _target(model, loss, y, X.shape[0])
+    total, correct = engine_for(model).evaluate(X, T, kind, pw)
     c = model.n_outputs
     return {"loss": loss.from_sum(total, X.shape[0], c),
-            "accuracy": correct / X.shape[0] if c > 1 else None}
+            "accuracy": loss.accuracy(correct, X.shape[0], c)}
 
 
 def _check_schedule(schedule):
@@ -299,7 +309,8 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     Returns {"loss": [...], and with validation_data (Xv, yv) "val_loss": [...],
     "val_accuracy": [...]}: per epoch, the mean batch loss weighted by batch size (for "sum"
     reductions, the summed loss over the epoch, the 1986 paper's E per sweep); an epoch cut
-    short by a non-finite step is not in it.
+    short by a non-finite step is not in it. val_accuracy follows evaluate's rule (None where
+    that has none: one output of MSELoss, PoissonLoss).
     """
     # every argument is checked before any work, whichever optimizer trains
     epochs = check_int(epochs, "epochs", low=0)
@@ -320,7 +331,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer)
     eng = engine_for(model)
     X = _input(model, X)
-    kind, T = _target(model, loss, y, X.shape[0])
+    kind, T, pw = _target(model, loss, y, X.shape[0])
     snapshot = _Snapshot(model, _optimizer(optimizer))
     eng.check_data(X, T, kind)  # finite values and labels in range, once for all epochs
     if validation_data is not None:
@@ -340,13 +351,13 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         native = _optimizer(optimizer)
         snapshot.take()
         total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False)
+                              max_norm, False, pos_weight=pw)
         if eng.failure is not None:
             what, batch = eng.failure
             if what == "update":
                 snapshot.restore()
                 eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False, batch)
+                              max_norm, False, batch, pw)
                 if eng.failure is not None:  # the replay is deterministic: it cannot fail
                     raise RuntimeError(f"fit: replaying epoch {epoch + 1} up to batch "
                                        f"{batch + 1} failed at batch {eng.failure[1] + 1}")
@@ -359,15 +370,16 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
                 "seconds": time.perf_counter() - t0}
         history["loss"].append(logs["loss"])
         if validation_data is not None:
-            total, correct = eng.evaluate(Xv, Tv, kv)
+            total, correct = eng.evaluate(Xv, Tv, kv, pw)
             logs["val_loss"] = loss.from_sum(total, Xv.shape[0], model.n_outputs)
-            logs["val_accuracy"] = correct / Xv.shape[0]
+            logs["val_accuracy"] = loss.accuracy(correct, Xv.shape[0], model.n_outputs)
             history["val_loss"].append(logs["val_loss"])
             history["val_accuracy"].append(logs["val_accuracy"])
         if schedule is not None and hasattr(schedule, "observe"):
             schedule.observe(epoch, logs.get("val_loss", logs["loss"]))
         if verbose:
-            extra = "".join(f"  {k} {v:.4f}" for k, v in logs.items() if k.startswith("val"))
+            extra = "".join(f"  {k} {v:.4f}" for k, v in logs.items()
+                            if k.startswith("val") and v is not None)
             print(f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.4f}{extra}  "
                   f"({logs['seconds']:.2f} s)", file=sys.stdout)
         if any([cb(epoch, logs) for cb in callbacks]):
@@ -381,8 +393,9 @@ def loss_and_gradient(model, X, y, loss):
     the flat gradient buffer), from one native call; the weights are the model's own."""
     eng = engine_for(model)
     X = _input(model, X)
-    kind, T = _target(model, loss, y, X.shape[0])
-    value = eng.loss_and_gradient(X, T, kind, loss.from_sum(1.0, X.shape[0], model.n_outputs))
+    kind, T, pw = _target(model, loss, y, X.shape[0])
+    value = eng.loss_and_gradient(X, T, kind, loss.from_sum(1.0, X.shape[0], model.n_outputs),
+                                  pw)
     return value, model.flat_grads.copy()
 
 
@@ -399,7 +412,7 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
         raise TypeError(f"optimizer: expected bpcore.LBFGS, got {type(settings).__name__}")
     eng = engine_for(model)
     X = _input(model, X)
-    kind, T = _target(model, loss, y, X.shape[0])
+    kind, T, pw = _target(model, loss, y, X.shape[0])
     eng.check_data(X, T, kind)
     scale = loss.from_sum(1.0, X.shape[0], model.n_outputs)  # the reduction, as a factor
     losses = []
@@ -407,7 +420,7 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
 
     def objective(w):
         model.flat_params[...] = w
-        value = eng.loss_and_gradient(X, T, kind, scale)
+        value = eng.loss_and_gradient(X, T, kind, scale, pw)
         if not np.isfinite(value):
             raise NonFiniteError(f"fit_lbfgs: the loss became {value} during L-BFGS")
         last["w"], last["loss"] = w.copy(), value

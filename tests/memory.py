@@ -2,10 +2,16 @@
 import tracemalloc
 
 
-def peak_bytes(call, repeats=1):
-    """Most bytes held at once above the starting point, over `repeats` calls of call()."""
+def peak_bytes(call, repeats=1, warmup=0):
+    """Most bytes held at once above the starting point, over `repeats` calls of call().
+    `warmup` calls are made first, traced but not counted: an object freed onto one of
+    CPython's free lists (floats, tuples) stays counted as held, so the calls that refill
+    those lists count up to a few kilobytes (measured for a train_step, depending on what ran
+    before) that the calls after them, which reuse the listed objects, do not."""
     tracemalloc.start()
     try:
+        for _ in range(warmup):
+            call()
         start, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         for _ in range(repeats):
