@@ -38,9 +38,10 @@ ctypedef struct Workspace:
     void *d1
     void *partials         # the row-split step's partial sums: one (rows, widest) per thread
     Py_ssize_t pstride     # elements between threads' partial sums
-    void *xb               # a shuffled batch's gathered rows of X, of the target, its labels
-    void *tb
+    void *xb               # a shuffled batch's gathered rows of X, of the target, its labels,
+    void *tb               # its sample weights
     Py_ssize_t *lb
+    void *wb
     int small_threads      # threads for a row-split step
     int rowsplit_max_batch # batches up to this size take the row-split step
     int fused_max_batch    # ... and form the gradient inside the update, a block at a time
@@ -61,6 +62,7 @@ cdef enum Failure:
 ctypedef struct Batch:
     const void *T
     const Py_ssize_t *labels
+    const void *weights    # (rows,) of the network's dtype: the rows' sample weights, or NULL
 
 # rows of a data set of N rows, taken in the order idx (NULL: the stored order)
 ctypedef struct Rows:
@@ -90,8 +92,8 @@ ctypedef struct Job:
     void *out              # PREDICT: (N, outputs)
     double scale           # GRADIENT
     double total           # the summed loss (TRAIN_BATCHES: batch losses, each weighted by
-                           # its rows for mean reductions)
-    Py_ssize_t correct     # EVALUATE
+                           # its rows' summed weight for mean reductions)
+    double correct         # EVALUATE: the summed weight of the rows right
     int failed             # TRAIN_BATCHES: the batch whose step failed (the pass stops), or -1
     int failure            # ... and its Failure
 
@@ -102,7 +104,7 @@ cdef class Engine:
     cdef readonly object dtype
     cdef int typenum
     cdef bint f64
-    cdef object params, grads, masks, acts_ws, keep_ws, delta_ws, part_ws, xbuf, tbuf, lbuf
+    cdef object params, grads, masks, acts_ws, keep_ws, delta_ws, part_ws, xbuf, tbuf, lbuf, wbuf
     cdef object drop_states, undropped_ws, mask_ws
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
@@ -110,13 +112,15 @@ cdef class Engine:
     cdef int reserve(self, Py_ssize_t n) except -1
     cdef int enter(self, Py_ssize_t rows) except -1
     cdef int run(self, Rows data, Job *job) except -1
-    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1
+    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job,
+                   object weights=*) except -1
     cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
                        int batches=*) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)
-    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=*) except *
+    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=*,
+                      object weights=*) except *
     cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL
     cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm,
                             object pos_weight=*) except *

@@ -60,21 +60,25 @@ class Engine:
     def train_step(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
                    reduction: int, optimizer: OptimizerState,
                    max_grad_norm: float = 0,
-                   pos_weight: npt.NDArray[Any] | None = None) -> float:
+                   pos_weight: npt.NDArray[Any] | None = None,
+                   sample_weight: npt.NDArray[Any] | None = None) -> float:
         """One fused step on the batch X; returns the loss (of the weights before the step).
         pos_weight: BCE_LOGITS's (outputs,) weights of the positive term, or None."""
     def run_epoch(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
                   reduction: int, order: npt.NDArray[np.intp] | None, batch_size: int,
                   optimizer: OptimizerState, max_grad_norm: float = 0,
                   check: bool = True, batches: int = -1,
-                  pos_weight: npt.NDArray[Any] | None = None) -> float:
+                  pos_weight: npt.NDArray[Any] | None = None,
+                  sample_weight: npt.NDArray[Any] | None = None) -> float:
         """Train one epoch; returns the summed batch losses, each weighted by its rows for
         mean reductions."""
     def predict(self, X: npt.NDArray[Any], out: _A) -> _A:
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
     def evaluate(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
-                 pos_weight: npt.NDArray[Any] | None = None) -> tuple[float, int]:
-        """(summed loss, count of rows right) over all rows of X, in chunks."""
+                 pos_weight: npt.NDArray[Any] | None = None,
+                 sample_weight: npt.NDArray[Any] | None = None) -> tuple[float, float]:
+        """(summed loss, summed weight of the rows right) over all rows of X, in chunks."""
     def loss_and_gradient(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
-                          scale: float, pos_weight: npt.NDArray[Any] | None = None) -> float:
+                          scale: float, pos_weight: npt.NDArray[Any] | None = None,
+                          sample_weight: npt.NDArray[Any] | None = None) -> float:
         """scale times the summed loss, its gradient written into the flat gradient buffer."""

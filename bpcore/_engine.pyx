@@ -28,7 +28,7 @@ from bpcore._layers cimport (ActSpec, DenseLayer, DropSpec, SOFTMAX, activation_
                              dense_forward, drop_rows, softmax_rows, undrop_rows)
 from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport (BCE_LOGITS, MSE, POISSON, XENT_LABELS, XENT_PROBS, MEAN, SUM,
-                             loss_and_delta)
+                             loss_and_delta, weight_sum)
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
                             global_norm, outer_row_update, scale_run, update_block, update_run)
 from bpcore._simd cimport bp_simd_table, simd
@@ -150,7 +150,7 @@ cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     cdef int c = net.sizes[net.L]
     cdef floating *Y = _A(net, ws, net.L - 1, X)
     cdef floating *d = <floating *>ws.d0
-    cdef double value = loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, d)
+    cdef double value = loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, b.weights, d)
     _through_rows(net, ws, net.L - 1, d, X)
     return value
 
@@ -467,13 +467,15 @@ cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start,
     cdef int fi = net.sizes[0], c = net.sizes[net.L], r
     cdef Batch b
     ws.rows = count
-    b.T, b.labels = NULL, NULL
+    b.T, b.labels, b.weights = NULL, NULL, NULL
     if data.idx == NULL:
         X[0] = <const floating *>data.X + start * fi
         if data.all.T != NULL:
             b.T = <const floating *>data.all.T + start * c
         if data.all.labels != NULL:
             b.labels = data.all.labels + start
+        if data.all.weights != NULL:
+            b.weights = <const floating *>data.all.weights + start
         return b
     gather_rows(count, fi, <const floating *>data.X, data.idx + start, <floating *>ws.xb)
     X[0] = <const floating *>ws.xb
@@ -484,13 +486,18 @@ cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start,
         for r in range(count):
             ws.lb[r] = data.all.labels[data.idx[start + r]]
         b.labels = ws.lb
+    if data.all.weights != NULL:  # the weights travel with their rows
+        for r in range(count):
+            (<floating *>ws.wb)[r] = (<const floating *>data.all.weights)[data.idx[start + r]]
+        b.weights = ws.wb
     return b
 
 
 cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf *sc, Rows data,
                         int first, int last, const floating *like) noexcept nogil:
     """Batches first..last-1 of an epoch, of data.batch_size rows; returns the sum of batch
-    losses, each weighted by its rows for mean reductions. (`like` only picks the dtype.)"""
+    losses, each weighted by its rows' summed weight for mean reductions. (`like` only picks
+    the dtype.)"""
     cdef int bi, count, team
     cdef Py_ssize_t start
     cdef const floating *X
@@ -509,7 +516,10 @@ cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf 
         pace_end(&ws.pace, team, bp_omp_wtime() - t0)
         if ws.failure != NO_FAILURE:
             break  # the caller reads ws.failure and ws.failed_batch
-        total += value * count if sc.loss.reduction == MEAN else value
+        if sc.loss.reduction == MEAN:
+            total += value * weight_sum(count, <const floating *>b.weights)
+        else:
+            total += value
     ws.failed_batch = bi if ws.failure != NO_FAILURE else -1
     return total
 
@@ -544,12 +554,14 @@ cdef bint _signs_match(int c, const floating *z, const floating *t) noexcept nog
 
 
 cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows data,
-                          Py_ssize_t *correct, const floating *like) noexcept nogil:
-    """The summed loss over all rows (loss.reduction SUM), and the count of rows whose output
-    argmax is the label (or the target's argmax); for BCE_LOGITS, of rows whose every logit
-    has the sign of its target's side of 0.5; for POISSON none are counted."""
+                          double *correct, const floating *like) noexcept nogil:
+    """The summed loss over all rows (loss.reduction SUM, rows weighted), and the summed
+    weight (the count, without weights) of rows whose output argmax is the label (or the
+    target's argmax); for BCE_LOGITS, of rows whose every logit has the sign of its target's
+    side of 0.5; for POISSON none are counted."""
     cdef Py_ssize_t start = 0
     cdef int i, c = net.sizes[net.L], want
+    cdef double rw
     cdef double total = 0
     cdef const floating *X
     cdef const floating *Y
@@ -559,11 +571,13 @@ cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows dat
         b = take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
         forward(net, ws, X)
         Y = _A(net, ws, net.L - 1, X)
-        total += loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, <floating *>ws.d0)
+        total += loss_and_delta(loss, ws.rows, c, Y, b.T, b.labels, b.weights,
+                                <floating *>ws.d0)
         for i in range(ws.rows):
+            rw = (<const floating *>b.weights)[i] if b.weights != NULL else 1
             if loss.kind == BCE_LOGITS:
-                correct[0] += _signs_match(c, Y + <Py_ssize_t>i * c,
-                                           <const floating *>b.T + <Py_ssize_t>i * c)
+                correct[0] += rw * _signs_match(c, Y + <Py_ssize_t>i * c,
+                                                <const floating *>b.T + <Py_ssize_t>i * c)
                 continue
             if loss.kind == POISSON:
                 continue
@@ -571,7 +585,7 @@ cdef double evaluate_rows(const Net *net, Workspace *ws, LossSpec loss, Rows dat
                 want = <int>b.labels[i]
             else:
                 want = _argmax(c, <const floating *>b.T + <Py_ssize_t>i * c)
-            correct[0] += _argmax(c, Y + <Py_ssize_t>i * c) == want
+            correct[0] += rw * (_argmax(c, Y + <Py_ssize_t>i * c) == want)
         start += ws.rows
     return total
 
@@ -850,15 +864,17 @@ cdef class Engine:
             xbuf = np.empty(n * self.net.sizes[0], self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
+            wbuf = np.empty(n, self.dtype)
             parts = np.empty(max(nt * rows * widest, 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
             need = dropped + (off + kept + dropped + 2 * n * widest  # the masks: a byte each
-                              + n * (self.net.sizes[0] + self.net.sizes[L])
+                              + n * (self.net.sizes[0] + self.net.sizes[L] + 1)
                               + nt * rows * widest) * item
             raise MemoryError(f"bpcore's workspace for batches of {n} rows on {nt} threads "
                               f"needs {need:,} bytes, more than this machine can allocate: use "
                               f"smaller batches or fewer threads") from None
         self.acts_ws, self.delta_ws, self.xbuf, self.tbuf, self.lbuf = acts, deltas, xbuf, tbuf, lbuf
+        self.wbuf = wbuf
         self.part_ws, self.keep_ws = parts, keeps
         self.undropped_ws, self.mask_ws = undropped, drop_masks
         for l in range(L):
@@ -873,6 +889,7 @@ cdef class Engine:
         self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
         self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
         self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
+        self.ws.wb = _data(self.wbuf)
         self.ws.partials = _data(self.part_ws)
         self.ws.pstride = rows * widest
         self.part_threads = nt
@@ -944,11 +961,17 @@ cdef class Engine:
             raise ValueError(f"loss_kind: expected a LossKind, got {kind}")
         return T
 
-    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=None) except *:
+    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=None,
+                      object weights=None) except *:
+        """The rows of X with their targets and sample weights (None: 1; values are the
+        caller's to check, the shape is checked here), in the given order."""
         cdef Rows r
         r.N, r.X, r.idx, r.batch_size = X.shape[0], _data(X), NULL, X.shape[0]
         r.all.T = _data(T) if kind != XENT_LABELS else NULL
         r.all.labels = <const Py_ssize_t *>_data(T) if kind == XENT_LABELS else NULL
+        r.all.weights = NULL
+        if weights is not None:
+            r.all.weights = _data(_arr(weights, "sample_weight", self.typenum, 1, X.shape[0], -1))
         if order is not None:
             idx = _arr(order, "order", cnp.NPY_INTP, 1, X.shape[0], -1)
             _check_labels(idx, X.shape[0], "order")
@@ -996,31 +1019,39 @@ cdef class Engine:
         self.checked_target(target, Xa.shape[0], loss_kind)
 
     def train_step(self, X, target, int loss_kind, int reduction, OptimizerState optimizer,
-                   double max_grad_norm=0, pos_weight=None):
+                   double max_grad_norm=0, pos_weight=None, sample_weight=None):
         """One fused step on the batch X; returns the loss (of the weights before the step).
-        pos_weight: BCE_LOGITS's per-output weights of the positive term, or None."""
+        pos_weight: BCE_LOGITS's per-output weights of the positive term, or None;
+        sample_weight: the rows' weights (n,), or None."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
-        cdef double total = self._train(self.rows_of(Xa, T, loss_kind), Xa.shape[0],
+        cdef Rows rows = self.rows_of(Xa, T, loss_kind, None, sample_weight)
+        cdef double weight = (weight_sum(Xa.shape[0], <const double *>rows.all.weights)
+                              if self.f64 else
+                              weight_sum(Xa.shape[0], <const float *>rows.all.weights))
+        cdef double total = self._train(rows, Xa.shape[0],
                                         self.step_conf(loss_kind, reduction, max_grad_norm,
                                                        pos_weight), optimizer)
-        return total / Xa.shape[0] if reduction == MEAN else total  # _train weights by rows
+        if reduction == MEAN:  # _train weights each batch's mean by its rows' weight
+            return total / weight if weight > 0 else 0.0
+        return total
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
                   OptimizerState optimizer, double max_grad_norm=0, bint check=True,
-                  int batches=-1, pos_weight=None):
+                  int batches=-1, pos_weight=None, sample_weight=None):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
         KeyboardInterrupt with the model consistent (only whole batches are applied).
         check=False skips the pass over the data for finite values; batches >= 0 runs only the
         epoch's first `batches` batches (the replay of an epoch up to a failed step).
-        pos_weight as for train_step."""
+        pos_weight and sample_weight (all rows', in the stored order) as for train_step; mean
+        batch losses are weighted by their rows' summed weight."""
         cdef cnp.ndarray Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        return self._train(self.rows_of(Xa, T, loss_kind, order), batch_size,
+        return self._train(self.rows_of(Xa, T, loss_kind, order, sample_weight), batch_size,
                            self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight),
                            optimizer, batches)
 
@@ -1063,29 +1094,35 @@ cdef class Engine:
         self._pass(Xa, O, MSE, &job)
         return out
 
-    def evaluate(self, X, target, int loss_kind, pos_weight=None):
-        """(summed loss, count of rows right: see evaluate_rows) over all rows of X, in chunks."""
+    def evaluate(self, X, target, int loss_kind, pos_weight=None, sample_weight=None):
+        """(summed loss, summed weight of the rows right: see evaluate_rows) over all rows of
+        X, in chunks; without sample weights the weight of a row is 1."""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef Job job
         job.kind, job.correct = EVALUATE, 0
         job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
-        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
+        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job,
+                   sample_weight)
         return job.total, job.correct
 
-    def loss_and_gradient(self, X, target, int loss_kind, double scale, pos_weight=None):
-        """scale times the loss summed over all rows of X, with its gradient written into the
-        flat gradient buffer (replacing it); in chunks of rows, no per-row Python. (A loss's
-        reduction is a scale of the sum: the caller's loss object knows which.)"""
+    def loss_and_gradient(self, X, target, int loss_kind, double scale, pos_weight=None,
+                          sample_weight=None):
+        """scale times the loss summed over all rows of X (each weighted by its sample weight),
+        with its gradient written into the flat gradient buffer (replacing it); in chunks of
+        rows, no per-row Python. (A loss's reduction is a scale of the sum: the caller's loss
+        object knows which.)"""
         cdef cnp.ndarray Xa = self.checked_X(X)
         cdef Job job
         job.kind, job.scale = GRADIENT, scale
         job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
-        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job)
+        self._pass(Xa, self.checked_target(target, Xa.shape[0], loss_kind), loss_kind, &job,
+                   sample_weight)
         return job.total
 
-    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job) except -1:
+    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job,
+                   object weights=None) except -1:
         """One job over all rows of X, in chunks of the workspace's capacity."""
-        cdef Rows data = self.rows_of(X, T, kind)
+        cdef Rows data = self.rows_of(X, T, kind, None, weights)
         self.enter(min(data.N, <Py_ssize_t>PREDICT_CHUNK))
         try:
             self.run(data, job)

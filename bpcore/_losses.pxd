@@ -1,6 +1,9 @@
 # Loss kernels: each returns the loss and writes its gradient with respect to the network
-# output in the same pass. Sums are taken in double over a fixed split of the rows, so the
-# value does not depend on the thread count.
+# output in the same pass. Rows may carry weights w (n,) (NULL: all 1): a row's loss and
+# gradient are multiplied by its weight, and a mean divides by the summed weight (rows counted
+# by their weights, as scikit-learn's sample_weight) instead of the row count; a weight of 1
+# changes no bit, and a batch whose weights sum to 0 has loss and gradient 0. Sums are taken in
+# double over a fixed split of the rows, so the value does not depend on the thread count.
 from cython cimport floating
 
 cpdef enum Reduction:
@@ -23,30 +26,36 @@ ctypedef struct LossSpec:
                             # dtype; NULL: all 1
 
 # loss of Y (n, m) against targets T (n, m);  dY (n, m) = dloss/dY
-cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY,
-                Reduction red) noexcept nogil
+cdef double mse(int n, int m, const floating *Y, const floating *T, const floating *w,
+                floating *dY, Reduction red) noexcept nogil
 
 # softmax cross-entropy of logits Z (n, c) against integer labels (n);  dZ (n, c) = dloss/dZ
 cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_t *labels,
-                                floating *dZ, Reduction red) noexcept nogil
+                                const floating *w, floating *dZ, Reduction red) noexcept nogil
 
 # the same against target distributions T (n, c) (one-hot rows, or any rows of weights)
 cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *T,
-                               floating *dZ, Reduction red) noexcept nogil
+                               const floating *w, floating *dZ, Reduction red) noexcept nogil
 
 # sigmoid + binary cross-entropy of logits Z (n, c) against targets T (n, c) in [0, 1], the
 # positive term of column j weighted by pos_weight[j] (NULL: 1);  dZ (n, c) = dloss/dZ
 cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
-                       const floating *pos_weight, floating *dZ, Reduction red) noexcept nogil
+                       const floating *pos_weight, const floating *w, floating *dZ,
+                       Reduction red) noexcept nogil
 
 # Poisson negative log-likelihood exp(z) - t z of log-rates Z (n, c) against targets T (n, c);
 # dZ = dloss/dZ
-cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floating *dZ,
-                        Reduction red) noexcept nogil
+cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, const floating *w,
+                        floating *dZ, Reduction red) noexcept nogil
 
-# the loss of `spec` over Y (n, c) against T (n, c) or labels (n,);  dY = dloss/dY
+# the loss of `spec` over Y (n, c) against T (n, c) or labels (n,), each row weighted by
+# weights (n,) (NULL: 1);  dY = dloss/dY
 cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,
-                           const Py_ssize_t *labels, floating *dY) noexcept nogil
+                           const Py_ssize_t *labels, const void *weights,
+                           floating *dY) noexcept nogil
+
+# the rows' summed weight (n for NULL weights), in a fixed order
+cdef double weight_sum(int n, const floating *w) noexcept nogil
 
 # the index of the first label outside [0, c), or -1
 cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, Py_ssize_t c) noexcept nogil

@@ -34,21 +34,23 @@ def check_targets(T: npt.NDArray[np.floating], kind: int, name: str = "target") 
 def valid_reduction(kind: int, reduction: int) -> bool:
     """True if `reduction` applies to loss `kind` (half_sum is MSE's alone)."""
 
-def py_mse(Y: npt.NDArray[_F], T: npt.NDArray[_F], dY: npt.NDArray[_F], red: int) -> float:
+def py_mse(Y: npt.NDArray[_F], T: npt.NDArray[_F], dY: npt.NDArray[_F], red: int,
+           sample_weight: npt.NDArray[_F] | None = ...) -> float:
     """Return the MSE loss of Y against T and write dloss/dY into dY."""
 
 def py_softmax_xent_labels(Z: npt.NDArray[_F], labels: npt.NDArray[np.intp],
-                           dZ: npt.NDArray[_F], red: int) -> float:
+                           dZ: npt.NDArray[_F], red: int,
+                           sample_weight: npt.NDArray[_F] | None = ...) -> float:
     """Return the softmax cross-entropy of logits Z against integer labels; write dZ."""
 
 def py_softmax_xent_probs(Z: npt.NDArray[_F], T: npt.NDArray[_F], dZ: npt.NDArray[_F],
-                          red: int) -> float:
+                          red: int, sample_weight: npt.NDArray[_F] | None = ...) -> float:
     """Return the softmax cross-entropy of logits Z against target rows T; write dZ."""
 
 def py_bce_logits(Z: npt.NDArray[_F], T: npt.NDArray[_F], pos_weight: npt.NDArray[_F] | None,
-                  dZ: npt.NDArray[_F], red: int) -> float:
+                  dZ: npt.NDArray[_F], red: int, sample_weight: npt.NDArray[_F] | None = ...) -> float:
     """Return the sigmoid binary cross-entropy of logits Z against targets T; write dZ."""
 
 def py_poisson_nll(Z: npt.NDArray[_F], T: npt.NDArray[_F], dZ: npt.NDArray[_F],
-                   red: int) -> float:
+                   red: int, sample_weight: npt.NDArray[_F] | None = ...) -> float:
     """Return the Poisson negative log-likelihood exp(z) - t z of log-rates Z; write dZ."""

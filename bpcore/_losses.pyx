@@ -15,16 +15,32 @@ cdef enum:
     NCHUNK = 64
 
 
-cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY,
-                Reduction red) noexcept nogil:
+cdef double weight_sum(int n, const floating *w) noexcept nogil:
+    """The rows' summed weight: n without weights. In a fixed order."""
+    cdef double total = 0
+    cdef int i
+    if w == NULL:
+        return n
+    for i in range(n):
+        total = total + w[i]
+    return total
+
+
+cdef inline double _per(double count) noexcept nogil:
+    """1 / count, or 0 for none (a batch whose weights are all zero adds nothing)."""
+    return 1.0 / count if count > 0 else 0.0
+
+
+cdef double mse(int n, int m, const floating *Y, const floating *T, const floating *w,
+                floating *dY, Reduction red) noexcept nogil:
     cdef double part[NCHUNK]
     cdef double acc, total
     cdef Py_ssize_t size = <Py_ssize_t>n * m, ch, i, lo, hi
-    cdef floating d, gscale
+    cdef floating d, gscale, rw
     cdef double lscale
-    if red == MEAN:
-        lscale = 1.0 / size if size else 0.0
-        gscale = <floating>(2.0 / size) if size else 0
+    if red == MEAN:  # over all elements: rows counted by their weights
+        lscale = _per(weight_sum(n, w) * m)
+        gscale = <floating>(2 * lscale)
     elif red == SUM:
         lscale = 1.0
         gscale = 2
@@ -37,8 +53,9 @@ cdef double mse(int n, int m, const floating *Y, const floating *T, floating *dY
         acc = 0
         for i in range(lo, hi):
             d = Y[i] - T[i]
-            acc = acc + <double>d * d
-            dY[i] = gscale * d
+            rw = w[i // m] if w != NULL else 1  # a weight of 1 changes no bit
+            acc = acc + rw * (<double>d * d)
+            dY[i] = (rw * gscale) * d
         part[ch] = acc
     total = 0
     for ch in range(NCHUNK):
@@ -68,12 +85,13 @@ cdef inline floating _softmax_row(int c, const floating *z, floating *p) noexcep
 
 
 cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_t *labels,
-                                floating *dZ, Reduction red) noexcept nogil:
+                                const floating *w, floating *dZ, Reduction red) noexcept nogil:
     cdef double part[NCHUNK]
     cdef double acc, total
     cdef Py_ssize_t ch, i, lo, hi, y
     cdef int j
-    cdef floating lse, scale = (<floating>1 / n) if red == MEAN else 1
+    cdef double lscale = _per(weight_sum(n, w)) if red == MEAN else 1
+    cdef floating lse, g, rw, scale = <floating>lscale
     for ch in prange(NCHUNK, num_threads=threads_for(<Py_ssize_t>n * c * 8),
                      schedule="static"):
         lo = ch * n // NCHUNK
@@ -81,44 +99,51 @@ cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_
         acc = 0
         for i in range(lo, hi):
             y = labels[i]
+            rw = w[i] if w != NULL else 1
             lse = _softmax_row(c, &Z[i * c], &dZ[i * c])
-            acc = acc + (lse - Z[i * c + y])
+            acc = acc + rw * (lse - Z[i * c + y])
             dZ[i * c + y] = dZ[i * c + y] - 1
+            g = rw * scale
             for j in range(c):
-                dZ[i * c + j] = dZ[i * c + j] * scale
+                dZ[i * c + j] = dZ[i * c + j] * g
         part[ch] = acc
     total = 0
     for ch in range(NCHUNK):
         total = total + part[ch]
-    return total * scale
+    return total * lscale
 
 
 cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *T,
-                               floating *dZ, Reduction red) noexcept nogil:
+                               const floating *w, floating *dZ, Reduction red) noexcept nogil:
     cdef double part[NCHUNK]
-    cdef double acc, total
+    cdef double acc, total, row
     cdef Py_ssize_t ch, i, lo, hi
     cdef int j
-    cdef floating lse, tsum, scale = (<floating>1 / n) if red == MEAN else 1
+    cdef double lscale = _per(weight_sum(n, w)) if red == MEAN else 1
+    cdef floating lse, tsum, g, rw, scale = <floating>lscale
     for ch in prange(NCHUNK, num_threads=threads_for(<Py_ssize_t>n * c * 8),
                      schedule="static"):
         lo = ch * n // NCHUNK
         hi = (ch + 1) * n // NCHUNK
         acc = 0
         for i in range(lo, hi):
+            rw = w[i] if w != NULL else 1
             lse = _softmax_row(c, &Z[i * c], &dZ[i * c])
             tsum = 0
+            row = 0
             for j in range(c):
                 # -sum_j t_j log p_j = sum_j t_j (lse - z_j)
-                acc = acc + T[i * c + j] * (lse - Z[i * c + j])
+                row = row + T[i * c + j] * (lse - Z[i * c + j])
                 tsum = tsum + T[i * c + j]
+            acc = acc + rw * row
+            g = rw * scale
             for j in range(c):
-                dZ[i * c + j] = (dZ[i * c + j] * tsum - T[i * c + j]) * scale
+                dZ[i * c + j] = (dZ[i * c + j] * tsum - T[i * c + j]) * g
         part[ch] = acc
     total = 0
     for ch in range(NCHUNK):
         total = total + part[ch]
-    return total * scale
+    return total * lscale
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -157,14 +182,16 @@ cdef inline floating _bce_element(floating z, floating t, floating p, floating s
 
 
 cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
-                       const floating *pos_weight, floating *dZ, Reduction red) noexcept nogil:
+                       const floating *pos_weight, const floating *w, floating *dZ,
+                       Reduction red) noexcept nogil:
     cdef double part[NCHUNK]
     cdef double acc, total
     cdef Py_ssize_t size = <Py_ssize_t>n * c, ch, i, k, lo, hi
     cdef int j
-    cdef floating p
-    # torch's mean is over every element, its gradient that mean's: 1/size
-    cdef double lscale = (1.0 / size if size else 0.0) if red == MEAN else 1.0
+    cdef floating p, rw
+    # torch's mean is over every element, its gradient that mean's: 1/size (rows counted by
+    # their weights)
+    cdef double lscale = _per(weight_sum(n, w) * c) if red == MEAN else 1.0
     cdef floating gscale = <floating>lscale
     # rows, not elements, are split: each column meets its own pos_weight
     for ch in prange(NCHUNK, num_threads=threads_for(size * 8), schedule="static"):
@@ -172,10 +199,11 @@ cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
         hi = (ch + 1) * n // NCHUNK
         acc = 0
         for i in range(lo, hi):
+            rw = w[i] if w != NULL else 1
             for j in range(c):
                 k = i * c + j
                 p = pos_weight[j] if pos_weight != NULL else 1  # private: set every time
-                acc = acc + _bce_element(Z[k], T[k], p, gscale, &dZ[k])
+                acc = acc + rw * _bce_element(Z[k], T[k], p, rw * gscale, &dZ[k])
         part[ch] = acc
     total = 0
     for ch in range(NCHUNK):
@@ -183,13 +211,13 @@ cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
     return total * lscale
 
 
-cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floating *dZ,
-                        Reduction red) noexcept nogil:
+cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, const floating *w,
+                        floating *dZ, Reduction red) noexcept nogil:
     cdef double part[NCHUNK]
     cdef double acc, total
     cdef Py_ssize_t size = <Py_ssize_t>n * c, ch, i, lo, hi
-    cdef floating rate
-    cdef double lscale = (1.0 / size if size else 0.0) if red == MEAN else 1.0
+    cdef floating rate, rw
+    cdef double lscale = _per(weight_sum(n, w) * c) if red == MEAN else 1.0
     cdef floating gscale = <floating>lscale
     for ch in prange(NCHUNK, num_threads=threads_for(size * 4), schedule="static"):
         lo = ch * size // NCHUNK
@@ -199,8 +227,9 @@ cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floa
             # exp(z) - t z: torch's PoissonNLLLoss(log_input=True, full=False); an overflowing
             # rate is inf, and the engine stops the step
             rate = _exp(Z[i])
-            acc = acc + (rate - T[i] * Z[i])
-            dZ[i] = (rate - T[i]) * gscale
+            rw = w[i // c] if w != NULL else 1
+            acc = acc + rw * (rate - T[i] * Z[i])
+            dZ[i] = (rate - T[i]) * (rw * gscale)
         part[ch] = acc
     total = 0
     for ch in range(NCHUNK):
@@ -209,17 +238,20 @@ cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, floa
 
 
 cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,
-                           const Py_ssize_t *labels, floating *dY) noexcept nogil:
+                           const Py_ssize_t *labels, const void *weights,
+                           floating *dY) noexcept nogil:
+    cdef const floating *w = <const floating *>weights
+    cdef Reduction red = <Reduction>spec.reduction
     if spec.kind == MSE:
-        return mse(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
+        return mse(n, c, Y, <const floating *>T, w, dY, red)
     if spec.kind == XENT_LABELS:
-        return softmax_xent_labels(n, c, Y, labels, dY, <Reduction>spec.reduction)
+        return softmax_xent_labels(n, c, Y, labels, w, dY, red)
     if spec.kind == BCE_LOGITS:
-        return bce_logits(n, c, Y, <const floating *>T, <const floating *>spec.pos_weight, dY,
-                          <Reduction>spec.reduction)
+        return bce_logits(n, c, Y, <const floating *>T, <const floating *>spec.pos_weight, w,
+                          dY, red)
     if spec.kind == POISSON:
-        return poisson_nll(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
-    return softmax_xent_probs(n, c, Y, <const floating *>T, dY, <Reduction>spec.reduction)
+        return poisson_nll(n, c, Y, <const floating *>T, w, dY, red)
+    return softmax_xent_probs(n, c, Y, <const floating *>T, w, dY, red)
 
 
 cdef Py_ssize_t first_bad_label(Py_ssize_t n, const Py_ssize_t *y, Py_ssize_t c) noexcept nogil:
@@ -307,7 +339,17 @@ def valid_reduction(int kind, int reduction):
 
 # ---- Python-callable entry points (shapes checked here; labels range-checked here) ----
 
-def py_mse(const floating[:, ::1] Y, const floating[:, ::1] T, floating[:, ::1] dY, int red):
+cdef const floating *_weights(const floating[::1] sample_weight, int n) except? NULL:
+    """The rows' weights (checked length; their values are the caller's to check), or NULL."""
+    if sample_weight is None:
+        return NULL
+    require(sample_weight.shape[0] == n,
+            f"sample_weight: expected length {n}, got {sample_weight.shape[0]}")
+    return &sample_weight[0] if n else NULL
+
+
+def py_mse(const floating[:, ::1] Y, const floating[:, ::1] T, floating[:, ::1] dY, int red,
+           const floating[::1] sample_weight=None):
     """Return the MSE loss of Y against T and write dloss/dY into dY."""
     cdef int n = Y.shape[0], m = Y.shape[1]
     require(T.shape[0] == n and T.shape[1] == m, f"target: expected shape ({n}, {m})")
@@ -315,14 +357,15 @@ def py_mse(const floating[:, ::1] Y, const floating[:, ::1] T, floating[:, ::1] 
     require(0 <= red <= 2, f"red: expected 0..2, got {red}")
     if n == 0 or m == 0:
         return 0.0
+    cdef const floating *w = _weights(sample_weight, n)
     cdef double loss
     with nogil:
-        loss = mse(n, m, &Y[0, 0], &T[0, 0], &dY[0, 0], <Reduction>red)
+        loss = mse(n, m, &Y[0, 0], &T[0, 0], w, &dY[0, 0], <Reduction>red)
     return loss
 
 
 def py_softmax_xent_labels(const floating[:, ::1] Z, const Py_ssize_t[::1] labels,
-                           floating[:, ::1] dZ, int red):
+                           floating[:, ::1] dZ, int red, const floating[::1] sample_weight=None):
     """Return the softmax cross-entropy of logits Z against integer labels; write dZ."""
     cdef int n = Z.shape[0], c = Z.shape[1]
     require(labels.shape[0] == n, f"labels: expected length {n}, got {labels.shape[0]}")
@@ -330,28 +373,30 @@ def py_softmax_xent_labels(const floating[:, ::1] Z, const Py_ssize_t[::1] label
     require(red == MEAN or red == SUM, f"red: expected MEAN or SUM, got {red}")
     require(n > 0 and c > 0, f"Z: expected a non-empty (n, classes) array, got ({n}, {c})")
     check_labels(np.asarray(labels), c, "labels")
+    cdef const floating *w = _weights(sample_weight, n)
     cdef double loss
     with nogil:
-        loss = softmax_xent_labels(n, c, &Z[0, 0], &labels[0], &dZ[0, 0], <Reduction>red)
+        loss = softmax_xent_labels(n, c, &Z[0, 0], &labels[0], w, &dZ[0, 0], <Reduction>red)
     return loss
 
 
 def py_softmax_xent_probs(const floating[:, ::1] Z, const floating[:, ::1] T,
-                          floating[:, ::1] dZ, int red):
+                          floating[:, ::1] dZ, int red, const floating[::1] sample_weight=None):
     """Return the softmax cross-entropy of logits Z against target rows T; write dZ."""
     cdef int n = Z.shape[0], c = Z.shape[1]
     require(T.shape[0] == n and T.shape[1] == c, f"target: expected shape ({n}, {c})")
     require(dZ.shape[0] == n and dZ.shape[1] == c, f"dZ: expected shape ({n}, {c})")
     require(red == MEAN or red == SUM, f"red: expected MEAN or SUM, got {red}")
     require(n > 0 and c > 0, f"Z: expected a non-empty (n, classes) array, got ({n}, {c})")
+    cdef const floating *w = _weights(sample_weight, n)
     cdef double loss
     with nogil:
-        loss = softmax_xent_probs(n, c, &Z[0, 0], &T[0, 0], &dZ[0, 0], <Reduction>red)
+        loss = softmax_xent_probs(n, c, &Z[0, 0], &T[0, 0], w, &dZ[0, 0], <Reduction>red)
     return loss
 
 
 def py_bce_logits(const floating[:, ::1] Z, const floating[:, ::1] T, pos_weight,
-                  floating[:, ::1] dZ, int red):
+                  floating[:, ::1] dZ, int red, const floating[::1] sample_weight=None):
     """Return the sigmoid binary cross-entropy of logits Z against targets T, the positive
     term of column j weighted by pos_weight[j] (None: 1); write dloss/dZ into dZ. (The
     targets' range is checked by check_targets, before.)"""
@@ -368,14 +413,15 @@ def py_bce_logits(const floating[:, ::1] Z, const floating[:, ::1] T, pos_weight
             pw_data = &pw[0]
     if n == 0 or c == 0:
         return 0.0
+    cdef const floating *w = _weights(sample_weight, n)
     cdef double loss
     with nogil:
-        loss = bce_logits(n, c, &Z[0, 0], &T[0, 0], pw_data, &dZ[0, 0], <Reduction>red)
+        loss = bce_logits(n, c, &Z[0, 0], &T[0, 0], pw_data, w, &dZ[0, 0], <Reduction>red)
     return loss
 
 
 def py_poisson_nll(const floating[:, ::1] Z, const floating[:, ::1] T, floating[:, ::1] dZ,
-                   int red):
+                   int red, const floating[::1] sample_weight=None):
     """Return the Poisson negative log-likelihood exp(z) - t z of log-rates Z against targets
     T; write dloss/dZ into dZ."""
     cdef int n = Z.shape[0], c = Z.shape[1]
@@ -384,7 +430,8 @@ def py_poisson_nll(const floating[:, ::1] Z, const floating[:, ::1] T, floating[
     require(red == MEAN or red == SUM, f"red: expected MEAN or SUM, got {red}")
     if n == 0 or c == 0:
         return 0.0
+    cdef const floating *w = _weights(sample_weight, n)
     cdef double loss
     with nogil:
-        loss = poisson_nll(n, c, &Z[0, 0], &T[0, 0], &dZ[0, 0], <Reduction>red)
+        loss = poisson_nll(n, c, &Z[0, 0], &T[0, 0], w, &dZ[0, 0], <Reduction>red)
     return loss

@@ -181,3 +181,28 @@ def check_choice(value, name, choices):
         raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, "
                          f"got {value!r}")
     return value
+
+
+def check_sample_weight(sample_weight, n, dtype, name="sample_weight"):
+    """sample_weight as a C-contiguous (n,) array of dtype: finite, >= 0, not all zero (a zero
+    removes its row); None stays None."""
+    if sample_weight is None:
+        return None
+    w = _numeric_array(sample_weight, name)
+    if w.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), one weight per row, got {w.shape}")
+    with np.errstate(over="ignore"):
+        w = np.ascontiguousarray(w, dtype)
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"{name}: expected finite weights >= 0 (in {np.dtype(dtype).name}), got "
+                         f"{np.asarray(sample_weight).reshape(-1)[i]!r} at index {i}")
+    if n and not w.any():
+        raise ValueError(f"{name}: expected at least one positive weight, got only zeros")
+    return w
+
+
+def weight_total(w, n):
+    """The summed weight of n rows with weights w (None: n), what means divide by."""
+    return n if w is None else float(np.sum(w, dtype=np.float64))

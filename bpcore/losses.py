@@ -3,8 +3,8 @@
 import numpy as np
 
 from bpcore import _losses
-from bpcore._validation import (as_array, as_labels, as_matrix, check_choice, check_same_rows,
-                                float_dtype_of)
+from bpcore._validation import (as_array, as_labels, as_matrix, check_choice, check_real,
+                                check_same_rows, check_sample_weight, float_dtype_of)
 
 __all__ = ["Loss", "MSELoss", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss", "PoissonLoss"]
 
@@ -25,8 +25,8 @@ class Loss:
         self.reduction = check_choice(reduction, "reduction", self.reductions)
         self._grad = None
 
-    def __call__(self, output, target):
-        return self.forward(output, target)
+    def __call__(self, output, target, sample_weight=None):
+        return self.forward(output, target, sample_weight)
 
     def backward(self):
         """dloss/doutput for the last forward."""
@@ -38,6 +38,14 @@ class Loss:
         out = as_array(output, "output")
         return as_matrix(out, "output", float_dtype_of(out), what="n_outputs")
 
+    def row_weights(self, kind, T, class_weight, c):
+        """Each row's weight from its class under class_weight (a dict {class: weight}, the
+        classes left out weighing 1, or "balanced": n / (classes * rows of the class), as
+        scikit-learn's classifiers); kind and T as target_for gives them. Classification
+        losses only."""
+        raise ValueError(f"class_weight: expected None for {type(self).__name__} (class weights "
+                         f"apply to classification losses), got {class_weight!r}")
+
     @property
     def reduction_code(self):
         return _REDUCTIONS[self.reduction]
@@ -47,7 +55,8 @@ class Loss:
         return 1
 
     def from_sum(self, total, n, c):
-        """The loss over n rows of c outputs in this reduction, from the summed loss."""
+        """The loss over n rows (their summed sample weight) of c outputs in this reduction,
+        from the summed loss."""
         if self.reduction == "mean":
             return total / (n * self.elements_per_row(c))
         return 0.5 * total if self.reduction == "half_sum" else total
@@ -88,11 +97,12 @@ class MSELoss(Loss):
     def elements_per_row(self, c):
         return c  # torch.nn.MSELoss's mean is over every element
 
-    def forward(self, output, target):
+    def forward(self, output, target, sample_weight=None):
         Y = self._output(output)
         _, T = self.target_for(target, Y.shape[0], Y.shape[1], Y.dtype)
+        w = check_sample_weight(sample_weight, Y.shape[0], Y.dtype)
         dY = np.empty_like(Y)
-        loss = _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction])
+        loss = _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction], w)
         self._grad = dY
         return loss
 
@@ -115,6 +125,28 @@ def _target_rows(target, n, c, dtype, finite, name):
     return T
 
 
+def _per_class(class_weight, counts):
+    """The (c,) weights of c classes under class_weight (a dict, or "balanced" from counts, the
+    rows of each class)."""
+    c = len(counts)
+    if isinstance(class_weight, str):
+        check_choice(class_weight, "class_weight", ("balanced",))
+        if not (counts > 0).all():
+            k = int(np.flatnonzero(~(counts > 0))[0])
+            raise ValueError(f"class_weight: 'balanced' needs rows of every class, got none of "
+                             f"class {k}")
+        return counts.sum() / (c * counts)
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight: expected None, a dict {{class: weight}} or 'balanced', "
+                        f"got {type(class_weight).__name__}")
+    weights = np.ones(c)
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < c:
+            raise ValueError(f"class_weight: expected classes in [0, {c}), got {k!r}")
+        weights[k] = check_real(v, f"class_weight[{k}]", low=0)
+    return weights
+
+
 class SoftmaxCrossEntropyLoss(Loss):
     """Softmax of the output logits (n, c) and cross-entropy against the targets, fused.
 
@@ -124,17 +156,25 @@ class SoftmaxCrossEntropyLoss(Loss):
     The gradient is (softmax - target) / n, handed to a network whose last layer is linear.
     """
 
-    def forward(self, output, target):
+    def row_weights(self, kind, T, class_weight, c):
+        if kind == _KIND.XENT_LABELS:
+            return _per_class(class_weight, np.bincount(T, minlength=c).astype(np.float64))[T]
+        # probability rows: each row weighs its classes' weights in its proportions
+        weights = _per_class(class_weight, T.sum(axis=0, dtype=np.float64))
+        return T @ weights
+
+    def forward(self, output, target, sample_weight=None):
         Z = self._output(output)
         kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
         if Z.shape[1] == 0:  # a softmax over no classes
             raise ValueError(f"output: expected at least one class column, got shape {Z.shape}")
+        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
         dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
         if kind == _KIND.XENT_LABELS:
-            loss = _losses.py_softmax_xent_labels(Z, T, dZ, red)
+            loss = _losses.py_softmax_xent_labels(Z, T, dZ, red, w)
         else:
-            loss = _losses.py_softmax_xent_probs(Z, T, dZ, red)
+            loss = _losses.py_softmax_xent_probs(Z, T, dZ, red, w)
         self._grad = dZ
         return loss
 
@@ -185,12 +225,22 @@ class BCEWithLogitsLoss(Loss):
     def accuracy(self, correct, n, c):
         return correct / n  # a row is right when every output is (subset accuracy)
 
-    def forward(self, output, target):
+    def row_weights(self, kind, T, class_weight, c):
+        if c != 1:
+            raise ValueError(f"class_weight: expected one output column (binary targets), got "
+                             f"{c}; for multi-label outputs weight the positive terms with "
+                             f"pos_weight")
+        t = T[:, 0].astype(np.float64)
+        weights = _per_class(class_weight, np.array([t.size - t.sum(), t.sum()]))
+        return weights[0] * (1 - t) + weights[1] * t
+
+    def forward(self, output, target, sample_weight=None):
         Z = self._output(output)
         _, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
+        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
         dZ = np.empty_like(Z)
         loss = _losses.py_bce_logits(Z, T, self.native_pos_weight(Z.dtype, Z.shape[1]), dZ,
-                                     _REDUCTIONS[self.reduction])
+                                     _REDUCTIONS[self.reduction], w)
         self._grad = dZ
         return loss
 
@@ -269,11 +319,12 @@ class PoissonLoss(Loss):
     def accuracy(self, correct, n, c):
         return None  # a rate has no right answer to count
 
-    def forward(self, output, target):
+    def forward(self, output, target, sample_weight=None):
         Z = self._output(output)
         _, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
+        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
         dZ = np.empty_like(Z)
-        loss = _losses.py_poisson_nll(Z, T, dZ, _REDUCTIONS[self.reduction])
+        loss = _losses.py_poisson_nll(Z, T, dZ, _REDUCTIONS[self.reduction], w)
         self._grad = dZ
         return loss
 

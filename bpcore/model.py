@@ -139,17 +139,19 @@ class Sequential(Module):
         """The network's output for X, computed natively in chunks; keeps no state for backward."""
         return training.predict(self, X)
 
-    def train_step(self, X, y, loss, optimizer, max_grad_norm=None):
+    def train_step(self, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None):
         """One fused native step: forward, loss, backward, update. Returns the batch loss."""
-        return training.train_step(self, X, y, loss, optimizer, max_grad_norm=max_grad_norm)
+        return training.train_step(self, X, y, loss, optimizer, max_grad_norm=max_grad_norm,
+                                   sample_weight=sample_weight)
 
     def fit(self, X, y, **kwargs):
         """Train natively for whole epochs; see bpcore.training.fit for the arguments."""
         return training.fit(self, X, y, **kwargs)
 
-    def evaluate(self, X, y, loss):
-        """{"loss", "accuracy"} over all of X, computed natively."""
-        return training.evaluate(self, X, y, loss)
+    def evaluate(self, X, y, loss, sample_weight=None):
+        """{"loss", "accuracy"} over all of X, computed natively (rows weighted by
+        sample_weight)."""
+        return training.evaluate(self, X, y, loss, sample_weight)
 
     def save(self, path, optimizer=None):
         """Write the layers and weights (and the optimizer's state, if given) to path, a

@@ -15,7 +15,8 @@ import numpy as np
 
 from bpcore import _engine
 from bpcore._claims import claim, release
-from bpcore._validation import as_matrix, check_choice, check_int, check_real
+from bpcore._validation import (as_matrix, check_choice, check_int, check_real,
+                                check_sample_weight, weight_total)
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense, Dropout, Softmax
 from bpcore.losses import Loss, SoftmaxCrossEntropyLoss
@@ -119,21 +120,24 @@ def _max_norm(max_grad_norm):
     return check_real(max_grad_norm, "max_grad_norm", low=0, low_open=True)
 
 
-def train_step(model, X, y, loss, optimizer, max_grad_norm=None):
+def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None):
     """Forward, loss, backward and update of one batch in one native call, without the GIL.
 
     Returns the batch loss (of the weights before the update). Equal, to round-off, to
     ``zero_grad(); loss(forward(X), y); backward(loss.backward()); optimizer.step()``.
     With ``max_grad_norm`` the whole gradient is formed first and scaled to that global norm
-    (clip_grad_norm) before the update.
+    (clip_grad_norm) before the update. ``sample_weight`` (n,) weighs the rows: each row's
+    loss is multiplied by its weight and a "mean" divides by the summed weight (as
+    scikit-learn's sample_weight); weights must be finite and >= 0 (0 removes a row).
     """
     keys = claim((model.flat_params, model.flat_grads), "train_step")
     try:
         eng = engine_for(model)
         X = _input(model, X)
         kind, T, pw = _target(model, loss, y, X.shape[0])
+        w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
         value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
-                               _max_norm(max_grad_norm), pw)
+                               _max_norm(max_grad_norm), pw, w)
         if eng.failure is not None:
             raise _nonfinite(eng.failure[0], "train_step: the batch's")
         return value
@@ -172,9 +176,11 @@ def predict(model, X):
 
 
 @_exclusive("evaluate")
-def evaluate(model, X, y, loss):
+def evaluate(model, X, y, loss, sample_weight=None):
     """{"loss": the loss over all of X, "accuracy": the share of rows right}, computed natively
-    in chunks. Which rows are right depends on the loss:
+    in chunks; with ``sample_weight`` both are weighted (the loss as in train_step, the
+    accuracy the right rows' share of the summed weight). Which rows are right depends on the
+    loss:
 
     - MSELoss, SoftmaxCrossEntropyLoss: the output's argmax is the label (or the target row's
       argmax); accuracy is None for a single output, where there is no argmax to compare;
@@ -185,10 +191,10 @@ def evaluate(model, X, y, loss):
     """
     X = _input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
-    total, correct = engine_for(model).evaluate(X, T, kind, pw)
-    c = model.n_outputs
-    return {"loss": loss.from_sum(total, X.shape[0], c),
-            "accuracy": loss.accuracy(correct, X.shape[0], c)}
+    w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
+    total, correct = engine_for(model).evaluate(X, T, kind, pw, w)
+    c, weight = model.n_outputs, weight_total(w, X.shape[0])
+    return {"loss": loss.from_sum(total, weight, c), "accuracy": loss.accuracy(correct, weight, c)}
 
 
 def _check_schedule(schedule):
@@ -283,7 +289,7 @@ class _Snapshot:
 @_exclusive("fit")
 def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, seed=None,
         validation_data=None, schedule=None, callbacks=None, max_grad_norm=None,
-        on_nonfinite="raise", verbose=0):
+        on_nonfinite="raise", verbose=0, sample_weight=None, class_weight=None):
     """Train for ``epochs`` passes over (X, y); returns the history.
 
     Each epoch runs natively: the rows are shuffled with the seeded RNG (``shuffle=False``
@@ -300,6 +306,13 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     refuses validation_data, schedule, callbacks and max_grad_norm, which it would not use.
     Every argument, validation_data's labels included, is checked before the first epoch.
 
+    ``sample_weight`` (n,) weighs the rows as in train_step; the weights travel with their
+    rows through the shuffle, and each batch's mean divides by its own summed weight (a batch
+    of zero weights steps with a zero gradient). ``class_weight`` ({class: weight}, classes
+    left out weighing 1, or "balanced": n / (classes * rows of the class), as scikit-learn's
+    classifiers; SoftmaxCrossEntropyLoss, and BCEWithLogitsLoss with one output) multiplies
+    each row's weight by its class's.
+
     A step whose loss, gradient or update is NaN or infinite is never applied: the weights
     and the optimizer's state are put back to before it (an update already written is undone
     by replaying the epoch's earlier steps from the state at its start), then
@@ -307,7 +320,8 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     ``"stop"`` ends training there, recording ``history["stopped"] = (epoch, batch)`` (1-based).
 
     Returns {"loss": [...], and with validation_data (Xv, yv) "val_loss": [...],
-    "val_accuracy": [...]}: per epoch, the mean batch loss weighted by batch size (for "sum"
+    "val_accuracy": [...]}: per epoch, the mean batch loss weighted by batch size (by the
+    batches' summed sample weight, with weights; for "sum"
     reductions, the summed loss over the epoch, the 1986 paper's E per sweep); an epoch cut
     short by a non-finite step is not in it. val_accuracy follows evaluate's rule (None where
     that has none: one output of MSELoss, PoissonLoss).
@@ -328,10 +342,13 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
                 raise ValueError(f"{name}: expected None with optimizer=LBFGS (one "
                                  f"scipy.optimize call, without epochs), got "
                                  f"{type(value).__name__}")
-        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer)
+        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer,
+                         sample_weight=sample_weight, class_weight=class_weight)
     eng = engine_for(model)
     X = _input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
+    w = _row_weights(model, loss, kind, T, sample_weight, class_weight)
+    weight = weight_total(w, X.shape[0])
     snapshot = _Snapshot(model, _optimizer(optimizer))
     eng.check_data(X, T, kind)  # finite values and labels in range, once for all epochs
     if validation_data is not None:
@@ -351,13 +368,13 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         native = _optimizer(optimizer)
         snapshot.take()
         total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False, pos_weight=pw)
+                              max_norm, False, pos_weight=pw, sample_weight=w)
         if eng.failure is not None:
             what, batch = eng.failure
             if what == "update":
                 snapshot.restore()
                 eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False, batch, pw)
+                              max_norm, False, batch, pw, w)
                 if eng.failure is not None:  # the replay is deterministic: it cannot fail
                     raise RuntimeError(f"fit: replaying epoch {epoch + 1} up to batch "
                                        f"{batch + 1} failed at batch {eng.failure[1] + 1}")
@@ -366,7 +383,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
                 break
             raise _nonfinite(what, f"fit: epoch {epoch + 1}, batch {batch + 1}: the step's",
                              restored=True)
-        logs = {"loss": total / X.shape[0] if loss.reduction == "mean" else total,
+        logs = {"loss": total / weight if loss.reduction == "mean" else total,
                 "seconds": time.perf_counter() - t0}
         history["loss"].append(logs["loss"])
         if validation_data is not None:
@@ -387,22 +404,37 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     return history
 
 
+def _row_weights(model, loss, kind, T, sample_weight, class_weight):
+    """The rows' weights for the engine (None: all 1): sample_weight checked, times each row's
+    class weight under class_weight."""
+    n = T.shape[0]
+    w = check_sample_weight(sample_weight, n, model.dtype)
+    if class_weight is None:
+        return w
+    per_row = loss.row_weights(kind, T, class_weight, model.n_outputs)
+    return check_sample_weight(per_row if w is None else per_row * w, n, model.dtype,
+                               "sample_weight * class_weight")
+
+
 @_exclusive("loss_and_gradient")
-def loss_and_gradient(model, X, y, loss):
-    """The loss over all rows of (X, y) in the loss's reduction, and its gradient (a copy of
-    the flat gradient buffer), from one native call; the weights are the model's own."""
+def loss_and_gradient(model, X, y, loss, sample_weight=None):
+    """The loss over all rows of (X, y) in the loss's reduction (rows weighted as in
+    train_step), and its gradient (a copy of the flat gradient buffer), from one native call;
+    the weights are the model's own."""
     eng = engine_for(model)
     X = _input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
-    value = eng.loss_and_gradient(X, T, kind, loss.from_sum(1.0, X.shape[0], model.n_outputs),
-                                  pw)
+    w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
+    scale = loss.from_sum(1.0, weight_total(w, X.shape[0]), model.n_outputs)
+    value = eng.loss_and_gradient(X, T, kind, scale, pw, w)
     return value, model.flat_grads.copy()
 
 
 @_exclusive("fit_lbfgs")
-def fit_lbfgs(model, X, y, *, loss, optimizer=None):
+def fit_lbfgs(model, X, y, *, loss, optimizer=None, sample_weight=None, class_weight=None):
     """Full-batch training by scipy.optimize.minimize(method="L-BFGS-B") on the flat parameter
-    vector, each evaluation one native call for the loss and the whole gradient over all rows.
+    vector, each evaluation one native call for the loss and the whole gradient over all rows
+    (weighted by sample_weight and class_weight as in fit).
     The model keeps its dtype (scipy works in float64; a float32 model computes in float32).
     Returns {"loss": [loss after each iteration], "result": scipy's OptimizeResult}."""
     from scipy.optimize import minimize
@@ -414,13 +446,15 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None):
     X = _input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     eng.check_data(X, T, kind)
-    scale = loss.from_sum(1.0, X.shape[0], model.n_outputs)  # the reduction, as a factor
+    rows = _row_weights(model, loss, kind, T, sample_weight, class_weight)
+    # the reduction, as a factor
+    scale = loss.from_sum(1.0, weight_total(rows, X.shape[0]), model.n_outputs)
     losses = []
     last = {}  # the last point evaluated and its loss: the callback's point, almost always
 
     def objective(w):
         model.flat_params[...] = w
-        value = eng.loss_and_gradient(X, T, kind, scale, pw)
+        value = eng.loss_and_gradient(X, T, kind, scale, pw, rows)
         if not np.isfinite(value):
             raise NonFiniteError(f"fit_lbfgs: the loss became {value} during L-BFGS")
         last["w"], last["loss"] = w.copy(), value
