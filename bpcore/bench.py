@@ -2,9 +2,10 @@
 and plain NumPy, over batch sizes and thread counts.
 
 Every implementation trains the same MLP (ReLU hidden layers, linear outputs) from the same
-initial weights with MSE on one-hot targets and SGD with momentum (--activation, --loss and
---optimizer change these; the NumPy step is written for ReLU only and is left out for any
-other activation, with a note in the header). Per (threads, batch) cell the
+initial weights with MSE on one-hot targets and SGD with momentum (--activation, --loss,
+--dropout and --optimizer change these; the NumPy step is written for ReLU, MSE and
+cross-entropy without dropout only and is left out otherwise, with a note in the header). Per
+(threads, batch) cell the
 implementations are timed *interleaved* in one process: round after round, a block of k steps
 of each in turn, so that drift in the machine's speed (turbo, other processes) hits them all
 alike. A block's time / k is one sample; the table shows medians over the samples.
@@ -18,6 +19,7 @@ times over bpcore's (above 1: bpcore is faster).
     python -m bpcore.bench                              # the README's table
     python -m bpcore.bench --threads 1,2,all --batches 32,512 --json out.json
     python -m bpcore.bench --activation gelu --loss xent --threads 1 --batches 1,32,128
+    python -m bpcore.bench --loss bce --dropout 0.2 --threads 1 --batches 1,32,128
 """
 import argparse
 import json
@@ -54,17 +56,58 @@ ACTIVATIONS = {
     "sigmoid": ("Sigmoid", lambda nn: nn.Sigmoid()),
     "tanh": ("Tanh", lambda nn: nn.Tanh()),
 }
-# the losses: "mse" (MSE, mean, on one-hot targets) and "xent" (softmax cross-entropy, mean, on
-# integer labels: bpcore.SoftmaxCrossEntropyLoss, torch.nn.CrossEntropyLoss), as the header
-# and the JSON describe them
+# the losses, as the header and the JSON describe them: "mse" (MSE, mean, on one-hot targets),
+# "xent" (softmax cross-entropy, mean, on integer labels: bpcore.SoftmaxCrossEntropyLoss,
+# torch.nn.CrossEntropyLoss), "bce" (sigmoid + binary cross-entropy, mean over all outputs, on
+# 0/1 multi-label targets: bpcore.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss) and "poisson"
+# (Poisson NLL of the outputs as log-rates, mean, on counts drawn from Poisson(POISSON_RATE):
+# bpcore.PoissonLoss, torch.nn.PoissonNLLLoss(log_input=True, full=False))
 LOSSES = {"mse": "MSE on one-hot targets",
-          "xent": "softmax cross-entropy on integer labels"}
+          "xent": "softmax cross-entropy on integer labels",
+          "bce": "BCE-with-logits on 0/1 targets",
+          "poisson": "Poisson NLL (log-rate outputs) on count targets"}
 LOSS_CONFIG = {"mse": "MSE mean, one-hot targets",
-               "xent": "softmax cross-entropy mean, integer labels"}
+               "xent": "softmax cross-entropy mean, integer labels",
+               "bce": "BCE-with-logits mean, 0/1 multi-label targets",
+               "poisson": "Poisson NLL mean, log-rate outputs, Poisson(1) count targets"}
+POISSON_RATE = 1.0  # the mean of the count targets of --loss poisson
+NUMPY_LOSSES = ("mse", "xent")  # the losses the NumPy step computes
 
 
 def bpcore_loss(name):
-    return bpcore.SoftmaxCrossEntropyLoss() if name == "xent" else bpcore.MSELoss()
+    return {"mse": bpcore.MSELoss, "xent": bpcore.SoftmaxCrossEntropyLoss,
+            "bce": bpcore.BCEWithLogitsLoss, "poisson": bpcore.PoissonLoss}[name]()
+
+
+def torch_loss(nn, name):
+    """torch's module computing the same loss as bpcore_loss(name)."""
+    if name == "xent":
+        return nn.CrossEntropyLoss()
+    if name == "bce":
+        return nn.BCEWithLogitsLoss()
+    if name == "poisson":
+        return nn.PoissonNLLLoss(log_input=True, full=False)
+    return nn.MSELoss()
+
+
+def build_model(sizes, activation="relu", dtype="float32", dropout=0.0, seed=0):
+    """The benchmark's bpcore network: bpcore.MLP(sizes, activation, dtype, seed); with
+    dropout > 0 the same layers, with the same initial weights, as a Sequential with a
+    Dropout(dropout) after each hidden activation (each Dropout with its own seed)."""
+    mlp = bpcore.MLP(sizes, activation=activation, dtype=dtype, seed=seed)
+    if not dropout:
+        return mlp
+    layers, k = [], 0
+    for m in mlp.layers:  # Dense, act, Dense, act, ..., Dense: a layer joins one network only
+        if isinstance(m, bpcore.Dense):
+            d = bpcore.Dense(m.fan_in, m.fan_out, dtype=dtype)
+            d.W, d.b = m.W, m.b
+            layers.append(d)
+        else:
+            layers.append(type(m)(**m.settings()))
+            k += 1
+            layers.append(bpcore.Dropout(dropout, seed=seed + k))
+    return bpcore.Sequential(*layers)
 
 
 def bpcore_optimizer(name, model):
@@ -131,11 +174,14 @@ class BpcoreImpl:
         self.model, self.batches, self.optimizer = model, batches, optimizer
         self.loss = bpcore_loss(loss)
         self.p0 = model.flat_params.copy()
+        self.dropouts = [m for m in model.layers if isinstance(m, bpcore.Dropout)]
         self.reset()
 
     def reset(self):
         self.model.flat_params[...] = self.p0
         self.opt = bpcore_optimizer(self.optimizer, self.model)  # fresh zero state
+        for m in self.dropouts:  # draw the same masks again (the engine reads this state)
+            m.state[1] = 0
 
     def step(self, i):
         X, Y = self.batches[i]
@@ -254,12 +300,14 @@ class NumpyImpl:
 
 
 class TorchImpl:
-    """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear) (or another activation),
-    MSELoss (or CrossEntropyLoss), optim.SGD (or Adam); per step zero_grad, forward, loss,
-    backward, step."""
+    """PyTorch eager: nn.Sequential(Linear, ReLU, ..., Linear) (or another activation, with
+    nn.Dropout(dropout) after each hidden activation when dropout > 0; train mode), MSELoss (or
+    CrossEntropyLoss, BCEWithLogitsLoss, PoissonNLLLoss), optim.SGD (or Adam); per step
+    zero_grad, forward, loss, backward, step."""
     max_block = MAX_BLOCK_STEPS
 
-    def __init__(self, model, batches, torch, optimizer="sgd", activation="relu", loss="mse"):
+    def __init__(self, model, batches, torch, optimizer="sgd", activation="relu", loss="mse",
+                 dropout=0.0):
         nn = torch.nn
         dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
         tdtype = {np.dtype(np.float32): torch.float32,
@@ -269,7 +317,10 @@ class TorchImpl:
             mods.append(nn.Linear(d.fan_in, d.fan_out, dtype=tdtype))
             if i < len(dense) - 1:
                 mods.append(ACTIVATIONS[activation][1](nn))
+                if dropout:
+                    mods.append(nn.Dropout(dropout))
         self.net = nn.Sequential(*mods)
+        self.net.train()
         self.params = list(self.net.parameters())
         # torch's Linear.weight is (out, in), bpcore's W is (in, out)
         self.p0 = []
@@ -279,12 +330,11 @@ class TorchImpl:
         self.torch = torch
         self.optimizer = optimizer
         self.opt = self.new_optimizer()
+        self.loss = torch_loss(nn, loss)
         if loss == "xent":  # integer labels: torch wants int64
-            self.loss = nn.CrossEntropyLoss()
             self.batches = [(torch.from_numpy(X), torch.from_numpy(Y.astype(np.int64)))
                             for X, Y in batches]
-        else:
-            self.loss = nn.MSELoss()
+        else:  # targets of the weights' dtype
             self.batches = [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in batches]
         self.reset()
 
@@ -405,13 +455,20 @@ def peak_gemm_gflops(size, reps, dtype):
 
 def make_batches(sizes, n, dtype, seed=0, loss="mse"):
     """A pool of batches, the same for every implementation: X uniform in [0, 1) like image
-    pixels, random labels: one-hot target rows for "mse", the labels themselves (intp) for
-    "xent"."""
+    pixels, random targets: one-hot rows of random labels for "mse", the labels themselves
+    (intp) for "xent", independent 0/1 entries (probability 1/2) for "bce", counts drawn from
+    Poisson(POISSON_RATE) for "poisson" (both of the weights' dtype)."""
     rng = np.random.default_rng(seed)
     count = max(2, min(8, POOL_ROWS // n))
     batches = []
     for _ in range(count):
         X = rng.random((n, sizes[0])).astype(dtype)
+        if loss == "bce":
+            batches.append((X, rng.integers(0, 2, (n, sizes[-1])).astype(dtype)))
+            continue
+        if loss == "poisson":
+            batches.append((X, rng.poisson(POISSON_RATE, (n, sizes[-1])).astype(dtype)))
+            continue
         labels = rng.integers(0, sizes[-1], n)
         if loss == "xent":
             batches.append((X, labels.astype(np.intp)))
@@ -432,7 +489,7 @@ def run_cell(args, timing, threads, n, torch):
     bpcore.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
-    model = bpcore.MLP(sizes, activation=args.activation, dtype=args.dtype, seed=0)
+    model = build_model(sizes, args.activation, args.dtype, args.dropout)
     batches = make_batches(sizes, n, args.dtype, loss=args.loss)
     impls = {"bpcore": BpcoreImpl(model, batches, args.optimizer, args.loss),
              "floor": FloorImpl(model, batches)}
@@ -440,7 +497,7 @@ def run_cell(args, timing, threads, n, torch):
         impls["bpcore_sgd"] = BpcoreImpl(model, batches, "sgd", args.loss)
     if torch is not None:
         impls["torch"] = TorchImpl(model, batches, torch, args.optimizer, args.activation,
-                                   args.loss)
+                                   args.loss, args.dropout)
     if not args.no_numpy:
         impls["numpy"] = NumpyImpl(model, batches, args.optimizer, args.loss)
     # every implementation copied the initial weights above; now training may start
@@ -488,6 +545,18 @@ def int_list(text):
     return values
 
 
+def probability(text):
+    """A dropout probability: a number in [0, 1)."""
+    try:
+        p = float(text)
+    except ValueError:
+        p = None
+    if p is None or not 0 <= p < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"expected a dropout probability in [0, 1), got {text!r}")
+    return p
+
+
 def thread_list(text):
     """"1,2,all" -> [1, 2, default_num_threads()], without repeats, in order."""
     out = []
@@ -515,7 +584,16 @@ def parse_args(argv):
     ap.add_argument("--loss", choices=tuple(LOSSES), default="mse",
                     help="mse: MSE on one-hot targets (default); xent: softmax cross-entropy "
                          "on integer labels (bpcore.SoftmaxCrossEntropyLoss, "
-                         "torch.nn.CrossEntropyLoss)")
+                         "torch.nn.CrossEntropyLoss); bce: sigmoid + binary cross-entropy on "
+                         "0/1 multi-label targets (bpcore.BCEWithLogitsLoss, "
+                         "torch.nn.BCEWithLogitsLoss); poisson: Poisson NLL of log-rate "
+                         "outputs on Poisson(1) counts (bpcore.PoissonLoss, "
+                         "torch.nn.PoissonNLLLoss(log_input=True, full=False)); the NumPy "
+                         "step is left out for bce and poisson")
+    ap.add_argument("--dropout", type=probability, default=0.0, metavar="P",
+                    help="dropout probability in [0, 1) after each hidden activation: "
+                         "bpcore.Dropout(P) and torch.nn.Dropout(P) (train mode); default 0, "
+                         "no dropout layers; the NumPy step is left out for P > 0")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                     help="the optimizer of every implementation (default sgd); with adam, "
                          "bpcore's SGD step is timed too and the table shows adam/sgd")
@@ -578,6 +656,8 @@ def config(args, timing, torch):
         "optimizer": args.optimizer, "lr": ADAM_LR if args.optimizer == "adam" else LR,
         "momentum": MOMENTUM, "activation": args.activation,
         "loss": LOSS_CONFIG[args.loss], "loss_name": args.loss,
+        "poisson_rate": POISSON_RATE if args.loss == "poisson" else None,
+        "dropout": args.dropout,
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
         "numpy_skipped": getattr(args, "numpy_skipped", None),
@@ -594,6 +674,7 @@ def header(cfg, peak, peak_size):
         f"BLAS {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')})",
         f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, "
         f"{ACTIVATIONS[cfg['activation']][0]} hidden layers, {LOSSES[cfg['loss_name']]}, "
+        + (f"dropout {cfg['dropout']:g}, " if cfg.get("dropout") else "")
         + (f"Adam lr {ADAM_LR}" if cfg["optimizer"] == "adam" else
          f"SGD lr {LR} momentum {MOMENTUM}") + "; medians of interleaved blocks, "
         f"{cfg['seconds_per_cell']:g} s per cell",
@@ -630,12 +711,26 @@ def table_row(c, cols):
 
 # ---------------------------------------------------------------------------------------------
 
+def numpy_unable(args):
+    """Why the NumPy step cannot run the configuration (one line), or None."""
+    why = []
+    if args.activation != "relu":
+        why.append(f"its step is written for ReLU only, not {args.activation}")
+    if args.loss not in NUMPY_LOSSES:
+        why.append(f"it computes MSE and softmax cross-entropy only, not {args.loss}")
+    if args.dropout:
+        why.append("it has no dropout")
+    return "; ".join(why) or None
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.numpy_skipped = None
-    if not args.no_numpy and args.activation != "relu":
-        args.numpy_skipped = f"its step is written for ReLU only, not {args.activation}"
-        args.no_numpy = True
+    if not args.no_numpy:
+        why = numpy_unable(args)
+        if why:
+            args.numpy_skipped = why
+            args.no_numpy = True
     timing = dict(TIMING["quick" if args.quick else "full"])
     if args.seconds is None:
         args.seconds = timing["seconds"]

@@ -67,12 +67,14 @@ def test_bench_main_quick(tmp_path, capsys):
         assert c["numpy_subnormal_velocities"] == 0
 
     assert cfg["activation"] == "relu" and cfg["loss_name"] == "mse"
+    assert cfg["dropout"] == 0 and cfg["poisson_rate"] is None
     assert cfg["numpy_step"] and cfg["numpy_skipped"] is None
 
     out = capsys.readouterr().out
     assert "| threads | batch | µs/step |" in out and "× floor" in out
     assert ("torch/bpcore" in out) == (torch is not None)
-    assert "ReLU hidden layers, MSE on one-hot targets" in out and "numpy: left out" not in out
+    assert "ReLU hidden layers, MSE on one-hot targets, SGD" in out
+    assert "numpy: left out" not in out and "dropout" not in out
 
 
 def test_bench_without_comparators():
@@ -96,6 +98,106 @@ def test_activation_and_loss_options(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert f"argument {option}: invalid choice: '{bad}'" in err, err
+    assert set(bench.LOSSES) == set(bench.LOSS_CONFIG) == {"mse", "xent", "bce", "poisson"}
+    for loss in ("bce", "poisson"):
+        assert bench.parse_args(["--loss", loss]).loss == loss
+
+
+def test_dropout_option(capsys):
+    assert bench.parse_args([]).dropout == 0
+    assert bench.parse_args(["--dropout", "0.2"]).dropout == 0.2
+    assert bench.parse_args(["--dropout=0"]).dropout == 0
+    for bad in ("1", "-0.1", "1.5", "nan", "half"):
+        with pytest.raises(SystemExit) as e:
+            bench.parse_args([f"--dropout={bad}"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert (f"argument --dropout: expected a dropout probability in [0, 1), got '{bad}'"
+                in err), err
+    for bad in ("1", "-0.1"):  # as two words too: -0.1 is read as the value, not an option
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--dropout", bad])
+        assert "expected a dropout probability in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, label, skipped", [
+    (["--loss", "bce"], "ReLU hidden layers, BCE-with-logits on 0/1 targets, SGD",
+     "it computes MSE and softmax cross-entropy only, not bce"),
+    (["--loss", "poisson"],
+     "ReLU hidden layers, Poisson NLL (log-rate outputs) on count targets, SGD",
+     "it computes MSE and softmax cross-entropy only, not poisson"),
+    (["--dropout", "0.3"], "ReLU hidden layers, MSE on one-hot targets, dropout 0.3, SGD",
+     "it has no dropout"),
+    (["--loss", "bce", "--dropout", "0.2", "--activation", "gelu"],
+     "GELU hidden layers, BCE-with-logits on 0/1 targets, dropout 0.2, SGD",
+     "its step is written for ReLU only, not gelu; it computes MSE and softmax "
+     "cross-entropy only, not bce; it has no dropout"),
+])
+def test_bench_new_losses_and_dropout(options, label, skipped, tmp_path, capsys):
+    """bpcore and torch run BCE, Poisson and dropout; the NumPy step is left out with a note
+    and the header and the JSON name the loss and the dropout."""
+    path = tmp_path / "b.json"
+    res = bench.main(["--quick", "--batches", "1,8", "--threads", "1", "--sizes", "16,8,4,3",
+                      "--json", str(path)] + options)
+    impls = {"bpcore", "floor"} | ({"torch"} if torch is not None else set())
+    assert [c["batch"] for c in res["cells"]] == [1, 8]
+    for c in res["cells"]:
+        assert set(c["median_us"]) == impls
+        assert all(positive(c["median_us"][name]) for name in impls)
+        assert "numpy_ratio" not in c
+        assert ("torch_ratio" in c) == (torch is not None)
+    cfg = json.loads(path.read_text())["config"]
+    args = bench.parse_args(options)
+    assert cfg["loss_name"] == args.loss and cfg["loss"] == bench.LOSS_CONFIG[args.loss]
+    assert cfg["dropout"] == args.dropout
+    assert cfg["poisson_rate"] == (bench.POISSON_RATE if args.loss == "poisson" else None)
+    assert not cfg["numpy_step"] and cfg["numpy_skipped"] == skipped
+    out = capsys.readouterr().out
+    assert label in out, out
+    assert f"numpy: left out ({skipped})" in out
+    assert ("torch/bpcore" in out) == (torch is not None) and "numpy/bpcore" not in out
+
+
+def test_make_batches_targets():
+    """The targets of each loss: 0/1 multi-label rows for bce, non-negative integer counts
+    for poisson, in the weights' dtype; the same pool for the same seed."""
+    sizes = [5, 4, 6]
+    for loss in ("bce", "poisson"):
+        pool = bench.make_batches(sizes, 50, "float32", loss=loss)
+        for X, Y in pool:
+            assert X.shape == (50, 5) and Y.shape == (50, 6) and Y.dtype == np.float32
+            assert (Y >= 0).all() and (Y == np.round(Y)).all()
+        Y = np.concatenate([Y for _, Y in pool])
+        if loss == "bce":
+            assert set(np.unique(Y)) == {0, 1}
+            assert 1 < Y.sum(axis=1).max()  # multi-label: rows with several ones
+        else:
+            assert Y.max() >= 2 and abs(Y.mean() - bench.POISSON_RATE) < 0.2
+        again = bench.make_batches(sizes, 50, "float32", loss=loss)
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(pool, again))
+    # the default pool is the one drawn before these losses existed
+    rng = np.random.default_rng(0)
+    X, Y = bench.make_batches(sizes, 50, "float32")[0]
+    np.testing.assert_array_equal(X, rng.random((50, 5)).astype(np.float32))
+    np.testing.assert_array_equal(Y, bpcore.one_hot(rng.integers(0, 6, 50), 6, "float32"))
+
+
+def test_build_model_dropout():
+    """With dropout the network is Dense, act, Dropout, ..., Dense with the MLP's initial
+    weights; without, it is the MLP itself."""
+    sizes = [7, 5, 4, 3]
+    plain = bench.build_model(sizes, "elu", "float64")
+    assert type(plain) is bpcore.MLP
+    np.testing.assert_array_equal(plain.flat_params, bpcore.MLP(sizes, activation="elu",
+                                                                dtype="float64",
+                                                                seed=0).flat_params)
+    net = bench.build_model(sizes, "elu", "float64", dropout=0.25)
+    kinds = [type(m).__name__ for m in net.layers]
+    assert kinds == ["Dense", "ELU", "Dropout", "Dense", "ELU", "Dropout", "Dense"]
+    drops = [m for m in net.layers if isinstance(m, bpcore.Dropout)]
+    assert [d.p for d in drops] == [0.25, 0.25] and drops[0].seed != drops[1].seed
+    np.testing.assert_array_equal(net.flat_params, plain.flat_params)
+    assert net.dtype == np.float64
 
 
 def test_bench_gelu_xent(capsys):
@@ -128,7 +230,7 @@ def test_bench_xent_keeps_numpy():
 
 
 @pytest.mark.skipif(torch is None, reason="needs torch")
-@pytest.mark.parametrize("loss", ["mse", "xent"])
+@pytest.mark.parametrize("loss", ["mse", "xent", "bce", "poisson"])
 @pytest.mark.parametrize("activation", sorted(bench.ACTIVATIONS))
 def test_torch_comparator_matches_bpcore(activation, loss):
     """The torch step in the table is the same computation as bpcore's (float64, 3 steps)."""
@@ -145,6 +247,44 @@ def test_torch_comparator_matches_bpcore(activation, loss):
         W, b = ref.params[2 * l].detach().numpy(), ref.params[2 * l + 1].detach().numpy()
         np.testing.assert_allclose(d.W, W.T, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(d.b, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(torch is None, reason="needs torch")
+@pytest.mark.parametrize("loss", ["mse", "bce", "poisson"])
+def test_torch_comparator_dropout(loss):
+    """With dropout the masks differ between the libraries: both nets start from the same
+    weights, have their dropout at the same places, and train to finite, changed weights and
+    finite losses; bpcore's steps are repeatable after reset (the same masks)."""
+    sizes = [7, 5, 4, 3]
+    model = bench.build_model(sizes, "relu", "float64", dropout=0.3)
+    batches = bench.make_batches(sizes, 6, "float64", loss=loss)
+    ours = bench.BpcoreImpl(model, batches, loss=loss)
+    ref = bench.TorchImpl(model, batches, torch, loss=loss, dropout=0.3)
+    assert ref.net.training
+    kinds = [type(m).__name__ for m in ref.net]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert all(m.p == 0.3 for m in ref.net if isinstance(m, torch.nn.Dropout))
+    dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
+    for l, d in enumerate(dense):
+        np.testing.assert_array_equal(d.W, ref.params[2 * l].detach().numpy().T)
+    p0 = model.flat_params.copy()
+    for i in range(3):
+        ours.step(i % len(batches))
+        ref.step(i % len(batches))
+    after = model.flat_params.copy()
+    assert np.isfinite(after).all() and not np.array_equal(after, p0)
+    for p in ref.params:
+        assert torch.isfinite(p).all()
+    assert not torch.equal(ref.params[0], ref.p0[0])
+    X, Y = batches[0]
+    assert math.isfinite(model.evaluate(X, Y, bench.bpcore_loss(loss))["loss"])
+    with torch.no_grad():
+        assert math.isfinite(ref.loss(ref.net(ref.batches[0][0]), ref.batches[0][1]).item())
+    ours.reset()
+    np.testing.assert_array_equal(model.flat_params, p0)
+    for i in range(3):
+        ours.step(i % len(batches))
+    np.testing.assert_array_equal(model.flat_params, after)
 
 
 def test_step_flops():
