@@ -197,7 +197,7 @@ def check_sample_weight(sample_weight, n, dtype, name="sample_weight"):
     if bad.size:
         i = bad[0]
         raise ValueError(f"{name}: expected finite weights >= 0 (in {np.dtype(dtype).name}), got "
-                         f"{np.asarray(sample_weight).reshape(-1)[i]!r} at index {i}")
+                         f"{np.asarray(sample_weight).reshape(-1)[i].item()!r} at index {i}")
     if n and not w.any():
         raise ValueError(f"{name}: expected at least one positive weight, got only zeros")
     return w
