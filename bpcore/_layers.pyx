@@ -7,7 +7,6 @@ Each GEMM runs in parts, one per thread (see bpcore._threads), and each thread a
 elementwise work to the block it just computed, while that block is in its cache.
 """
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport exp, expf
 from libc.stdint cimport uint32_t, uint64_t
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport BP_DROP_STEP, bp_act_needs_input, bp_drop_hash, bp_simd_table, simd
 from bpcore._checks cimport require
+from bpcore._losses cimport softmax_row
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_team_size, even_share, gemm_parts,
                               team_for, threads_for)
 
@@ -201,25 +201,9 @@ cdef void activation_backward(const ActSpec *act, int rows, int c, const floatin
 
 cdef void softmax_rows(int rows, int c, floating *A) noexcept nogil:
     cdef Py_ssize_t i
-    cdef int j
-    cdef floating mx, s
-    cdef floating *a
     for i in prange(rows, num_threads=threads_for(<Py_ssize_t>rows * c * 8),
                     schedule="static"):
-        a = A + i * c
-        mx = a[0]
-        for j in range(1, c):
-            if a[j] > mx or a[j] != a[j]:  # a NaN is the row's max: the row becomes NaN
-                mx = a[j]
-        s = 0
-        for j in range(c):
-            if floating is float:
-                a[j] = expf(a[j] - mx)
-            else:
-                a[j] = exp(a[j] - mx)
-            s = s + a[j]
-        for j in range(c):
-            a[j] = a[j] / s
+        softmax_row(c, A + i * c, A + i * c)
 
 
 cdef void softmax_backward_rows(int rows, int c, const floating *A, const floating *dA,

@@ -48,6 +48,10 @@ cdef double bce_logits(int n, int c, const floating *Z, const floating *T,
 cdef double poisson_nll(int n, int c, const floating *Z, const floating *T, const floating *w,
                         floating *dZ, Reduction red) noexcept nogil
 
+# p (c) = softmax(z) (p may be z), the row max taken out first; returns log(sum(exp(z))).
+# A NaN in z makes the whole row NaN
+cdef floating softmax_row(int c, const floating *z, floating *p) noexcept nogil
+
 # the loss of `spec` over Y (n, c) against T (n, c) or labels (n,), each row weighted by
 # weights (n,) (NULL: 1);  dY = dloss/dY
 cdef double loss_and_delta(LossSpec spec, int n, int c, const floating *Y, const void *T,

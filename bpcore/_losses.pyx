@@ -63,7 +63,7 @@ cdef double mse(int n, int m, const floating *Y, const floating *T, const floati
     return total * lscale
 
 
-cdef inline floating _softmax_row(int c, const floating *z, floating *p) noexcept nogil:
+cdef floating softmax_row(int c, const floating *z, floating *p) noexcept nogil:
     """p = softmax(z); returns log(sum(exp(z))), with the row max taken out first."""
     cdef int j
     cdef floating mx = z[0], s = 0
@@ -100,7 +100,7 @@ cdef double softmax_xent_labels(int n, int c, const floating *Z, const Py_ssize_
         for i in range(lo, hi):
             y = labels[i]
             rw = w[i] if w != NULL else 1
-            lse = _softmax_row(c, &Z[i * c], &dZ[i * c])
+            lse = softmax_row(c, &Z[i * c], &dZ[i * c])
             acc = acc + rw * (lse - Z[i * c + y])
             dZ[i * c + y] = dZ[i * c + y] - 1
             g = rw * scale
@@ -128,7 +128,7 @@ cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *
         acc = 0
         for i in range(lo, hi):
             rw = w[i] if w != NULL else 1
-            lse = _softmax_row(c, &Z[i * c], &dZ[i * c])
+            lse = softmax_row(c, &Z[i * c], &dZ[i * c])
             tsum = 0
             row = 0
             for j in range(c):
