@@ -28,6 +28,21 @@ class Loss:
     def __call__(self, output, target, sample_weight=None):
         return self.forward(output, target, sample_weight)
 
+    def forward(self, output, target, sample_weight=None):
+        """The loss of output (n, c) against target (rows weighted by sample_weight (n,), if
+        given); keeps its gradient for backward."""
+        Z = self._output(output)
+        kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
+        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
+        dZ = np.empty_like(Z)
+        value = self._kernel(kind, Z, T, dZ, w)
+        self._grad = dZ
+        return value
+
+    def _kernel(self, kind, Z, T, dZ, w):
+        """The native kernel of this loss: returns the loss, writes dZ."""
+        raise NotImplementedError
+
     def backward(self):
         """dloss/doutput for the last forward."""
         if self._grad is None:
@@ -97,14 +112,8 @@ class MSELoss(Loss):
     def elements_per_row(self, c):
         return c  # torch.nn.MSELoss's mean is over every element
 
-    def forward(self, output, target, sample_weight=None):
-        Y = self._output(output)
-        _, T = self.target_for(target, Y.shape[0], Y.shape[1], Y.dtype)
-        w = check_sample_weight(sample_weight, Y.shape[0], Y.dtype)
-        dY = np.empty_like(Y)
-        loss = _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction], w)
-        self._grad = dY
-        return loss
+    def _kernel(self, kind, Y, T, dY, w):
+        return _losses.py_mse(Y, T, dY, _REDUCTIONS[self.reduction], w)
 
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target as a C-contiguous (n, c) array of dtype); errors name `name`."""
@@ -163,20 +172,13 @@ class SoftmaxCrossEntropyLoss(Loss):
         weights = _per_class(class_weight, T.sum(axis=0, dtype=np.float64))
         return T @ weights
 
-    def forward(self, output, target, sample_weight=None):
-        Z = self._output(output)
-        kind, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
+    def _kernel(self, kind, Z, T, dZ, w):
         if Z.shape[1] == 0:  # a softmax over no classes
             raise ValueError(f"output: expected at least one class column, got shape {Z.shape}")
-        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
-        dZ = np.empty_like(Z)
         red = _REDUCTIONS[self.reduction]
         if kind == _KIND.XENT_LABELS:
-            loss = _losses.py_softmax_xent_labels(Z, T, dZ, red, w)
-        else:
-            loss = _losses.py_softmax_xent_probs(Z, T, dZ, red, w)
-        self._grad = dZ
-        return loss
+            return _losses.py_softmax_xent_labels(Z, T, dZ, red, w)
+        return _losses.py_softmax_xent_probs(Z, T, dZ, red, w)
 
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target): intp labels (n,) or a C-contiguous (n, c) array of dtype;
@@ -234,15 +236,9 @@ class BCEWithLogitsLoss(Loss):
         weights = _per_class(class_weight, np.array([t.size - t.sum(), t.sum()]))
         return weights[0] * (1 - t) + weights[1] * t
 
-    def forward(self, output, target, sample_weight=None):
-        Z = self._output(output)
-        _, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
-        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
-        dZ = np.empty_like(Z)
-        loss = _losses.py_bce_logits(Z, T, self.native_pos_weight(Z.dtype, Z.shape[1]), dZ,
+    def _kernel(self, kind, Z, T, dZ, w):
+        return _losses.py_bce_logits(Z, T, self.native_pos_weight(Z.dtype, Z.shape[1]), dZ,
                                      _REDUCTIONS[self.reduction], w)
-        self._grad = dZ
-        return loss
 
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target as a C-contiguous (n, c) array of dtype, values in [0, 1] when
@@ -319,14 +315,8 @@ class PoissonLoss(Loss):
     def accuracy(self, correct, n, c):
         return None  # a rate has no right answer to count
 
-    def forward(self, output, target, sample_weight=None):
-        Z = self._output(output)
-        _, T = self.target_for(target, Z.shape[0], Z.shape[1], Z.dtype)
-        w = check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
-        dZ = np.empty_like(Z)
-        loss = _losses.py_poisson_nll(Z, T, dZ, _REDUCTIONS[self.reduction], w)
-        self._grad = dZ
-        return loss
+    def _kernel(self, kind, Z, T, dZ, w):
+        return _losses.py_poisson_nll(Z, T, dZ, _REDUCTIONS[self.reduction], w)
 
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target as a C-contiguous (n, c) array of dtype, finite and >= 0 when

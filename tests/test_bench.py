@@ -139,13 +139,7 @@ def test_bench_new_losses_and_dropout(options, label, skipped, tmp_path, capsys)
     path = tmp_path / "b.json"
     res = bench.main(["--quick", "--batches", "1,8", "--threads", "1", "--sizes", "16,8,4,3",
                       "--json", str(path)] + options)
-    impls = {"bpcore", "floor"} | ({"torch"} if torch is not None else set())
-    assert [c["batch"] for c in res["cells"]] == [1, 8]
-    for c in res["cells"]:
-        assert set(c["median_us"]) == impls
-        assert all(positive(c["median_us"][name]) for name in impls)
-        assert "numpy_ratio" not in c
-        assert ("torch_ratio" in c) == (torch is not None)
+    _assert_rows_without_numpy(res, torch)
     cfg = json.loads(path.read_text())["config"]
     args = bench.parse_args(options)
     assert cfg["loss_name"] == args.loss and cfg["loss"] == bench.LOSS_CONFIG[args.loss]
@@ -205,13 +199,7 @@ def test_bench_gelu_xent(capsys):
     left out with a note."""
     res = bench.main(["--quick", "--batches", "1,8", "--threads", "1", "--sizes", "16,8,3",
                       "--activation", "gelu", "--loss", "xent"])
-    impls = {"bpcore", "floor"} | ({"torch"} if torch is not None else set())
-    assert [c["batch"] for c in res["cells"]] == [1, 8]
-    for c in res["cells"]:
-        assert set(c["median_us"]) == impls
-        assert all(positive(c["median_us"][name]) for name in impls)
-        assert "numpy_ratio" not in c
-        assert ("torch_ratio" in c) == (torch is not None)
+    _assert_rows_without_numpy(res, torch)
     cfg = res["config"]
     assert cfg["activation"] == "gelu" and cfg["loss_name"] == "xent"
     assert not cfg["numpy_step"] and "ReLU only" in cfg["numpy_skipped"]
@@ -355,3 +343,15 @@ def test_bench_memory_small(tmp_path):
     assert saved["peak_kib"] >= saved["baseline_kib"] > 0
     # tiny data, 40 MB of slack: a fit that needs more has a real memory problem
     assert res["within_budget"], res
+
+
+def _assert_rows_without_numpy(res, torch):
+    """Cells of batch 1 and 8 timing bpcore, the floor and torch (where installed), and no
+    NumPy peer."""
+    impls = {"bpcore", "floor"} | ({"torch"} if torch is not None else set())
+    assert [c["batch"] for c in res["cells"]] == [1, 8]
+    for c in res["cells"]:
+        assert set(c["median_us"]) == impls
+        assert all(positive(c["median_us"][name]) for name in impls)
+        assert "numpy_ratio" not in c
+        assert ("torch_ratio" in c) == (torch is not None)
