@@ -23,9 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine", "_bench"]
 # plain C compiled into a module beside its .pyx
 C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
-# GCC and Clang: sqrt without errno, so the optimizers' loops vectorise (IEEE results unchanged;
-# no -ffast-math)
-GNU_FLAGS = {"_simd": ["-fno-math-errno"]}
+# GCC and Clang: sqrt without errno, so the optimizers' loops vectorise, and no floating-point
+# traps assumed (bpcore never enables them), so a select between two computed values (LeakyReLU
+# and its derivative) vectorises instead of branching; IEEE results unchanged, no -ffast-math
+GNU_FLAGS = {"_simd": ["-fno-math-errno", "-fno-trapping-math"]}
 
 OPENMP_PROBE = r"""
 #include <omp.h>

@@ -222,8 +222,8 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *k
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
             break;                                                                             \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j] + b[j]); break;        \
-        case BP_LEAKY_RELU:                                                                    \
-            for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z > 0 ? z : z * p0; }       \
+        case BP_LEAKY_RELU: /* the product formed whatever the sign: the select vectorises */  \
+            for (j = 0; j < n; j++) { T z = in[j] + b[j], m = z * p0; out[j] = z > 0 ? z : m; }\
             break;                                                                             \
         case BP_IDENTITY: case BP_SOFTMAX: for (j = 0; j < n; j++) out[j] = in[j] + b[j]; break;\
         default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j] + b[j], act->kind, p0, p1); \
@@ -234,7 +234,7 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *k
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
         case BP_LEAKY_RELU:                                                                    \
-            for (j = 0; j < n; j++) { T z = in[j]; out[j] = z > 0 ? z : z * p0; } break;       \
+            for (j = 0; j < n; j++) { T z = in[j], m = z * p0; out[j] = z > 0 ? z : m; } break;\
         case BP_IDENTITY: case BP_SOFTMAX:                                                     \
             if (out != in) memmove(out, in, (size_t)n * sizeof(T));                            \
             break;                                                                             \
@@ -254,7 +254,10 @@ BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *z, const T *d, 
     case BP_LEAKY_RELU: {                                                                      \
         /* the sign of the input; with a slope >= 0 the output's sign is the same */           \
         const T *x = z ? z : a;                                                                \
-        for (j = 0; j < n; j++) { T xj = x[j]; out[j] = xj > 0 ? d[j] : xj <= 0 ? d[j] * p0 : xj; }\
+        for (j = 0; j < n; j++) {                                                              \
+            T xj = x[j], dj = d[j], dm = dj * p0;                                              \
+            out[j] = xj > 0 ? dj : xj <= 0 ? dm : xj;                                          \
+        }                                                                                      \
         break;                                                                                 \
     }                                                                                          \
     case BP_IDENTITY: case BP_SOFTMAX:                                                         \
@@ -293,7 +296,7 @@ BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                   
         top = bits > top ? bits : top;                                                         \
     }                                                                                          \
     return top == EXPMASK;                                                                     \
-}                                                                                              \
+}
 
 BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
 BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
@@ -345,7 +348,7 @@ ATTR static void undrop_##SUF##_##NAME(ptrdiff_t n, const unsigned char *mask, T
         t->nonfinite_f32 = nonfinite_f32_##NAME; t->nonfinite_f64 = nonfinite_f64_##NAME;       \
         t->drop_f32 = drop_f32_##NAME; t->drop_f64 = drop_f64_##NAME;                           \
         t->undrop_f32 = undrop_f32_##NAME; t->undrop_f64 = undrop_f64_##NAME;                   \
-    }                                                                                          \
+    }
 
 BP_TARGET(generic, )
 
@@ -367,7 +370,7 @@ int bp_simd_best_level(void) {
         return 1;
 #endif
     return 0;
-}                                                                                              \
+}
 
 int bp_simd_fill(bp_simd_table *t, int level) {
     int best = bp_simd_best_level();
@@ -380,4 +383,4 @@ int bp_simd_fill(bp_simd_table *t, int level) {
 #endif
     t->level = level;
     return level;
-}                                                                                              \
+}
