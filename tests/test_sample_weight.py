@@ -114,23 +114,26 @@ def _net(dtype="float64", seed=3):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(LOSSES))
 @pytest.mark.parametrize("n", [1, 8, 300])  # fused, row-split and batch-split steps
-def test_all_ones_weights_are_bit_for_bit_the_unweighted_step(name, n, dtype):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_all_ones_weights_are_bit_for_bit_the_unweighted_step(name, n, dtype, threads):
     rng = np.random.default_rng(4)
     X, T = rng.uniform(-1, 1, (n, 6)).astype(dtype), _target(name, rng, n)
     a, b = _net(dtype), _net(dtype)
     oa, ob = bpcore.Adam(a, lr=1e-2), bpcore.Adam(b, lr=1e-2)
     loss = LOSSES[name]()
     for _ in range(2):
-        la = a.train_step(X, T, loss, oa, sample_weight=np.ones(n))
-        lb = b.train_step(X, T, loss, ob)
+        with bpcore.num_threads(threads):
+            la = a.train_step(X, T, loss, oa, sample_weight=np.ones(n))
+            lb = b.train_step(X, T, loss, ob)
         assert la == lb
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     assert a.evaluate(X, T, loss, np.ones(n)) == b.evaluate(X, T, loss)
 
 
 @pytest.mark.parametrize("name", ["mse_mean", "xent_labels", "bce", "poisson"])
-@pytest.mark.parametrize("n", [8, 300])
-def test_integer_weights_equal_repeated_rows_and_zeros_remove_rows(name, n):
+@pytest.mark.parametrize("n", [1, 8, 300])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_integer_weights_equal_repeated_rows_and_zeros_remove_rows(name, n, threads):
     rng = np.random.default_rng(5)
     X, T = rng.uniform(-1, 1, (n, 6)), _target(name, rng, n)
     w = rng.integers(0, 3, n).astype(float)
@@ -140,8 +143,9 @@ def test_integer_weights_equal_repeated_rows_and_zeros_remove_rows(name, n):
     oa, ob = bpcore.SGD(a, lr=0.1, momentum=0.9), bpcore.SGD(b, lr=0.1, momentum=0.9)
     loss = LOSSES[name]()
     for _ in range(3):
-        np.testing.assert_allclose(a.train_step(X, T, loss, oa, sample_weight=w),
-                                   b.train_step(X[keep], T[keep], loss, ob), rtol=1e-12)
+        with bpcore.num_threads(threads):
+            np.testing.assert_allclose(a.train_step(X, T, loss, oa, sample_weight=w),
+                                       b.train_step(X[keep], T[keep], loss, ob), rtol=1e-12)
     np.testing.assert_allclose(a.flat_params, b.flat_params, rtol=1e-11, atol=1e-13)
 
 
