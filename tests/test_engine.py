@@ -235,9 +235,15 @@ def test_ctrl_c_during_fit_raises_and_leaves_a_usable_model(rng):
         done.append(time.perf_counter())
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell without job
+    # control starts background commands with SIGINT ignored, and Python keeps that
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(X, y, loss=loss, optimizer=opt, epochs=1000, batch_size=8)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(X, y, loss=loss, optimizer=opt, epochs=1000, batch_size=8)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     latency = time.perf_counter() - done[0]
     assert latency < 1.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
     assert np.isfinite(model.flat_params).all()
