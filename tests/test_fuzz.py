@@ -78,6 +78,8 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 INT_MAX = 2**31 - 1
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 ACTS = ("identity", "relu", "sigmoid", "tanh")
+# every activation MLP takes by name (the fuzzed numerics above cover ACTS)
+MLP_ACTS = ACTS + ("leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus")
 ACT_CLASSES = {"identity": bpcore.Identity, "relu": bpcore.ReLU, "sigmoid": bpcore.Sigmoid,
                "tanh": bpcore.Tanh}
 MODEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -719,13 +721,14 @@ def test_mlp_construction(data):
     else:
         sizes = data.draw(JUNK_SCALARS, label="sizes")
         bad.append("sizes")
-    activation = data.draw(st.one_of(st.sampled_from(ACTS), st.sampled_from(
-        ["ReLU", "softmax", "", None, 1, "relu "])), label="activation")
-    if activation not in ACTS:
+    activation = data.draw(st.one_of(st.sampled_from(MLP_ACTS), st.sampled_from(
+        ["ReLU", "softmax", "", None, 1, "relu ", "swish"])), label="activation")
+    if activation not in MLP_ACTS:
         bad.append("activation")
-    output_activation = data.draw(st.one_of(st.sampled_from(ACTS + (None,)), st.sampled_from(
-        ["softmax", "", 0, "Sigmoid"])), label="output_activation")
-    if output_activation not in ACTS + (None,):
+    output_activation = data.draw(st.one_of(st.sampled_from(MLP_ACTS + ("softmax", None)),
+                                            st.sampled_from(["Softmax", "", 0, "Sigmoid"])),
+                                  label="output_activation")
+    if output_activation not in MLP_ACTS + ("softmax", None):
         bad.append("output_activation")
     dtype = data.draw(st.one_of(
         st.sampled_from(["float32", "float64", np.float32, np.float64, "f4", "<f8", ">f4",
@@ -1487,6 +1490,46 @@ def test_fit_matches_numpy_sgd(data):
     for got, want in zip(hist["loss"], want_hist):
         assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (hist["loss"], want_hist)
     ref.check(1e-9, "fit")
+
+
+@given(data=st.data())
+@counted
+def test_sample_weights(data):
+    """train_step(..., sample_weight=w) for any w: finite weights >= 0, not all zero, one per
+    row, train (the loss the weighted mean of the rows' losses, from NumPy on the model's own
+    outputs); anything else raises naming sample_weight, leaving the weights untouched."""
+    spec = data.draw(net_specs(dtypes=("float64",), engine_only=True, max_width=4), label="net")
+    model = spec.build()
+    n = data.draw(st.integers(1, 6), label="rows")
+    X = data.draw(hnp.arrays(np.float64, (n, model.n_inputs), elements=st.floats(-2, 2)), label="X")
+    y = data.draw(hnp.arrays(np.intp, (n,), elements=st.integers(0, model.n_outputs - 1)), label="y")
+    weights = data.draw(st.one_of(
+        hnp.arrays(np.float64, st.sampled_from([(n,), (n + 1,), (n, 1), ()]),
+                   elements=st.one_of(st.floats(-3, 1e300), st.sampled_from(
+                       [np.nan, np.inf, -np.inf, 0.0]))),
+        hnp.arrays(np.float64, (n,), elements=st.floats(0, 5)),
+        st.lists(st.integers(-1, 3), min_size=n, max_size=n),
+        st.sampled_from(["abc", None, 1.0, [[1.0]]])), label="sample_weight")
+    w = np.asarray(weights, dtype=object)
+    valid = False
+    if weights is None:
+        valid = True
+    elif w.shape == (n,) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 for v in w.tolist()):
+        wf = w.astype(np.float64)
+        valid = bool(np.isfinite(wf).all() and (wf >= 0).all() and wf.any())
+    loss = bpcore.SoftmaxCrossEntropyLoss()
+    before = model.flat_params.copy()
+    Z = model.predict(X)
+    ok, value = attempt(model.train_step, X, y, loss, bpcore.SGD(model, lr=0.01),
+                        sample_weight=weights)
+    if not judge(ok, value, valid, ["sample_weight"], "train_step(sample_weight=...)"):
+        np.testing.assert_array_equal(model.flat_params, before)
+        return
+    rows = (np.log(np.exp(Z - Z.max(1, keepdims=True)).sum(1)) + Z.max(1)
+            - Z[np.arange(n), y])
+    wf = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    assert value == pytest.approx((wf * rows).sum() / wf.sum(), rel=1e-10, abs=1e-12)
 
 
 def check_fit_arguments(data, forms):
