@@ -134,6 +134,15 @@ def _target_rows(target, n, c, dtype, finite, name):
     return T
 
 
+def _ranged_rows(kind, target, n, c, dtype, finite, name):
+    """(kind, target rows) whose values must also lie in the loss's range (checked when
+    `finite`, else by the engine): BCE's [0, 1], Poisson's [0, inf)."""
+    T = _target_rows(target, n, c, dtype, False, name)
+    if finite:
+        _losses.check_targets(T, kind, name)
+    return kind, T
+
+
 def _per_class(class_weight, counts):
     """The (c,) weights of c classes under class_weight (a dict, or "balanced" from counts, the
     rows of each class)."""
@@ -243,10 +252,7 @@ class BCEWithLogitsLoss(Loss):
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target as a C-contiguous (n, c) array of dtype, values in [0, 1] when
         `finite`, else checked by the engine); errors name `name`."""
-        T = _target_rows(target, n, c, dtype, False, name)
-        if finite:
-            _losses.check_targets(T, _KIND.BCE_LOGITS, name)
-        return _KIND.BCE_LOGITS, T
+        return _ranged_rows(_KIND.BCE_LOGITS, target, n, c, dtype, finite, name)
 
     def native_pos_weight(self, dtype, c):
         if self._pos_weight is None:
@@ -321,7 +327,4 @@ class PoissonLoss(Loss):
     def target_for(self, target, n, c, dtype, finite=True, name="target"):
         """(loss kind, target as a C-contiguous (n, c) array of dtype, finite and >= 0 when
         `finite`, else checked by the engine); errors name `name`."""
-        T = _target_rows(target, n, c, dtype, False, name)
-        if finite:
-            _losses.check_targets(T, _KIND.POISSON, name)
-        return _KIND.POISSON, T
+        return _ranged_rows(_KIND.POISSON, target, n, c, dtype, finite, name)
