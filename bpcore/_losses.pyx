@@ -132,8 +132,10 @@ cdef double softmax_xent_probs(int n, int c, const floating *Z, const floating *
             tsum = 0
             row = 0
             for j in range(c):
-                # -sum_j t_j log p_j = sum_j t_j (lse - z_j)
-                row = row + T[i * c + j] * (lse - Z[i * c + j])
+                # -sum_j t_j log p_j = sum_j t_j (lse - z_j); a class of target 0 adds nothing,
+                # even where lse - z_j overflows (0 * inf would make the loss NaN)
+                if T[i * c + j] != 0:
+                    row = row + T[i * c + j] * (lse - Z[i * c + j])
                 tsum = tsum + T[i * c + j]
             acc = acc + rw * row
             g = rw * scale

@@ -582,6 +582,7 @@ def check_close(got, want, bound, what, dtype=None):
     terms' magnitudes, so bound / rtol below the dtype's max; beyond it an infinity is right)."""
     __tracebackhide__ = True
     got = np.asarray(got, np.float64)
+    want, bound = np.asarray(want, np.float64), np.asarray(bound, np.float64)  # scalars too
     with np.errstate(invalid="ignore", over="ignore"):
         fine = np.isfinite(want) & np.isfinite(bound)
         if dtype is not None:

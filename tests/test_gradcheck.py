@@ -153,6 +153,19 @@ def test_each_loss_alone(rng, loss_name):
     assert_grad_close(loss.backward(), numeric_grad(lambda: loss(Y, T), Y))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_xent_ignores_classes_of_zero_probability_at_any_logit(dtype):
+    # lse - z overflows for the class at -max: its target is 0, so it must add 0, not NaN
+    big = np.finfo(dtype).max
+    Z = np.array([[big / 1e6, big / 1e6, -big]], dtype)
+    loss = bpcore.SoftmaxCrossEntropyLoss()
+    value = loss(Z, np.array([[0.5, 0.5, 0.0]]))
+    # log 2 exactly, to within the round-off of logits this large (lse carries log 2 beside 1e32)
+    assert np.isfinite(value) and abs(value - np.log(2)) <= 4 * np.finfo(dtype).eps * big / 1e6
+    assert np.isfinite(loss.backward()).all()
+    assert loss(Z, np.zeros((1, 3))) == 0  # no target mass at all: no loss
+
+
 def test_softmax_xent_is_stable_for_huge_logits():
     loss = bpcore.SoftmaxCrossEntropyLoss()
     Z = np.array([[1000.0, 0.0, -1000.0], [-1e4, 1e4, 0.0]])
