@@ -17,7 +17,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
 from bpcore._layers cimport (ActSpec, DenseLayer, DropSpec, SOFTMAX, activation_backward,
                              act_rows, begin_drop, colsum_rows, dact_rows, dense_backward,
-                             dense_forward, drop_rows, softmax_rows, undrop_rows)
+                             dense_forward, drop_rows, drop_spec, softmax_rows, undrop_rows)
 from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport (BCE_LOGITS, MSE, POISSON, XENT_LABELS, XENT_PROBS, MEAN, SUM,
                              loss_and_delta, weight_sum)
@@ -788,8 +788,7 @@ cdef class Engine:
             raise ValueError(f"drops[{l}]: dropout after a softmax output is not supported")
         st = _arr(state, "state", cnp.NPY_UINT64, 1, 2, -1, True)
         self.drop_states[l] = st
-        self.net.drop[l].p, self.net.drop[l].state = p, <uint64_t *>_data(st)
-        self.net.drop[l].threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)
+        self.net.drop[l] = drop_spec(p, <uint64_t *>_data(st))
         self.ws.capacity, self.part_threads = 0, 0  # the workspace grows a mask at next use
 
     @property

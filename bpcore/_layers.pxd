@@ -77,6 +77,9 @@ cdef void softmax_rows(int rows, int c, floating *A) noexcept nogil
 cdef void softmax_backward_rows(int rows, int c, const floating *A, const floating *dA,
                                 floating *dZ) noexcept nogil
 
+# dropout with probability p (in [0, 1)) drawing from state (seed, draws), or NULL for a use
+# that draws nothing (undrop_rows); the one place of the threshold rule
+cdef DropSpec drop_spec(double p, uint64_t *state) noexcept nogil
 # the step's key of a dropout layer, from its state; advances the state by one mask
 cdef void begin_drop(DropSpec *drop) noexcept nogil
 # A = U * mask / (1 - p) on the block, the mask drawn into mask (element r * ld + c of the step)

@@ -9,8 +9,6 @@ elementwise work to the block it just computed, while that block is in its cache
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uint32_t, uint64_t
 
-import numpy as np
-
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport BP_DROP_STEP, bp_act_needs_input, bp_drop_hash, bp_simd_table, simd
 from bpcore._checks cimport require
@@ -327,12 +325,10 @@ def py_activation_backward(int act, const floating[:, ::1] A, const floating[:, 
         activation_backward(&spec, n, c, &A[0, 0], pZ, &dA[0, 0], &dZ[0, 0])
 
 
-cdef DropSpec _drop_spec(double p, uint64_t[::1] state) except *:
+cdef DropSpec drop_spec(double p, uint64_t *state) noexcept nogil:
     cdef DropSpec drop
-    require(0 <= p < 1, f"p: expected a probability in [0, 1), got {p}")
-    require(state.shape[0] == 2, f"state: expected (seed, draws), got {state.shape[0]} values")
-    drop.p, drop.state = p, &state[0]
-    drop.threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)
+    drop.p, drop.state, drop.key = p, state, 0
+    drop.threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)  # P(drop) = p to 2^-32
     return drop
 
 
@@ -340,7 +336,9 @@ def py_dropout(double p, uint64_t[::1] state, const floating[:, ::1] U, floating
                unsigned char[:, ::1] mask):
     """A = U * mask / (1 - p) with the next mask of the dropout layer whose (seed, draws) is
     state (advanced by one); the mask into mask."""
-    cdef DropSpec drop = _drop_spec(p, state)
+    require(0 <= p < 1, f"p: expected a probability in [0, 1), got {p}")
+    require(state.shape[0] == 2, f"state: expected (seed, draws), got {state.shape[0]} values")
+    cdef DropSpec drop = drop_spec(p, &state[0])
     cdef int n = U.shape[0], c = U.shape[1]
     require(A.shape[0] == n and A.shape[1] == c and mask.shape[0] == n and mask.shape[1] == c,
             f"A, mask: expected shape ({n}, {c})")
@@ -353,8 +351,8 @@ def py_dropout(double p, uint64_t[::1] state, const floating[:, ::1] U, floating
 
 def py_undrop(double p, const unsigned char[:, ::1] mask, floating[:, ::1] d):
     """d *= mask / (1 - p), in place."""
-    cdef uint64_t[::1] unused = np.zeros(2, np.uint64)
-    cdef DropSpec drop = _drop_spec(p, unused)
+    require(0 <= p < 1, f"p: expected a probability in [0, 1), got {p}")
+    cdef DropSpec drop = drop_spec(p, NULL)  # undropping reads the scale alone
     cdef int n = d.shape[0], c = d.shape[1]
     require(mask.shape[0] == n and mask.shape[1] == c, f"mask: expected shape ({n}, {c})")
     if n == 0 or c == 0:
