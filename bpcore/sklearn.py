@@ -181,13 +181,21 @@ class _BaseMLP(BaseEstimator):
         self.best_loss_ = np.inf
         self.validation_scores_ = None
         self.best_validation_score_ = None
-        state = {"stopped": False}
         dense = _dense(model)
 
+        def squares():
+            return sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
+
+        state = {"stopped": False, "squares": squares()}
+
         def after_epoch(epoch, logs):
-            sq = sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
+            # scikit-learn adds 1/2 alpha |W|^2 / batch_size to each batch's loss, with W as
+            # that batch found it; fit hands back the epoch only: |W|^2 is taken as the mean of
+            # the epoch's first and last (the data term is exact)
+            sq = squares()
+            mean_sq, state["squares"] = 0.5 * (state["squares"] + sq), sq
             self.loss_ = head.reported(logs["loss"], const) + \
-                n_batches * 0.5 * self.alpha * sq / weight
+                n_batches * 0.5 * self.alpha * mean_sq / weight
             self.n_iter_ += 1
             self.t_ += n
             self.loss_curve_.append(self.loss_)
