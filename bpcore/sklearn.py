@@ -184,7 +184,8 @@ class _BaseMLP(BaseEstimator):
         dense = _dense(model)
 
         def squares():
-            return sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
+            with np.errstate(over="ignore", invalid="ignore"):  # diverged: fit then raises
+                return sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
 
         state = {"stopped": False, "squares": squares()}
 
