@@ -1,0 +1,315 @@
+"""bpcore.sklearn's MLPClassifier and MLPRegressor against scikit-learn's own.
+
+Three kinds of check: the same steps as scikit-learn (shuffle=False, batches that divide the
+data: the weights agree to round-off for every output head and both stochastic solvers), the
+same accuracy on real data over seeds, and scikit-learn's API (attributes, clone, Pipeline,
+GridSearchCV, pickle, parameter validation, warnings).
+"""
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn import neural_network as sk  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import (load_breast_cancer, load_digits, load_iris,  # noqa: E402
+                              make_multilabel_classification, make_regression)
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from bpcore import sklearn as bp  # noqa: E402
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+def _params(m):
+    return m.coefs_ + m.intercepts_
+
+
+def _iris():
+    return load_iris(return_X_y=True)
+
+
+def _multi_output():
+    X, Y = make_regression(n_samples=200, n_features=5, n_targets=3, random_state=0)
+    return X, Y / 100
+
+
+# -- the same steps as scikit-learn ----------------------------------------------------------
+
+def _cases():
+    X, y = _iris()
+    Xm, Ym = make_multilabel_classification(n_samples=200, n_classes=4, random_state=0)
+    Xr, Yr = _multi_output()
+    Yp = np.random.RandomState(0).poisson(np.exp(Xr[:, :2].sum(1) / 4)).astype(float)
+    return {
+        "multiclass": ("MLPClassifier", X, y, {}),
+        "binary": ("MLPClassifier", X[:100], y[:100], {}),
+        "multilabel": ("MLPClassifier", Xm, Ym, {}),
+        "regression": ("MLPRegressor", Xr, Yr[:, 0], {}),
+        "multi-output": ("MLPRegressor", Xr, Yr, {}),
+        "poisson": ("MLPRegressor", Xr, Yp, {"loss": "poisson"}),
+    }
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("case", list(_cases()))
+def test_same_steps_as_scikit_learn(case, solver):
+    name, X, y, extra = _cases()[case]
+    kw = dict(solver=solver, shuffle=False, batch_size=50, max_iter=5, alpha=1e-2,
+              random_state=1, learning_rate_init=0.001 if case == "multi-output" else 0.01,
+              **extra)
+    a = _quiet(getattr(sk, name)(**kw).fit, X, y)
+    b = _quiet(getattr(bp, name)(**kw).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        assert p.shape == q.shape and q.dtype == np.float64
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-13)
+    # the data term of loss_ is exact; its L2 term is estimated per epoch (SKLEARN_NOTES.md)
+    np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=2e-3)
+    assert b.n_iter_ == a.n_iter_ and b.t_ == a.t_
+    if name == "MLPClassifier":
+        np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    else:  # the same weights to round-off: the same predictions to round-off
+        np.testing.assert_allclose(b.predict(X), a.predict(X), rtol=1e-12, atol=1e-14)
+
+
+def test_invscaling_same_steps_as_scikit_learn():
+    X, y = _iris()
+    kw = dict(solver="sgd", learning_rate="invscaling", shuffle=False, batch_size=50,
+              max_iter=5, random_state=1, learning_rate_init=0.1)
+    a = _quiet(sk.MLPClassifier(**kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["multiclass", "regression"])
+def test_lbfgs_same_path_as_scikit_learn(case):
+    name, X, y, extra = _cases()[case]
+    kw = dict(solver="lbfgs", max_iter=10, alpha=1e-2, random_state=1, **extra)
+    a = _quiet(getattr(sk, name)(**kw).fit, X, y)
+    b = _quiet(getattr(bp, name)(**kw).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-9)
+    assert b.n_iter_ == a.n_iter_
+    assert b.loss_ == pytest.approx(a.loss_, rel=1e-9)
+
+
+# -- the same accuracy on real data ----------------------------------------------------------
+
+def _data(name):
+    if name == "digits":
+        X, y = load_digits(return_X_y=True)
+        X = X / 16
+    elif name == "iris":
+        X, y = load_iris(return_X_y=True)
+    elif name == "breast_cancer":
+        X, y = load_breast_cancer(return_X_y=True)
+    else:
+        X, y = make_regression(n_samples=600, n_features=20, noise=10, random_state=0)
+        y = y / 100
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0,
+                                          stratify=None if name == "regression" else y)
+    if name != "digits":
+        s = StandardScaler().fit(Xtr)
+        Xtr, Xte = s.transform(Xtr), s.transform(Xte)
+    return Xtr, Xte, ytr, yte
+
+
+ACCURACY_CASES = [
+    ("digits", "adam", dict(hidden_layer_sizes=(64,), max_iter=40)),
+    ("digits", "sgd", dict(hidden_layer_sizes=(64,), max_iter=40, learning_rate_init=0.05)),
+    ("iris", "lbfgs", dict(hidden_layer_sizes=(10,), max_iter=200)),
+    ("iris", "adam", dict(hidden_layer_sizes=(10,), max_iter=300, learning_rate_init=0.01)),
+    ("breast_cancer", "sgd", dict(hidden_layer_sizes=(30,), max_iter=100)),
+    ("breast_cancer", "lbfgs", dict(hidden_layer_sizes=(30,), max_iter=100)),
+    ("regression", "adam", dict(hidden_layer_sizes=(50,), max_iter=200,
+                                learning_rate_init=0.01)),
+    ("regression", "lbfgs", dict(hidden_layer_sizes=(50,), max_iter=200)),
+]
+
+
+@pytest.mark.parametrize("data,solver,kw", ACCURACY_CASES,
+                         ids=[f"{d}-{s}" for d, s, _ in ACCURACY_CASES])
+def test_accuracy_like_scikit_learn(data, solver, kw):
+    Xtr, Xte, ytr, yte = _data(data)
+    kind = "MLPRegressor" if data == "regression" else "MLPClassifier"
+    ours, theirs = [], []
+    for seed in range(3):
+        args = dict(solver=solver, random_state=seed, **kw)
+        ours.append(_quiet(getattr(bp, kind)(**args).fit, Xtr, ytr).score(Xte, yte))
+        theirs.append(_quiet(getattr(sk, kind)(**args).fit, Xtr, ytr).score(Xte, yte))
+    assert np.mean(ours) >= np.mean(theirs) - 0.03, (ours, theirs)
+    assert min(ours) > 0.85, ours
+
+
+# -- scikit-learn's API ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,out,n_out", [("multiclass", "softmax", 3),
+                                            ("binary", "logistic", 1),
+                                            ("multilabel", "logistic", 4),
+                                            ("regression", "identity", 1),
+                                            ("multi-output", "identity", 3),
+                                            ("poisson", "exp", 1)])
+def test_attributes(case, out, n_out):
+    name, X, y, extra = _cases()[case]
+    m = _quiet(getattr(bp, name)(hidden_layer_sizes=(7, 5), max_iter=3, random_state=0,
+                                 **extra).fit, X, y)
+    assert m.out_activation_ == out and m.n_outputs_ == n_out
+    assert m.n_layers_ == 4 and m.n_features_in_ == X.shape[1]
+    assert [c.shape for c in m.coefs_] == [(X.shape[1], 7), (7, 5), (5, n_out)]
+    assert [b.shape for b in m.intercepts_] == [(7,), (5,), (n_out,)]
+    assert m.n_iter_ == 3 == len(m.loss_curve_) and m.t_ == 3 * X.shape[0]
+    assert m.loss_ == m.loss_curve_[-1] and np.isfinite(m.loss_)
+    pred = m.predict(X)
+    assert pred.shape == np.shape(y)
+    if name == "MLPClassifier":
+        proba = m.predict_proba(X)
+        width = len(m.classes_) if case != "multilabel" else 4
+        assert proba.shape == (X.shape[0], width)
+        if case != "multilabel":
+            np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-12)
+            np.testing.assert_array_equal(m.classes_[proba.argmax(1)], pred)
+        np.testing.assert_allclose(m.predict_log_proba(X), np.log(proba))
+
+
+def test_string_labels_and_float32():
+    X, y = _iris()
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    m = _quiet(bp.MLPClassifier(max_iter=20, random_state=0).fit, X.astype(np.float32), labels)
+    assert list(m.classes_) == list(labels[[0, 50, 100]])
+    assert m.coefs_[0].dtype == np.float32
+    assert set(m.predict(X)) <= set(labels)
+
+
+def test_assigned_coefs_change_predictions():
+    X, y = _iris()
+    m = _quiet(bp.MLPClassifier(max_iter=20, random_state=0).fit, X, y)
+    m.coefs_[-1][...] = 0
+    m.intercepts_[-1][...] = [0, 0, 1]
+    assert (m.predict(X) == 2).all()
+
+
+def test_clone_pipeline_grid_search():
+    X, y = _iris()
+    est = bp.MLPClassifier(hidden_layer_sizes=(10,), max_iter=50, random_state=0,
+                           learning_rate_init=0.05)
+    c = clone(est)
+    assert c.get_params() == est.get_params() and not hasattr(c, "coefs_")
+    # two fits from the same random_state are bitwise equal
+    a = _quiet(clone(est).fit, X, y)
+    b = _quiet(clone(est).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_array_equal(p, q)
+    pipe = make_pipeline(StandardScaler(), est)
+    assert _quiet(pipe.fit, X, y).score(X, y) > 0.8
+    grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-1],
+                               "mlpclassifier__solver": ["adam", "lbfgs"]}, cv=3, n_jobs=1)
+    _quiet(grid.fit, X, y)
+    assert grid.best_score_ > 0.8
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_pickle_round_trip_is_bitwise(name):
+    X, y = (_iris() if name == "MLPClassifier" else _multi_output())
+    m = _quiet(getattr(bp, name)(max_iter=10, random_state=0).fit, X, y)
+    before = m.predict_proba(X) if name == "MLPClassifier" else m.predict(X)
+    m2 = pickle.loads(pickle.dumps(m))
+    after = m2.predict_proba(X) if name == "MLPClassifier" else m2.predict(X)
+    np.testing.assert_array_equal(before, after)
+    assert m2.loss_curve_ == m.loss_curve_
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd", "adam"])
+def test_each_solver_trains(solver):
+    X, y = _iris()
+    X = StandardScaler().fit_transform(X)
+    m = _quiet(bp.MLPClassifier(solver=solver, max_iter=300, random_state=0,
+                                learning_rate_init=0.01).fit, X, y)
+    assert m.score(X, y) > 0.9
+
+
+def test_tol_stops_and_max_iter_warns():
+    X, y = _iris()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        bp.MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        m = bp.MLPClassifier(max_iter=100, tol=10.0, n_iter_no_change=2,
+                             random_state=0).fit(X, y)
+    # the first epoch sets best_loss_; the stop comes when more than n_iter_no_change are bad
+    assert m.n_iter_ == 4
+
+
+def test_adaptive_divides_the_rate_by_5():
+    X, y = _iris()
+    kw = dict(solver="sgd", learning_rate="adaptive", tol=10.0, n_iter_no_change=1,
+              max_iter=8, shuffle=False, batch_size=50, random_state=0)
+    a = _quiet(sk.MLPClassifier(**kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+
+
+def test_verbose_prints_iterations(capsys):
+    X, y = _iris()
+    _quiet(bp.MLPClassifier(max_iter=2, verbose=True, random_state=0).fit, X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out
+
+
+@pytest.mark.parametrize("params,error", [
+    ({"solver": "newton"}, ValueError),
+    ({"alpha": -1.0}, ValueError),
+    ({"activation": "gelu"}, ValueError),
+    ({"batch_size": 0}, ValueError),
+    ({"hidden_layer_sizes": [5, 0]}, ValueError),
+    ({"max_iter": 0}, ValueError),
+    ({"warm_start": True}, NotImplementedError),
+    ({"early_stopping": True}, NotImplementedError),
+])
+def test_bad_parameters_raise(params, error):
+    X, y = _iris()
+    with pytest.raises(error):
+        bp.MLPClassifier(**params).fit(X, y)
+
+
+def test_non_finite_weights_raise_scikit_learns_error():
+    X, y = _multi_output()
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        _quiet(bp.MLPRegressor(solver="sgd", learning_rate_init=1e6, max_iter=5,
+                               random_state=0).fit, X * 1e3, y * 1e3)
+
+
+def test_not_fitted():
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        bp.MLPRegressor().predict(np.zeros((2, 3)))
+
+
+def test_import_bpcore_does_not_import_sklearn():
+    out = subprocess.run([sys.executable, "-c", "import sys, bpcore; "
+                          "print('sklearn' in sys.modules)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_loss_curve_exact_without_l2():
+    X, y = _iris()
+    kw = dict(solver="adam", shuffle=False, batch_size=50, max_iter=5, alpha=0.0,
+              random_state=1, learning_rate_init=0.01)
+    a = _quiet(sk.MLPClassifier(**kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, X, y)
+    np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-12)
