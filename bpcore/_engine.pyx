@@ -433,7 +433,7 @@ cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *
         if ws.doff[l] >= 0:
             begin_drop(&net.drop[l])
             ws.dropping = 1
-    begin_step(opt)
+    begin_step(opt, weight_sum(ws.rows, <const floating *>b.weights))
     if sc.max_grad_norm > 0:
         value = step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
     elif ws.rows <= ws.rowsplit_max_batch:

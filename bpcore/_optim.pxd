@@ -23,6 +23,8 @@ ctypedef struct Optimizer:
     bint decoupled         # AdamW: weight_decay shrinks w by lr * weight_decay, apart from g
     bint amsgrad
     bint sklearn_eps       # eps added to sqrt(v) before the bias correction (scikit-learn)
+    bint sklearn_decay     # weight_decay is the L2 penalty of the summed loss (scikit-learn's
+                           # alpha): each step divides it by the batch's summed weight
     long long t            # steps taken, the one being taken included once begin_step ran
     int ngroups
     Settings *settings     # (ngroups,)
@@ -46,8 +48,9 @@ ctypedef struct OuterRow:
     const void *D
     Py_ssize_t ld
 
-# start a step: count it, derive each group's arguments for it, clear the non-finite flag
-cdef void begin_step(Optimizer *o) noexcept nogil
+# start a step: count it, derive each group's arguments for it, clear the non-finite flag;
+# batch_weight: the batch's summed row weight (its row count without weights)
+cdef void begin_step(Optimizer *o, double batch_weight) noexcept nogil
 
 # a step begun but not applied (its loss was not finite): uncount it
 cdef void cancel_step(Optimizer *o) noexcept nogil

@@ -24,17 +24,20 @@ cdef enum:
     NCHUNK = 64          # a sum of squares is taken in this many fixed pieces, then serially
 
 
-cdef void begin_step(Optimizer *o) noexcept nogil:
+cdef void begin_step(Optimizer *o, double batch_weight) noexcept nogil:
     cdef int g
     cdef const Settings *s
-    cdef double bc1, bc2
+    cdef double bc1, bc2, l2
     o.t += 1
     o.nonfinite[0] = 0
     for g in range(o.ngroups):
         s = &o.settings[g]
+        l2 = s.weight_decay
+        if o.sklearn_decay:  # a batch whose weights are all zero adds nothing, its L2 neither
+            l2 = l2 / batch_weight if batch_weight > 0 else 0.0
         if o.rule == SGD_RULE:
             o.sgd[g].lr, o.sgd[g].momentum = s.lr, s.momentum
-            o.sgd[g].weight_decay, o.sgd[g].nesterov = s.weight_decay, s.nesterov
+            o.sgd[g].weight_decay, o.sgd[g].nesterov = l2, s.nesterov
             o.sgd[g].keep = 1 - s.decay
             continue
         bc1 = 1 - pow(s.beta1, <double>o.t)
@@ -48,7 +51,7 @@ cdef void begin_step(Optimizer *o) noexcept nogil:
         if o.decoupled:
             o.adam[g].weight_decay, o.adam[g].keep = 0.0, 1 - s.lr * s.weight_decay
         else:
-            o.adam[g].weight_decay, o.adam[g].keep = s.weight_decay, 1.0
+            o.adam[g].weight_decay, o.adam[g].keep = l2, 1.0
 
 
 cdef void cancel_step(Optimizer *o) noexcept nogil:
@@ -194,7 +197,7 @@ cdef class OptimizerState:
         self.o.nonfinite = &self.nonfinite_flag
 
     def __init__(self, int rule, dtype, runs, group_of, int ngroups, bint decoupled=False,
-                 bint amsgrad=False, bint sklearn_eps=False):
+                 bint amsgrad=False, bint sklearn_eps=False, bint sklearn_decay=False):
         cdef Py_ssize_t at = 0
         cdef int i
         if rule != SGD_RULE and rule != ADAM_RULE:
@@ -217,6 +220,7 @@ cdef class OptimizerState:
             at += data.shape[0]
         self.o.rule, self.o.decoupled, self.o.amsgrad = rule, decoupled, amsgrad
         self.o.sklearn_eps, self.o.t, self.o.size = sklearn_eps, 0, at
+        self.o.sklearn_decay = sklearn_decay
         self.o.ngroups, self.o.nparams = ngroups, len(group_of)
         self.o.settings = <Settings *>calloc(ngroups, sizeof(Settings))
         self.o.sgd = <bp_sgd_args *>calloc(ngroups, sizeof(bp_sgd_args))
@@ -279,10 +283,11 @@ cdef class OptimizerState:
         """True if the last step's update wrote a NaN or an infinity."""
         return bool(self.nonfinite_flag)
 
-    def step(self):
-        """One update of every run from its gradient. Returns None, or what was not finite:
-        "gradient" (a gradient value; nothing was updated) or "update" (a value the update
-        wrote: the parameters or the state now hold it)."""
+    def step(self, double batch_weight=1.0):
+        """One update of every run from its gradient (that of a batch of summed weight
+        batch_weight, which only scikit-learn's form of L2 reads). Returns None, or what was
+        not finite: "gradient" (a gradient value; nothing was updated) or "update" (a value
+        the update wrote: the parameters or the state now hold it)."""
         cdef Py_ssize_t at, n
         cdef int group
         cdef void *w
@@ -294,7 +299,7 @@ cdef class OptimizerState:
             if n and (K.nonfinite_f64(n, <const double *>g) if f64
                       else K.nonfinite_f32(n, <const float *>g)):
                 return "gradient"
-        begin_step(&self.o)
+        begin_step(&self.o, batch_weight)
         for data, grad, at, group in self.runs:
             n = data.shape[0]
             if n == 0:

@@ -13,12 +13,14 @@ rate or weight decay::
 
 - ``SGD``: the 1986 paper's eq. 9 (also scikit-learn's form), ``v <- momentum * v - lr * g;
   w <- w + v``, which with a constant learning rate matches ``torch.optim.SGD`` step for step.
-  Options: ``nesterov``; ``weight_decay`` (L2: ``g <- g + weight_decay * w``, as torch);
-  ``decay`` (the paper's decoupled decay, ``w <- (1 - decay) * w`` after each update).
+  Options: ``nesterov``; ``weight_decay`` (L2: ``g <- g + weight_decay * w``, as torch;
+  with ``decay_form="sklearn"``, ``g <- g + weight_decay * w / batch_weight``, the gradient
+  of scikit-learn's ``alpha / 2 |W|^2`` added to the summed loss, divided by the batch's
+  summed sample weight with the rest of the mean); ``decay`` (the paper's decoupled decay, ``w <- (1 - decay) * w`` after each update).
 - ``Adam``, ``AdamW`` (decoupled weight decay, ``w <- (1 - lr * weight_decay) w``), both with
   ``amsgrad``; ``eps_form="torch"`` puts eps after the bias correction as torch.optim.Adam,
   ``"sklearn"`` on the uncorrected sqrt(v), with ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``,
-  as scikit-learn's MLP.
+  as scikit-learn's MLP; ``decay_form`` as for SGD.
 - ``clip_grad_norm``: scale gradients to a global norm (torch.nn.utils.clip_grad_norm_).
 - ``LBFGS``: the settings of full-batch training through scipy.optimize (see bpcore.training).
 
@@ -315,6 +317,10 @@ class Optimizer:
         """Apply one update to every parameter from its accumulated gradient. A gradient with
         a NaN or an infinity raises bpcore.NonFiniteError before anything is changed; so does
         an update that overflows, after it (the parameters then hold its values)."""
+        if self.flags.get("sklearn_decay"):
+            raise ValueError("decay_form: step() cannot apply decay_form='sklearn' (it needs "
+                             "the batch's summed weight, which train_step and fit know); got "
+                             "'sklearn'")
         params = self.params
         with Claimed([p.data for p in params] + [p.grad for p in params], "step"):
             failed = self.native().step()
@@ -405,9 +411,9 @@ class SGD(Optimizer):
                 "nesterov": False}
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 decay=0.0):
-        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
-                         weight_decay=weight_decay, decay=decay)
+                 decay=0.0, decay_form="torch"):
+        super().__init__(params, _decay_flags(decay_form), lr=lr, momentum=momentum,
+                         nesterov=nesterov, weight_decay=weight_decay, decay=decay)
 
     def check_setting(self, name, value):
         if name == "nesterov":
@@ -431,6 +437,10 @@ class SGD(Optimizer):
     weight_decay = _setting("weight_decay")
     decay = _setting("decay")
 
+    @property
+    def decay_form(self):
+        return _decay_form(self.flags)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), with L2 ``weight_decay`` added to the gradient (torch.optim.Adam),
@@ -442,14 +452,14 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, eps_form="torch"):
+                 amsgrad=False, eps_form="torch", decay_form="torch"):
         beta1, beta2 = _pair(betas)
         check_choice(eps_form, "eps_form", ("torch", "sklearn"))
         if eps_form == "sklearn" and amsgrad:
             raise ValueError("amsgrad: expected False with eps_form='sklearn' (scikit-learn's "
                              "Adam has no AMSGrad), got True")
         flags = {"decoupled": self.decoupled, "amsgrad": bool(amsgrad),
-                 "sklearn_eps": eps_form == "sklearn"}
+                 "sklearn_eps": eps_form == "sklearn", **_decay_flags(decay_form)}
         super().__init__(params, flags, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                          weight_decay=weight_decay)
 
@@ -491,6 +501,21 @@ class Adam(Optimizer):
     @eps_form.setter
     def eps_form(self, value):
         raise AttributeError("eps_form: fixed when the optimizer is made; make a new optimizer")
+
+    @property
+    def decay_form(self):
+        return _decay_form(self.flags)
+
+
+def _decay_flags(decay_form):
+    """The native flag of decay_form; absent for "torch", so that the flags (and the
+    optimizer state files that record them) stay those of optimizers made before it existed."""
+    check_choice(decay_form, "decay_form", ("torch", "sklearn"))
+    return {"sklearn_decay": True} if decay_form == "sklearn" else {}
+
+
+def _decay_form(flags):
+    return "sklearn" if flags.get("sklearn_decay") else "torch"
 
 
 def _pair(betas):

@@ -760,3 +760,62 @@ def test_step_lr_through_fit_matches_torch(dtype, opt_name):
     model2.fit(X, T, loss=loss, optimizer=getattr(bpcore, opt_kind)(model2, **kw),
                epochs=epochs, batch_size=len(X), shuffle=False)
     assert np.abs(dense2[0].W - dense[0].W).max() > 1e-4
+
+
+# --- decay_form="sklearn": the L2 term divided by each batch's summed weight --------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
+@pytest.mark.parametrize("batch", [1, 5, 40, 200])  # the fused, row-split and batch-split paths
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sklearn_decay_form_divides_by_the_batch_weight(dtype, opt_name, batch, weighted):
+    """Each step of decay_form="sklearn" with weight_decay a equals a torch-form step with
+    weight_decay a / (the batch's summed weight): bitwise, batch after batch of varying
+    weight, on every step path."""
+    rng = np.random.default_rng(batch)
+    X = rng.normal(size=(batch, 7)).astype(dtype)
+    Y = rng.normal(size=(batch, 3)).astype(dtype)
+    kwargs = dict(lr=0.05, momentum=0.9) if opt_name == "SGD" else dict(lr=0.01)
+    models = [bpcore.MLP([7, 6, 3], activation="tanh", dtype=dtype, seed=2) for _ in range(2)]
+    cls = getattr(bpcore, opt_name)
+    sk = cls(models[0], weight_decay=0.3, decay_form="sklearn", **kwargs)
+    ref = cls(models[1], weight_decay=0.0, **kwargs)
+    for step in range(6):
+        w = (rng.uniform(0.1, 3.0, size=batch).astype(dtype) if weighted else None)
+        total = float(np.sum(w, dtype=np.float64)) if weighted else float(batch)
+        ref.weight_decay = 0.3 / total
+        a = models[0].train_step(X, Y, bpcore.MSELoss(), sk, sample_weight=w)
+        b = models[1].train_step(X, Y, bpcore.MSELoss(), ref, sample_weight=w)
+        assert a == b
+        np.testing.assert_array_equal(models[0].flat_params, models[1].flat_params)
+
+
+def test_sklearn_decay_form_skips_a_batch_of_zero_weight():
+    """fit over a first batch whose weights are all zero: no data, no decay (it changes
+    nothing); the second batch is one ordinary step."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    models = [bpcore.MLP([3, 2], dtype="float64", seed=0) for _ in range(2)]
+    opt = bpcore.SGD(models[0], lr=0.1, weight_decay=10.0, decay_form="sklearn")
+    models[0].fit(X, Y, loss=bpcore.MSELoss(), optimizer=opt, batch_size=2, shuffle=False,
+                  sample_weight=np.array([0.0, 0.0, 1.0, 2.0]))
+    ref = bpcore.SGD(models[1], lr=0.1, weight_decay=10.0 / 3.0)
+    models[1].train_step(X[2:], Y[2:], bpcore.MSELoss(), ref,
+                         sample_weight=np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(models[0].flat_params, models[1].flat_params)
+
+
+def test_sklearn_decay_form_is_refused_by_step_and_kept_by_state_dict():
+    model = bpcore.MLP([3, 2], dtype="float64", seed=0)
+    opt = bpcore.Adam(model, weight_decay=0.1, decay_form="sklearn")
+    assert opt.decay_form == "sklearn"
+    with pytest.raises(ValueError, match="decay_form"):
+        opt.step()
+    with pytest.raises(ValueError, match="decay_form"):
+        bpcore.SGD(model, decay_form="per-row")
+    other = bpcore.Adam(model, weight_decay=0.1)
+    assert other.decay_form == "torch"
+    with pytest.raises(ValueError, match="expected the state"):
+        other.load_state_dict(opt.state_dict())
+    again = bpcore.Adam(model, weight_decay=0.1, decay_form="sklearn")
+    again.load_state_dict(opt.state_dict())
