@@ -6,19 +6,23 @@ full-batch gradient (L-BFGS through scipy). scikit-learn is an optional dependen
 (``pip install bpcore[sklearn]``): ``import bpcore`` never imports it, this module does.
 
 What follows scikit-learn exactly and what does not is in SKLEARN_NOTES.md at the repository
-root (first slice of issue 11: no partial_fit, warm_start or early_stopping yet).
+root.
 """
 import warnings
 
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier as _SkClassifier
     from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import (check_is_fitted, column_or_1d, validate_data,
                                           _check_sample_weight)
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
@@ -31,7 +35,6 @@ from bpcore.layers import Dense
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
 from bpcore.model import MLP
 from bpcore.optim import SGD, Adam
-from bpcore.schedules import InverseScalingLR
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -82,53 +85,61 @@ class _Head:
 
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: initialisation, the two kinds of
-    training, prediction through the engine, pickling."""
+    training, fit / warm start / partial_fit, prediction through the engine, pickling."""
 
     _parameter_constraints = dict(_SkRegressor._parameter_constraints)
 
     # -- fitting ---------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
-        """Fit the model to X and y (as scikit-learn's MLP; see SKLEARN_NOTES.md)."""
+        """Fit the model to X and y (as scikit-learn's MLP; see SKLEARN_NOTES.md). With
+        ``warm_start`` a fitted model continues from ``coefs_``/``intercepts_`` (as they
+        are: assigned values included), with a new optimizer, as scikit-learn."""
         self._validate_params()
-        if self.warm_start:
-            raise NotImplementedError("warm_start=True: not implemented yet in bpcore.sklearn "
-                                      "(see SKLEARN_NOTES.md)")
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _partial_fit(self, X, y, sample_weight):
+        self._validate_params()
         if self.early_stopping:
-            raise NotImplementedError("early_stopping=True: not implemented yet in "
-                                      "bpcore.sklearn (see SKLEARN_NOTES.md)")
+            raise ValueError("partial_fit does not support early_stopping=True: each call is one "
+                             "epoch over its data, with no held-out part to stop on (hold out "
+                             "your own validation rows and stop calling partial_fit)")
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _check_solver(self):
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError("partial_fit is only available for stochastic optimizers. %s "
+                                 "is not stochastic." % self.solver)
+        return True
+
+    def _fit(self, X, y, sample_weight, incremental):
         hidden = self.hidden_layer_sizes
         if not hasattr(hidden, "__iter__"):
             hidden = [hidden]
         hidden = list(hidden)
         if np.any(np.array(hidden) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
-        X, T = self._validate_input(X, y)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, T = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-        n, n_features = X.shape
-        self.n_outputs_ = self._n_outputs
-        self.n_layers_ = len(hidden) + 2
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.out_activation_ = self._out_activation
-        units = [n_features] + hidden + [self.n_outputs_]
-        rng = check_random_state(self.random_state)
-        model = MLP(units, activation=_ACTIVATIONS[self.activation], dtype=X.dtype, seed=0)
-        # scikit-learn's Glorot-uniform draws, in its order (W then b, layer by layer): the
-        # same random_state gives the same initial weights as scikit-learn's
-        factor = 2.0 if self.activation == "logistic" else 6.0
-        for d in _dense(model):
-            bound = np.sqrt(factor / (d.fan_in + d.fan_out))
-            d.W[...] = rng.uniform(-bound, bound, (d.fan_in, d.fan_out)).astype(X.dtype)
-            d.b[...] = rng.uniform(-bound, bound, d.fan_out).astype(X.dtype)
-        self._model = model
+        self._random_state = check_random_state(self.random_state)
+        units = [X.shape[1]] + hidden + [self._n_outputs]
+        if first_pass:
+            self._initialize(units, X.dtype)
+        elif [w.shape[0] for w in self.coefs_] + [self.coefs_[-1].shape[1]] != units:
+            raise ValueError(
+                "hidden_layer_sizes: a warm start or partial_fit continues the fitted layers "
+                "%s, got layers %s (set warm_start=False to start afresh)"
+                % ([w.shape for w in self.coefs_], units))
+        model = self._network()
+        X = np.ascontiguousarray(X, model.dtype)
         head = _Head(self.out_activation_, self.n_outputs_)
         const = self._loss_constant(T, sample_weight)
         if self.solver == "lbfgs":
             self._fit_lbfgs(model, head, X, T, sample_weight, const)
         else:
-            self._fit_stochastic(model, head, X, T, sample_weight, const, rng)
+            self._fit_stochastic(model, head, X, T, sample_weight, const, incremental)
         self.coefs_ = [d.W.copy() for d in _dense(model)]
         self.intercepts_ = [d.b.copy() for d in _dense(model)]
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
@@ -136,20 +147,116 @@ class _BaseMLP(BaseEstimator):
                              " contain large values and need to be preprocessed.")
         return self
 
+    def _initialize(self, units, dtype):
+        """A first fit: the counters, the output head and scikit-learn's initial weights."""
+        self.n_outputs_ = self._n_outputs
+        self.n_layers_ = len(units)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.out_activation_ = self._out_activation
+        # scikit-learn's Glorot-uniform draws, in its order (W then b, layer by layer): the
+        # same random_state gives the same initial weights as scikit-learn's
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        self.coefs_, self.intercepts_ = [], []
+        for fan_in, fan_out in zip(units[:-1], units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            self.coefs_.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+                               .astype(dtype, copy=False))
+            self.intercepts_.append(self._random_state.uniform(-bound, bound, fan_out)
+                                    .astype(dtype, copy=False))
+        self._optimizer = None
+        self._optimizer_state = None
+        if self.solver in ("sgd", "adam"):
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _network(self):
+        """The bpcore network holding coefs_ and intercepts_ as they are now (assigned values
+        included: they are what the next fit, partial_fit or predict uses)."""
+        dtype = self.coefs_[0].dtype
+        sizes = [w.shape[0] for w in self.coefs_] + [self.coefs_[-1].shape[1]]
+        model = getattr(self, "_model", None)
+        if (model is None or model.sizes != sizes or model.dtype != dtype
+                or model.activation != _ACTIVATIONS[self.activation]):
+            model = MLP(sizes, activation=_ACTIVATIONS[self.activation], dtype=dtype, seed=0)
+            self._model = model
+            optimizer = getattr(self, "_optimizer", None)
+            if optimizer is not None:  # it holds the old network's parameters: keep its state
+                self._optimizer_state, self._optimizer = optimizer.state_dict(), None
+        for d, w, b in zip(_dense(model), self.coefs_, self.intercepts_):
+            d.W[...] = w
+            d.b[...] = b
+        return model
+
     def _loss_constant(self, T, sample_weight):
         """What scikit-learn's Poisson loss adds to bpcore's (a constant of the targets)."""
-        if self._out_activation != "exp":
+        if self.out_activation_ != "exp":
             return 0.0
         per_row = (xlogy(T, T) - T).reshape(T.shape[0], -1).sum(axis=1)
         return float(np.average(per_row, weights=sample_weight))
 
-    def _groups(self, model, weight_decay):
-        """Parameter groups: L2 on the weights only, none on the biases (scikit-learn's)."""
+    def _new_optimizer(self, model, head):
+        """scikit-learn's SGD or Adam, in bpcore's gradient units (c times scikit-learn's):
+        L2 on the weights only, alpha divided by each batch's summed weight."""
+        c = head.c
         params = model.parameters()
-        return [{"params": [p for p in params if p.name == "W"], "weight_decay": weight_decay},
-                {"params": [p for p in params if p.name == "b"], "weight_decay": 0.0}]
+        groups = [{"params": [p for p in params if p.name == "W"],
+                   "weight_decay": c * self.alpha},
+                  {"params": [p for p in params if p.name == "b"], "weight_decay": 0.0}]
+        if self.solver == "sgd":
+            return SGD(groups, lr=self.learning_rate_init / c, momentum=self.momentum,
+                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0),
+                       decay_form="sklearn")
+        # scaling the gradient by c scales Adam's moments: eps scales with it
+        return Adam(groups, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
+                    eps=self.epsilon * c, eps_form="sklearn", decay_form="sklearn")
 
-    def _fit_stochastic(self, model, head, X, T, sample_weight, const, rng):
+    def _optimizer_for(self, model, head, incremental):
+        """A new optimizer for fit; partial_fit's persists from call to call (restored from
+        its state after unpickling)."""
+        if incremental and getattr(self, "_optimizer", None) is not None:
+            return self._optimizer
+        optimizer = self._new_optimizer(model, head)
+        saved = getattr(self, "_optimizer_state", None)
+        if incremental and saved is not None:
+            optimizer.load_state_dict(saved)
+        self._optimizer, self._optimizer_state = optimizer, None
+        return optimizer
+
+    def _validation_split(self, X, T, sample_weight):
+        """scikit-learn's early-stopping split (stratified for single-output classes), drawn
+        from the same random state after the initial weights: the same rows as scikit-learn."""
+        # scikit-learn stratifies single-output targets only (its binary case: a multiclass
+        # target is n_classes outputs there)
+        stratify = T if is_classifier(self) and self.n_outputs_ == 1 else None
+        arrays = [X, T] if sample_weight is None else [X, T, sample_weight]
+        parts = train_test_split(*arrays, random_state=self._random_state,
+                                 test_size=self.validation_fraction, stratify=stratify)
+        X_tr, X_val, T_tr, T_val = parts[:4]
+        sw_tr, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        return (np.ascontiguousarray(X_tr), np.ascontiguousarray(T_tr), sw_tr,
+                np.ascontiguousarray(X_val), self._targets_as_y(T_val), sw_val)
+
+    def _fit_stochastic(self, model, head, X, T, sample_weight, const, incremental):
+        optimizer = self._optimizer_for(model, head, incremental)
+        early_stopping = self.early_stopping and not incremental
+        if early_stopping:
+            X, T, sample_weight, X_val, y_val, sw_val = self._validation_split(
+                X, T, sample_weight)
+            # each fit tracks its own best (a warm start's split is its own): SKLEARN_NOTES.md
+            self.best_validation_score_ = -np.inf
+            best_params = model.flat_params.copy()
         n = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n)
@@ -159,28 +266,9 @@ class _BaseMLP(BaseEstimator):
                               "going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n))
         c = head.c
-        # scikit-learn's L2 gradient alpha * W / batch_size, in bpcore's gradient units
-        decay = c * self.alpha / batch_size
-        if self.solver == "sgd":
-            optimizer = SGD(self._groups(model, decay), lr=self.learning_rate_init / c,
-                            momentum=self.momentum,
-                            nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
-        else:
-            # scaling the gradient by c scales Adam's moments: eps scales with it
-            optimizer = Adam(self._groups(model, decay), lr=self.learning_rate_init,
-                             betas=(self.beta_1, self.beta_2), eps=self.epsilon * c,
-                             eps_form="sklearn")
-        schedule = None
-        if self.solver == "sgd" and self.learning_rate == "invscaling":
-            schedule = InverseScalingLR(self.power_t)
         adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
         n_batches = -(-n // batch_size)
         weight = n if sample_weight is None else float(np.sum(sample_weight))
-        self.loss_curve_ = []
-        self._no_improvement_count = 0
-        self.best_loss_ = np.inf
-        self.validation_scores_ = None
-        self.best_validation_score_ = None
         dense = _dense(model)
 
         def squares():
@@ -188,6 +276,7 @@ class _BaseMLP(BaseEstimator):
                 return sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
 
         state = {"stopped": False, "squares": squares()}
+        self.n_iter_ = 0
 
         def after_epoch(epoch, logs):
             # scikit-learn adds 1/2 alpha |W|^2 / batch_size to each batch's loss, with W as
@@ -202,15 +291,31 @@ class _BaseMLP(BaseEstimator):
             self.loss_curve_.append(self.loss_)
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
+            if early_stopping:
+                score = self._score_network(model, X_val, y_val, sw_val)
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print("Validation score: %f" % score)
+                if score < self.best_validation_score_ + self.tol:
+                    self._no_improvement_count += 1
+                else:
+                    self._no_improvement_count = 0
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    best_params[...] = model.flat_params
             else:
-                self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
-                self.best_loss_ = self.loss_curve_[-1]
+                if self.loss_ > self.best_loss_ - self.tol:
+                    self._no_improvement_count += 1
+                else:
+                    self._no_improvement_count = 0
+                if self.loss_ < self.best_loss_:
+                    self.best_loss_ = self.loss_
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t / c
             if self._no_improvement_count > self.n_iter_no_change:
-                msg = ("Training loss did not improve more than tol=%f for %d consecutive "
-                       "epochs." % (self.tol, self.n_iter_no_change))
+                msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
+                       % ("Validation score" if early_stopping else "Training loss",
+                          self.tol, self.n_iter_no_change))
                 if adaptive and optimizer.lr * c > 1e-6:
                     optimizer.lr = optimizer.lr / 5.0
                     if self.verbose:
@@ -224,25 +329,31 @@ class _BaseMLP(BaseEstimator):
                     return True
             return False
 
-        history = model.fit(X, T, loss=head.loss, optimizer=optimizer, epochs=self.max_iter,
-                            batch_size=batch_size, shuffle=bool(self.shuffle),
-                            seed=int(rng.randint(np.iinfo(np.int32).max)), schedule=schedule,
-                            callbacks=[after_epoch], sample_weight=sample_weight,
-                            on_nonfinite="stop")
+        try:
+            history = model.fit(X, T, loss=head.loss, optimizer=optimizer,
+                                epochs=1 if incremental else self.max_iter,
+                                batch_size=batch_size, shuffle=bool(self.shuffle),
+                                seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                                callbacks=[after_epoch], sample_weight=sample_weight,
+                                on_nonfinite="stop")
+        except KeyboardInterrupt:  # bpcore's fit leaves the model consistent: keep it
+            warnings.warn("Training interrupted by user.")
+            history = {}
         if "stopped" in history:
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
-        if not state["stopped"] and self.n_iter_ == self.max_iter:
+        if not (state["stopped"] or incremental) and self.n_iter_ == self.max_iter:
             warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
                           "optimization hasn't converged yet." % self.max_iter,
                           ConvergenceWarning)
+        if early_stopping:
+            model.flat_params[...] = best_params
 
     def _fit_lbfgs(self, model, head, X, T, sample_weight, const):
         from scipy.optimize import minimize
         from sklearn.utils.optimize import _check_optimize_result
 
         eng = training.engine_for(model)
-        X = np.ascontiguousarray(X)
         kind, target = head.loss.target_for(T, X.shape[0], model.n_outputs, model.dtype)
         eng.check_data(X, target, kind)
         w_rows = None if sample_weight is None else np.ascontiguousarray(sample_weight,
@@ -275,27 +386,33 @@ class _BaseMLP(BaseEstimator):
 
     # -- prediction ------------------------------------------------------------------------
 
-    def _forward(self, X):
-        """The output activation of the network for X, from coefs_ and intercepts_ (as they
-        are now: assigning them changes the predictions, as in scikit-learn)."""
-        check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        dtype = self.coefs_[0].dtype
-        model = getattr(self, "_model", None)
-        sizes = [w.shape[0] for w in self.coefs_] + [self.coefs_[-1].shape[1]]
-        if model is None or model.sizes != sizes or model.dtype != dtype:
-            model = MLP(sizes, activation=_ACTIVATIONS[self.activation], dtype=dtype, seed=0)
-            self._model = model
-        for d, w, b in zip(_dense(model), self.coefs_, self.intercepts_):
-            d.W[...] = w
-            d.b[...] = b
-        Z = training.predict(model, np.ascontiguousarray(X, dtype))
+    def _output(self, model, X):
+        """The output activation of the network for X (validated, in the network's dtype)."""
+        Z = training.predict(model, np.ascontiguousarray(X, model.dtype))
         return _Head(self.out_activation_, self.n_outputs_).activate(Z)
 
+    def _forward(self, X):
+        """The output activation for X, from coefs_ and intercepts_ as they are now
+        (assigning them changes the predictions, as in scikit-learn)."""
+        check_is_fitted(self, "coefs_")
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return self._output(self._network(), X)
+
+    def _score_network(self, model, X, y, sample_weight):
+        """score() of the network as it is mid-training (early stopping's validation score:
+        accuracy or R^2; NaN if an output is not finite, as scikit-learn)."""
+        y_pred = self._predict_from(self._output(model, X))
+        if np.issubdtype(np.asarray(y_pred).dtype, np.floating) and \
+                not np.isfinite(y_pred).all():
+            return np.nan
+        return self._score_function(y, y_pred, sample_weight=sample_weight)
+
     def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_model", None)  # the native network is rebuilt from coefs_ when needed
+        optimizer = state.pop("_optimizer", None)
+        if optimizer is not None:  # partial_fit's optimizer continues from its state
+            state["_optimizer_state"] = optimizer.state_dict()
         return state
 
 
@@ -340,30 +457,69 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
 
-    def _validate_input(self, X, y):
+    def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                             reset=True)
+                             reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        self._label_binarizer = LabelBinarizer()
-        self._label_binarizer.fit(y)
-        self.classes_ = self._label_binarizer.classes_
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     "classes as in the previous call to fit. Previously got "
+                                     f"{self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
         Y = self._label_binarizer.transform(y)
+        self._n_outputs = Y.shape[1]
         if self._label_binarizer.y_type_ == "multiclass":
             self._out_activation = "softmax"
-            self._n_outputs = Y.shape[1]
             return X, np.argmax(Y, axis=1).astype(np.intp)
         self._out_activation = "logistic"
-        self._n_outputs = Y.shape[1]
         return X, np.ascontiguousarray(Y, X.dtype)
+
+    def _targets_as_y(self, T):
+        """The labels of training targets (class indices, or 0/1 rows)."""
+        if self._out_activation == "softmax":
+            return self.classes_[T]
+        return self._label_binarizer.inverse_transform(T)
+
+    def _predict_from(self, P):
+        return self._label_binarizer.inverse_transform(P.ravel() if self.n_outputs_ == 1
+                                                       else P)
+
+    @staticmethod
+    def _score_function(y, y_pred, sample_weight=None):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes (n_samples,), or the indicator matrix of multi-label
         targets."""
-        y_pred = self._forward(X)
-        if self.n_outputs_ == 1:
-            y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        return self._predict_from(self._forward(X))
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer state
+        (stochastic solvers only). ``classes`` (all the classes across calls) is required
+        on the first call; multi-label targets need none."""
+        first = not hasattr(self, "classes_")
+        if classes is None and first and not type_of_target(y).startswith("multilabel"):
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None:
+            classes = unique_labels(classes)
+            if not first and not np.array_equal(self.classes_, classes):
+                raise ValueError("`classes=%r` is not the same as on last call to "
+                                 "partial_fit, was: %r" % (classes, self.classes_))
+        if first:
+            self._label_binarizer = LabelBinarizer().fit(
+                y if classes is None else classes)
+            self.classes_ = self._label_binarizer.classes_
+        return self._partial_fit(X, y, sample_weight)
 
     def predict_proba(self, X):
         """Probability of each class (n_samples, n_classes), in the order of classes_."""
@@ -423,9 +579,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
 
-    def _validate_input(self, X, y):
+    def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=True)
+                             dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
@@ -433,9 +589,25 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._n_outputs = Y.shape[1]
         return X, np.ascontiguousarray(Y, X.dtype)
 
+    def _targets_as_y(self, T):
+        return T.ravel() if T.shape[1] == 1 else T
+
+    @staticmethod
+    def _predict_from(P):
+        return P.ravel() if P.shape[1] == 1 else P
+
+    @staticmethod
+    def _score_function(y, y_pred, sample_weight=None):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
     def predict(self, X):
         """The predicted values (n_samples,), or (n_samples, n_outputs) for several."""
-        y_pred = self._forward(X)
-        if y_pred.shape[1] == 1:
-            return y_pred.ravel()
-        return y_pred
+        return self._predict_from(self._forward(X))
+
+    # scikit-learn 1.9's regressor offers partial_fit with solver="lbfgs" too (its
+    # available_if tests the bound method, always true): here, as for its classifier, not
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer state
+        (stochastic solvers only)."""
+        return self._partial_fit(X, y, sample_weight)

@@ -276,8 +276,6 @@ def test_verbose_prints_iterations(capsys):
     ({"batch_size": 0}, ValueError),
     ({"hidden_layer_sizes": [5, 0]}, ValueError),
     ({"max_iter": 0}, ValueError),
-    ({"warm_start": True}, NotImplementedError),
-    ({"early_stopping": True}, NotImplementedError),
 ])
 def test_bad_parameters_raise(params, error):
     X, y = _iris()
@@ -313,3 +311,156 @@ def test_loss_curve_exact_without_l2():
     a = _quiet(sk.MLPClassifier(**kw).fit, X, y)
     b = _quiet(bp.MLPClassifier(**kw).fit, X, y)
     np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-12)
+
+
+# -- exact L2 on uneven batches and sample weights; partial_fit, warm_start, early_stopping --
+
+def _weights(n, seed=0):
+    return np.random.RandomState(seed).uniform(0.2, 3.0, n)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("case", list(_cases()))
+def test_uneven_batches_and_sample_weight_same_steps_as_scikit_learn(case, solver):
+    """alpha divided by each batch's summed weight, the last smaller batch included."""
+    name, X, y, extra = _cases()[case]
+    kw = dict(solver=solver, shuffle=False, batch_size=32, max_iter=4, alpha=0.1,
+              random_state=3, learning_rate_init=0.01, **extra)
+    sw = _weights(X.shape[0])
+    a = _quiet(getattr(sk, name)(**kw).fit, X, y, sample_weight=sw)
+    b = _quiet(getattr(bp, name)(**kw).fit, X, y, sample_weight=sw)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_repeated_equals_fit_and_scikit_learn(name, solver):
+    X, y = (_iris() if name == "MLPClassifier" else _multi_output())
+    kw = dict(solver=solver, shuffle=False, batch_size=30, max_iter=10, random_state=0,
+              learning_rate_init=0.01, tol=0.0, n_iter_no_change=100)
+    full = _quiet(getattr(bp, name)(**kw).fit, X, y)
+    ours, theirs = getattr(bp, name)(**kw), getattr(sk, name)(**kw)
+    extra = {"classes": np.unique(y)} if name == "MLPClassifier" else {}
+    for i in range(10):
+        ours.partial_fit(X, y, **(extra if i == 0 else {}))
+        theirs.partial_fit(X, y, **(extra if i == 0 else {}))
+        assert ours.n_iter_ == 1 and ours.t_ == (i + 1) * X.shape[0]
+    for p, q, r in zip(_params(full), _params(ours), _params(theirs)):
+        np.testing.assert_array_equal(q, p)  # one fit of 10 epochs = 10 partial_fits
+        np.testing.assert_allclose(q, r, rtol=0, atol=1e-12)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-3)
+
+
+def test_partial_fit_invscaling_and_adaptive_like_scikit_learn():
+    X, y = _iris()
+    for lr in ("invscaling", "adaptive"):
+        kw = dict(solver="sgd", learning_rate=lr, shuffle=False, batch_size=50, tol=10.0,
+                  n_iter_no_change=1, random_state=1, learning_rate_init=0.1)
+        ours, theirs = bp.MLPClassifier(**kw), sk.MLPClassifier(**kw)
+        for i in range(6):
+            extra = {"classes": [0, 1, 2]} if i == 0 else {}
+            ours.partial_fit(X, y, **extra)
+            theirs.partial_fit(X, y, **extra)
+        for p, q in zip(_params(theirs), _params(ours)):
+            np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+
+
+def test_partial_fit_rules():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        bp.MLPClassifier().partial_fit(X, y)
+    m = bp.MLPClassifier(max_iter=5).partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+    assert list(m.classes_) == [0, 1, 2] and m.n_outputs_ == 3
+    m.partial_fit(X[y == 2], y[y == 2])  # a class unseen so far, but announced
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        m.partial_fit(X, y + 1)
+    with pytest.raises(ValueError, match="not the same"):
+        m.partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="early_stopping"):
+        bp.MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+    # no partial_fit for L-BFGS, for either estimator (scikit-learn's regressor offers one)
+    for est in (bp.MLPClassifier(solver="lbfgs"), bp.MLPRegressor(solver="lbfgs")):
+        assert not hasattr(est, "partial_fit")
+        with pytest.raises(AttributeError, match="has no attribute 'partial_fit'"):
+            est.partial_fit
+    assert hasattr(bp.MLPRegressor(solver="sgd"), "partial_fit")
+    # multi-label targets need no classes
+    Xm, Ym = make_multilabel_classification(n_samples=50, n_classes=3, random_state=0)
+    assert bp.MLPClassifier().partial_fit(Xm, Ym).predict(Xm).shape == Ym.shape
+
+
+def test_partial_fit_continues_bitwise_after_pickling():
+    X, y = _iris()
+    kw = dict(solver="adam", batch_size=32, random_state=np.random.RandomState(5),
+              learning_rate_init=0.01)
+    a = bp.MLPClassifier(**kw)
+    for i in range(3):
+        a.partial_fit(X, y, classes=[0, 1, 2])
+    b = pickle.loads(pickle.dumps(a))  # the optimizer's moments and step travel along
+    c = pickle.loads(pickle.dumps(a))
+    for i in range(3):
+        a.partial_fit(X, y)
+        b.partial_fit(X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_array_equal(p, q)
+    # without the optimizer's state the continuation differs (the test can fail)
+    c._optimizer_state = None
+    for i in range(3):
+        c.partial_fit(X, y)
+    assert not all(np.array_equal(p, q) for p, q in zip(_params(a), _params(c)))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_warm_start_same_as_scikit_learn(solver):
+    X, y = _iris()
+    kw = dict(solver=solver, shuffle=False, batch_size=50, max_iter=5, random_state=2,
+              warm_start=True, learning_rate_init=0.01)
+    a, b = sk.MLPClassifier(**kw), bp.MLPClassifier(**kw)
+    for _ in range(3):
+        _quiet(a.fit, X, y)
+        _quiet(b.fit, X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-9 if solver == "lbfgs" else 1e-12)
+    if solver != "lbfgs":
+        assert len(b.loss_curve_) == 15 == len(a.loss_curve_) and b.n_iter_ == 5
+
+
+def test_warm_start_trains_from_assigned_coefs_and_checks_classes():
+    X, y = _iris()
+    m = _quiet(bp.MLPClassifier(max_iter=5, warm_start=True, random_state=0).fit, X, y)
+    m.coefs_ = [np.zeros_like(c) for c in m.coefs_]
+    m.intercepts_ = [np.zeros_like(b) for b in m.intercepts_]
+    zero = bp.MLPClassifier(max_iter=5, random_state=0, shuffle=False)
+    _quiet(m.set_params(shuffle=False).fit, X, y)
+    ref = _quiet(zero.fit, X, y)
+    assert not np.allclose(m.coefs_[0], ref.coefs_[0])  # it did not start afresh ...
+    assert np.abs(m.coefs_[0]).max() < 0.1   # ... but from the zeros it was given
+    with pytest.raises(ValueError, match="same classes"):
+        m.fit(X[y < 2], y[y < 2])
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        m.set_params(hidden_layer_sizes=(7,)).fit(X, y)
+
+
+@pytest.mark.parametrize("case", ["multiclass", "binary", "regression"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_early_stopping_same_as_scikit_learn(case, weighted):
+    name, X, y, extra = _cases()[case]
+    sw = _weights(X.shape[0]) if weighted else None
+    kw = dict(solver="sgd", shuffle=False, batch_size=15, max_iter=60, random_state=4,
+              early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, tol=1e-3,
+              learning_rate_init=0.05, **extra)
+    a = _quiet(getattr(sk, name)(**kw).fit, X, y, sample_weight=sw)
+    b = _quiet(getattr(bp, name)(**kw).fit, X, y, sample_weight=sw)
+    assert b.n_iter_ == a.n_iter_ < 60
+    np.testing.assert_allclose(b.validation_scores_, a.validation_scores_, rtol=0, atol=1e-9)
+    assert b.best_validation_score_ == pytest.approx(a.best_validation_score_, abs=1e-9)
+    assert b.best_loss_ is None
+    for p, q in zip(_params(a), _params(b)):  # the best epoch's weights, restored
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-10)
+
+
+def test_early_stopping_small_validation_set():
+    X, y = _multi_output()
+    with pytest.raises(ValueError, match="validation set is too small"):
+        bp.MLPRegressor(early_stopping=True, validation_fraction=0.01).fit(X[:60], y[:60])
