@@ -46,13 +46,12 @@ class _Nodes:
     """A graph under construction, made with onnx.helper."""
 
     def __init__(self):
-        self.nodes, self.initializers, self._used = [], [], set()
+        self.nodes, self.initializers, self._counts = [], [], {}
 
     def fresh(self, hint):
-        k = 0
-        while f"{hint}_{k}" in self._used:
-            k += 1
-        self._used.add(f"{hint}_{k}")
+        """hint_k, k counting the uses of hint: never an input's or an output's name."""
+        k = self._counts.get(hint, 0)
+        self._counts[hint] = k + 1
         return f"{hint}_{k}"
 
     def constant(self, hint, array):
@@ -144,16 +143,30 @@ def _activation(graph, layer, x, dtype, where):
         return graph.node("Tanh", [x])
     if kind is Softmax:
         return graph.node("Softmax", [x], axis=1)
+    # LeakyReLU, ELU and Softplus are written with elementary operators: onnxruntime has
+    # float32 kernels only for LeakyRelu, Elu and Softplus
     if kind is LeakyReLU:
-        return graph.node("LeakyRelu", [x], alpha=float(layer.negative_slope))
+        positive = graph.node("Greater", [x, graph.constant("zero", np.array(0.0, dtype))])
+        slope = graph.constant("slope", np.array(layer.negative_slope, dtype))
+        return graph.node("Where", [positive, x, graph.node("Mul", [x, slope])],
+                          hint="leaky_relu")
     if kind is ELU:
-        return graph.node("Elu", [x], alpha=float(layer.alpha))
+        positive = graph.node("Greater", [x, graph.constant("zero", np.array(0.0, dtype))])
+        one = graph.constant("one", np.array(1.0, dtype))
+        negative = graph.node("Mul", [graph.node("Sub", [graph.node("Exp", [x]), one]),
+                                      graph.constant("alpha", np.array(layer.alpha, dtype))])
+        return graph.node("Where", [positive, x, negative], hint="elu")
     if kind is SiLU:
         return graph.node("Mul", [x, graph.node("Sigmoid", [x])], hint="silu")
     if kind is GELU:
         half = graph.constant("half", np.array(0.5, dtype))
         one = graph.constant("one", np.array(1.0, dtype))
         if layer.approximate == "none":  # z Phi(z) = z (1 + erf(z / sqrt 2)) / 2
+            if dtype != np.float32:
+                # a float32 Erf would silently round the float64 graph to float32
+                raise ValueError(f"{where}: the exact GELU needs Erf, which onnxruntime runs "
+                                 "in float32 only: export with dtype='float32', or use "
+                                 "GELU(approximate='tanh')")
             scaled = graph.node("Mul", [x, graph.constant("rsqrt2", np.array(np.sqrt(0.5),
                                                                                 dtype))])
             phi2 = graph.node("Add", [one, graph.node("Erf", [scaled])])
@@ -166,10 +179,14 @@ def _activation(graph, layer, x, dtype, where):
             phi2 = graph.node("Add", [one, graph.node("Tanh", [arg])])
         return graph.node("Mul", [graph.node("Mul", [x, half]), phi2], hint="gelu")
     if kind is Softplus:
-        # torch's rule: log(1 + exp(beta z)) / beta, and z itself where beta z > threshold
+        # torch's rule: log(1 + exp(beta z)) / beta, and z itself where beta z > threshold;
+        # log(1 + exp(u)) = max(u, 0) + log(1 + exp(-|u|)) does not overflow
         beta = graph.constant("beta", np.array(layer.beta, dtype))
         bz = graph.node("Mul", [x, beta])
-        soft = graph.node("Div", [graph.node("Softplus", [bz]), beta])
+        one = graph.constant("one", np.array(1.0, dtype))
+        tail = graph.node("Log", [graph.node("Add", [one, graph.node("Exp", [
+            graph.node("Neg", [graph.node("Abs", [bz])])])])])
+        soft = graph.node("Div", [graph.node("Add", [graph.node("Relu", [bz]), tail]), beta])
         linear = graph.node("Greater", [bz, graph.constant("threshold",
                                                            np.array(layer.threshold, dtype))])
         return graph.node("Where", [linear, x, soft], hint="softplus")
@@ -241,16 +258,33 @@ def _classifier_task(est):
                      f"got {est.out_activation_!r}")
 
 
-def _classifier_graph(graph, est, x, dtype, label_name, proba_name):
+def _outputs(est, dtype, class_indices=False):
+    """The estimator's outputs' ONNX element types and shapes after the rows: a classifier's
+    labels and probabilities, a regressor's values."""
+    if _estimator_kind(est) == "regressor":
+        return [(_FLOATS[dtype], [est.n_outputs_])]
     task = _classifier_task(est)
+    if task == "multilabel":
+        return [(TensorProto.INT64, [est.n_outputs_]), (_FLOATS[dtype], [est.n_outputs_])]
+    strings = not class_indices and _label_table(est.classes_).dtype == object
+    return [(TensorProto.STRING if strings else TensorProto.INT64, []),
+            (_FLOATS[dtype], [len(est.classes_) if task == "multiclass" else 2])]
+
+
+def _classifier_graph(graph, est, x, dtype, label_name, proba_name, class_indices=False):
+    """The classifier's nodes; class_indices: labels are the classes' indices (skl2onnx's
+    option nocl), not classes_."""
+    task = _classifier_task(est)
+    table = (np.arange(len(est.classes_), dtype=np.int64) if class_indices
+             else _label_table(est.classes_))
     steps = _estimator_steps(est)
     z = _forward(graph, steps, x, dtype)
     if task == "multiclass":
         proba = graph.node("Softmax", [z], output=proba_name, axis=1)
         # predict: the class of the largest probability (the first of equal ones)
         index = graph.node("ArgMax", [proba], hint="index", axis=1, keepdims=0)
-        graph.node("Gather", [graph.constant("classes", _label_table(est.classes_)), index],
-                   output=label_name, axis=0)
+        graph.node("Gather", [graph.constant("classes", table), index], output=label_name,
+                   axis=0)
         return
     p = graph.node("Sigmoid", [z], hint="p")
     half = graph.constant("half", np.array(0.5, dtype))
@@ -262,7 +296,6 @@ def _classifier_graph(graph, est, x, dtype, label_name, proba_name):
     graph.node("Concat", [graph.node("Sub", [graph.constant("one", np.array(1.0, dtype)), p]),
                           p], output=proba_name, axis=1)
     # binary: classes_[p > 0.5]; a one-class fit predicts its one class either way
-    table = _label_table(est.classes_)
     if table.shape[0] == 1:
         table = np.concatenate([table, table])
     index = graph.node("Reshape", [graph.node("Cast", [positive], to=TensorProto.INT64),
@@ -324,7 +357,8 @@ def to_onnx(estimator, *, dtype=None, name=None):
     if kind is None:
         dtype = _resolve_dtype(dtype, estimator.dtype)
         n_in = estimator.n_inputs
-        _forward_to(graph, _network_steps(estimator), dtype, "variable")
+        graph.node("Identity", [_forward(graph, _network_steps(estimator), "X", dtype)],
+                   output="variable")
         outputs = [helper.make_tensor_value_info("variable", _FLOATS[dtype],
                                                  ["N", estimator.n_outputs])]
     else:
@@ -332,23 +366,13 @@ def to_onnx(estimator, *, dtype=None, name=None):
         dtype = _resolve_dtype(dtype, np.asarray(estimator.coefs_[0]).dtype)
         n_in = estimator.n_features_in_
         if kind == "classifier":
-            task = _classifier_task(estimator)
-            _classifier_graph(graph, estimator, "X", dtype, "label", "probabilities")
-            n_proba = {"multiclass": len(estimator.classes_), "binary": 2,
-                       "multilabel": estimator.n_outputs_}[task]
-            if task == "multilabel":
-                label = helper.make_tensor_value_info("label", TensorProto.INT64,
-                                                      ["N", estimator.n_outputs_])
-            else:
-                table = _label_table(estimator.classes_)
-                label_type = TensorProto.STRING if table.dtype == object else TensorProto.INT64
-                label = helper.make_tensor_value_info("label", label_type, ["N"])
-            outputs = [label, helper.make_tensor_value_info("probabilities", _FLOATS[dtype],
-                                                            ["N", n_proba])]
+            names = ["label", "probabilities"]
+            _classifier_graph(graph, estimator, "X", dtype, *names)
         else:
-            _regressor_graph(graph, estimator, "X", dtype, "variable")
-            outputs = [helper.make_tensor_value_info("variable", _FLOATS[dtype],
-                                                     ["N", estimator.n_outputs_])]
+            names = ["variable"]
+            _regressor_graph(graph, estimator, "X", dtype, *names)
+        outputs = [helper.make_tensor_value_info(output, elem_type, ["N"] + shape)
+                   for output, (elem_type, shape) in zip(names, _outputs(estimator, dtype))]
     inputs = [helper.make_tensor_value_info("X", _FLOATS[dtype], ["N", n_in])]
     opsets = [helper.make_opsetid("", OPSET)]
     model = helper.make_model(helper.make_graph(graph.nodes, name, inputs, outputs,
@@ -356,12 +380,8 @@ def to_onnx(estimator, *, dtype=None, name=None):
                               opset_imports=opsets, producer_name="bpcore",
                               producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)  # types and shapes inferred, strictly
     return model
-
-
-def _forward_to(graph, steps, dtype, output):
-    graph.node("Identity", [_forward(graph, steps, "X", dtype)], output=output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,24 +399,15 @@ def _skl2onnx_shapes(operator):
     """skl2onnx's shape calculator for bpcore's estimators."""
     from skl2onnx.common.data_types import (DoubleTensorType, FloatTensorType,
                                             Int64TensorType, StringTensorType)
+    types = {TensorProto.FLOAT: FloatTensorType, TensorProto.DOUBLE: DoubleTensorType,
+             TensorProto.INT64: Int64TensorType, TensorProto.STRING: StringTensorType}
     est = operator.raw_operator
     _check_fitted(est)
     n = operator.inputs[0].get_first_dimension()
-    value_type = (DoubleTensorType if _skl2onnx_dtype(operator) == np.float64
-                  else FloatTensorType)
-    if _estimator_kind(est) == "regressor":
-        operator.outputs[0].type = value_type([n, est.n_outputs_])
-        return
-    task = _classifier_task(est)
-    if task == "multilabel":
-        operator.outputs[0].type = Int64TensorType([n, est.n_outputs_])
-        operator.outputs[1].type = value_type([n, est.n_outputs_])
-        return
-    table = _label_table(est.classes_)
-    operator.outputs[0].type = (StringTensorType([n]) if table.dtype == object
-                                else Int64TensorType([n]))
-    operator.outputs[1].type = value_type([n, len(est.classes_) if task == "multiclass"
-                                           else 2])
+    indices = _estimator_kind(est) == "classifier" and _class_indices(operator)
+    for output, (elem_type, shape) in zip(operator.outputs,
+                                          _outputs(est, _skl2onnx_dtype(operator), indices)):
+        output.type = types[elem_type]([n] + shape)
 
 
 def _skl2onnx_convert(scope, operator, container):
@@ -414,7 +425,13 @@ def _skl2onnx_convert(scope, operator, container):
         _regressor_graph(graph, est, x, dtype, operator.outputs[0].full_name)
     else:
         _classifier_graph(graph, est, x, dtype, operator.outputs[0].full_name,
-                          operator.outputs[1].full_name)
+                          operator.outputs[1].full_name, _class_indices(operator))
+
+
+def _class_indices(operator):
+    """skl2onnx's option nocl: labels are the classes' indices."""
+    return bool(operator.scope_inst.get_options(operator.raw_operator,
+                                                dict(nocl=False))["nocl"])
 
 
 def register_skl2onnx():
@@ -429,7 +446,8 @@ def register_skl2onnx():
     update_registered_converter(MLPClassifier, "BpcoreMLPClassifier", _skl2onnx_shapes,
                                 _skl2onnx_convert,
                                 options={"zipmap": [True, False, "columns"],
-                                         "output_class_labels": [False, True]})
+                                         "output_class_labels": [False, True],
+                                         "nocl": [False, True]})
     update_registered_converter(MLPRegressor, "BpcoreMLPRegressor", _skl2onnx_shapes,
                                 _skl2onnx_convert)
 
