@@ -288,7 +288,7 @@ def test_estimator_errors():
     for attribute, value, match in [("activation", "softsign", "activation: expected"),
                                     ("out_activation_", "exp", "out_activation_: expected"),
                                     ("classes_", np.array([0.5, 1.5]), "classes_: expected")]:
-        bad = pickle_copy(est)
+        bad = _pickle_copy(est)
         setattr(bad, attribute, value)
         with pytest.raises(ValueError, match=match):
             bponnx.to_onnx(bad)
@@ -310,7 +310,7 @@ def test_skl2onnx_refuses_unfitted():
         skl2onnx.to_onnx(bp.MLPRegressor(), np.zeros((1, 3), np.float32))
 
 
-def pickle_copy(obj):
+def _pickle_copy(obj):
     import pickle
     return pickle.loads(pickle.dumps(obj))
 
