@@ -8,7 +8,9 @@ full-batch gradient (L-BFGS through scipy). scikit-learn is an optional dependen
 What follows scikit-learn exactly and what does not is in SKLEARN_NOTES.md at the repository
 root.
 """
+import contextlib
 import warnings
+from numbers import Integral
 
 import numpy as np
 
@@ -21,6 +23,8 @@ try:
     from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import (check_is_fitted, column_or_1d, validate_data,
@@ -35,11 +39,22 @@ from bpcore.layers import Dense
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
 from bpcore.model import MLP
 from bpcore.optim import SGD, Adam
+from bpcore.threads import num_threads
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# scikit-learn's hidden activations by bpcore's names
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# the hidden activations: scikit-learn's four (by bpcore's names), then bpcore's own
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+                **{name: name for name in ("leaky_relu", "elu", "gelu", "gelu_tanh", "silu",
+                                           "softplus")}}
+
+# beyond scikit-learn: keyword arguments whose defaults keep scikit-learn's behaviour
+_EXTRA_CONSTRAINTS = {
+    "activation": [StrOptions(set(_ACTIVATIONS))],
+    "dtype": [None, StrOptions({"float32", "float64"})],
+    "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+    "callbacks": [None, list],
+}
 
 
 class _Head:
@@ -96,7 +111,14 @@ class _BaseMLP(BaseEstimator):
         ``warm_start`` a fitted model continues from ``coefs_``/``intercepts_`` (as they
         are: assigned values included), with a new optimizer, as scikit-learn."""
         self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=False)
+        with self._threads():
+            return self._fit(X, y, sample_weight, incremental=False)
+
+    def _threads(self):
+        """n_threads for the duration of a call (None: bpcore's setting)."""
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        return num_threads(self.n_threads)
 
     def _partial_fit(self, X, y, sample_weight):
         self._validate_params()
@@ -104,7 +126,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True: each call is one "
                              "epoch over its data, with no held-out part to stop on (hold out "
                              "your own validation rows and stop calling partial_fit)")
-        return self._fit(X, y, sample_weight, incremental=True)
+        with self._threads():
+            return self._fit(X, y, sample_weight, incremental=True)
 
     def _check_solver(self):
         if self.solver not in ("sgd", "adam"):
@@ -123,10 +146,13 @@ class _BaseMLP(BaseEstimator):
         X, T = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        if self.solver == "lbfgs" and self.callbacks:
+            raise ValueError("callbacks: expected None with solver='lbfgs' (one scipy.optimize "
+                             "call, without epochs), got %r" % (self.callbacks,))
         self._random_state = check_random_state(self.random_state)
         units = [X.shape[1]] + hidden + [self._n_outputs]
         if first_pass:
-            self._initialize(units, X.dtype)
+            self._initialize(units, X.dtype if self.dtype is None else np.dtype(self.dtype))
         elif [w.shape[0] for w in self.coefs_] + [self.coefs_[-1].shape[1]] != units:
             raise ValueError(
                 "hidden_layer_sizes: a warm start or partial_fit continues the fitted layers "
@@ -134,6 +160,11 @@ class _BaseMLP(BaseEstimator):
                 % ([w.shape for w in self.coefs_], units))
         model = self._network()
         X = np.ascontiguousarray(X, model.dtype)
+        if T.dtype.kind == "f":
+            T = np.ascontiguousarray(T, model.dtype)
+        sample_weight = self._row_weights(T, sample_weight, incremental)
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, model.dtype)
         head = _Head(self.out_activation_, self.n_outputs_)
         const = self._loss_constant(T, sample_weight)
         if self.solver == "lbfgs":
@@ -146,6 +177,10 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
         return self
+
+    def _row_weights(self, T, sample_weight, incremental):
+        """The rows' training weights: sample_weight (the classifier adds class_weight)."""
+        return sample_weight
 
     def _initialize(self, units, dtype):
         """A first fit: the counters, the output head and scikit-learn's initial weights."""
@@ -334,7 +369,8 @@ class _BaseMLP(BaseEstimator):
                                 epochs=1 if incremental else self.max_iter,
                                 batch_size=batch_size, shuffle=bool(self.shuffle),
                                 seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                                callbacks=[after_epoch], sample_weight=sample_weight,
+                                callbacks=[after_epoch] + list(self.callbacks or []),
+                                sample_weight=sample_weight,
                                 on_nonfinite="stop")
         except KeyboardInterrupt:  # bpcore's fit leaves the model consistent: keep it
             warnings.warn("Training interrupted by user.")
@@ -396,7 +432,8 @@ class _BaseMLP(BaseEstimator):
         (assigning them changes the predictions, as in scikit-learn)."""
         check_is_fitted(self, "coefs_")
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        return self._output(self._network(), X)
+        with self._threads():
+            return self._output(self._network(), X)
 
     def _score_network(self, model, X, y, sample_weight):
         """score() of the network as it is mid-training (early stopping's validation score:
@@ -425,14 +462,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     defaults, attributes and methods) trained by bpcore. Softmax output for multiclass
     targets, logistic for binary and multi-label ones."""
 
-    _parameter_constraints = dict(_SkClassifier._parameter_constraints)
+    _parameter_constraints = {**_SkClassifier._parameter_constraints, **_EXTRA_CONSTRAINTS,
+                              "class_weight": [None, dict, StrOptions({"balanced"})]}
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, n_threads=None, class_weight=None, callbacks=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -456,6 +495,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.class_weight = class_weight
+        self.callbacks = callbacks
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
@@ -482,6 +525,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return X, np.argmax(Y, axis=1).astype(np.intp)
         self._out_activation = "logistic"
         return X, np.ascontiguousarray(Y, X.dtype)
+
+    def _row_weights(self, T, sample_weight, incremental):
+        """sample_weight times each row's class_weight (a dict by label, or "balanced":
+        n / (n_classes * count), scikit-learn's compute_class_weight)."""
+        if self.class_weight is None:
+            return sample_weight
+        if self.out_activation_ == "logistic" and self.n_outputs_ > 1:
+            raise ValueError("class_weight: expected None for multi-label targets (a row has "
+                             "several classes), got %r" % (self.class_weight,))
+        index = T if T.ndim == 1 else T.ravel().astype(np.intp)
+        if isinstance(self.class_weight, str):
+            if incremental:
+                raise ValueError("class_weight='balanced' is not supported for partial_fit (a "
+                                 "call sees part of the data): pass the dict "
+                                 "compute_class_weight('balanced', classes=..., y=y_all)")
+            per_class = compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
+                                             y=index)
+        else:
+            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError("class_weight: expected keys among the classes %s, got %s"
+                                 % (list(self.classes_), sorted(unknown, key=str)))
+            per_class = np.array([float(self.class_weight.get(c, 1.0))
+                                  for c in self.classes_.tolist()])
+        per_row = per_class[index]
+        return per_row if sample_weight is None else per_row * sample_weight
 
     def _targets_as_y(self, T):
         """The labels of training targets (class indices, or 0/1 rows)."""
@@ -546,14 +615,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     defaults, attributes and methods) trained by bpcore. ``loss="squared_error"`` (identity
     output) or ``"poisson"`` (exp output, trained on log-rates)."""
 
-    _parameter_constraints = dict(_SkRegressor._parameter_constraints)
+    _parameter_constraints = {**_SkRegressor._parameter_constraints, **_EXTRA_CONSTRAINTS}
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, n_threads=None, callbacks=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -578,6 +648,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.callbacks = callbacks
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,

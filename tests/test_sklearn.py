@@ -272,7 +272,10 @@ def test_verbose_prints_iterations(capsys):
 @pytest.mark.parametrize("params,error", [
     ({"solver": "newton"}, ValueError),
     ({"alpha": -1.0}, ValueError),
-    ({"activation": "gelu"}, ValueError),
+    ({"activation": "swish"}, ValueError),
+    ({"dtype": "float16"}, ValueError),
+    ({"n_threads": 0}, ValueError),
+    ({"class_weight": "even"}, ValueError),
     ({"batch_size": 0}, ValueError),
     ({"hidden_layer_sizes": [5, 0]}, ValueError),
     ({"max_iter": 0}, ValueError),
@@ -464,3 +467,77 @@ def test_early_stopping_small_validation_set():
     X, y = _multi_output()
     with pytest.raises(ValueError, match="validation set is too small"):
         bp.MLPRegressor(early_stopping=True, validation_fraction=0.01).fit(X[:60], y[:60])
+
+
+# -- beyond scikit-learn: dtype, n_threads, class_weight, activations, callbacks -------------
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_dtype_float32_trains_float64_data_in_float32(solver):
+    X, y = _iris()
+    kw = dict(solver=solver, max_iter=5, random_state=0)
+    a = _quiet(bp.MLPClassifier(dtype="float32", **kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, X.astype(np.float32), y)  # follows the input
+    c = _quiet(bp.MLPClassifier(**kw).fit, X, y)
+    assert a.coefs_[0].dtype == b.coefs_[0].dtype == np.float32  # L-BFGS too
+    assert c.coefs_[0].dtype == np.float64
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_array_equal(p, q)
+    assert a.predict_proba(X).dtype == np.float32
+
+
+def test_n_threads_is_the_count_during_fit():
+    import bpcore
+    X, y = _iris()
+    seen = []
+    m = bp.MLPClassifier(max_iter=2, n_threads=1, random_state=0,
+                         callbacks=[lambda epoch, logs: seen.append(bpcore.get_num_threads())])
+    _quiet(m.fit, X, y)
+    assert seen == [1, 1]
+    assert bpcore.get_num_threads() == bpcore.threads.default_threads()  # restored after
+
+
+def test_class_weight_is_sample_weight_by_class():
+    X, y = _iris()
+    kw = dict(max_iter=5, random_state=0, shuffle=False)
+    a = _quiet(bp.MLPClassifier(class_weight={0: 2.0, 2: 0.5}, **kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, X, y, sample_weight=np.array([2.0, 1.0, 0.5])[y])
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_array_equal(p, q)
+    yb = np.where(y[:120] == 0, "a", "b")  # binary, string labels, unbalanced 50/70
+    from sklearn.utils.class_weight import compute_class_weight
+    expected = compute_class_weight("balanced", classes=np.array(["a", "b"]), y=yb)
+    c = _quiet(bp.MLPClassifier(class_weight="balanced", **kw).fit, X[:120], yb)
+    d = _quiet(bp.MLPClassifier(**kw).fit, X[:120], yb,
+               sample_weight=np.where(yb == "a", expected[0], expected[1]))
+    for p, q in zip(_params(c), _params(d)):
+        np.testing.assert_array_equal(p, q)
+    with pytest.raises(ValueError, match="class_weight: expected keys"):
+        bp.MLPClassifier(class_weight={7: 1.0}).fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit"):
+        bp.MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    Xm, Ym = make_multilabel_classification(n_samples=50, n_classes=3, random_state=0)
+    with pytest.raises(ValueError, match="multi-label"):
+        bp.MLPClassifier(class_weight={0: 1.0}).fit(Xm, Ym)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "silu", "softplus"])
+def test_bpcore_activations(activation):
+    X, y = _iris()
+    X = StandardScaler().fit_transform(X)
+    m = _quiet(bp.MLPClassifier(activation=activation, max_iter=200, random_state=0,
+                                learning_rate_init=0.01).fit, X, y)
+    assert m.score(X, y) > 0.9
+
+
+def test_callbacks_see_each_epoch_and_can_stop():
+    X, y = _iris()
+    seen = []
+
+    def stop_at_3(epoch, logs):
+        seen.append((epoch, logs["loss"]))
+        return epoch == 2
+
+    m = bp.MLPClassifier(max_iter=50, random_state=0, callbacks=[stop_at_3]).fit(X, y)
+    assert [e for e, _ in seen] == [0, 1, 2] and m.n_iter_ == 3
+    with pytest.raises(ValueError, match="callbacks"):
+        bp.MLPClassifier(solver="lbfgs", callbacks=[stop_at_3]).fit(X, y)
