@@ -541,3 +541,80 @@ def test_callbacks_see_each_epoch_and_can_stop():
     assert [e for e, _ in seen] == [0, 1, 2] and m.n_iter_ == 3
     with pytest.raises(ValueError, match="callbacks"):
         bp.MLPClassifier(solver="lbfgs", callbacks=[stop_at_3]).fit(X, y)
+
+
+# -- scikit-learn's #8349: multi-output squared error, L-BFGS ------------------------------
+
+def _reported_loss_gradient(est, X, Y, h=1e-6):
+    """Central differences of the loss the estimator reports (loss_'s formula: scikit-learn's
+    1/2 mean over n*m for scikit-learn, 1/2 sum / n for bpcore, + alpha/2n |W|^2) at its
+    solution, over the weights of the output layer."""
+    n, m = Y.shape
+    per = n * m if isinstance(est, sk.MLPRegressor) else n
+
+    def loss(W):
+        H = X
+        for w, b in zip(est.coefs_[:-1], est.intercepts_[:-1]):
+            H = np.maximum(H @ w + b, 0)
+        R = H @ W + est.intercepts_[-1] - Y
+        squares = sum(float((w ** 2).sum()) for w in est.coefs_[:-1]) + float((W ** 2).sum())
+        return 0.5 * float((R ** 2).sum()) / per + 0.5 * est.alpha * squares / n
+
+    W = est.coefs_[-1].copy()
+    grad = np.zeros_like(W)
+    for idx in np.ndindex(*W.shape):
+        up, down = W.copy(), W.copy()
+        up[idx] += h
+        down[idx] -= h
+        grad[idx] = (loss(up) - loss(down)) / (2 * h)
+    return grad
+
+
+def test_multi_output_lbfgs_minimises_the_loss_it_reports():
+    """scikit-learn's L-BFGS takes the gradient of 1/2 sum / n while reporting 1/2 mean over
+    n*m (#8349): at its solution the reported loss is not stationary. bpcore minimises the
+    loss it reports: its gradient there is ~0."""
+    X, Y = _multi_output()
+    kw = dict(solver="lbfgs", hidden_layer_sizes=(8,), alpha=1.0, max_iter=2000, tol=1e-12,
+              random_state=0)
+    theirs = _quiet(sk.MLPRegressor(**kw).fit, X, Y)
+    ours = _quiet(bp.MLPRegressor(**kw).fit, X, Y)
+    g_theirs = np.abs(_reported_loss_gradient(theirs, X, Y)).max()
+    g_ours = np.abs(_reported_loss_gradient(ours, X, Y)).max()
+    assert g_ours < 2e-4 and g_theirs > 20 * g_ours, (g_ours, g_theirs)
+    n, m = Y.shape
+    residual = ours.predict(X) - Y
+    squares = sum(float((w ** 2).sum()) for w in ours.coefs_)
+    assert ours.loss_ == pytest.approx(0.5 * (residual ** 2).sum() / n
+                                       + 0.5 * ours.alpha * squares / n, rel=1e-9)
+
+
+# -- pandas, joblib, model selection ---------------------------------------------------------
+
+def test_pandas_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = _iris()
+    df = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
+    m = _quiet(bp.MLPClassifier(max_iter=5, random_state=0).fit, df, pd.Series(y))
+    assert list(m.feature_names_in_) == ["sl", "sw", "pl", "pw"]
+    with pytest.warns(UserWarning, match="feature names"):
+        plain = m.predict(X)  # fitted with names, given none: scikit-learn's warning
+    np.testing.assert_array_equal(m.predict(df), plain)
+    with pytest.raises(ValueError, match="feature names"):
+        m.predict(df.rename(columns={"sl": "x"}))
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_grid_search_and_cross_validation_in_parallel(backend):
+    from joblib import parallel_backend
+    from sklearn.model_selection import cross_val_score
+    X, y = _iris()
+    X = StandardScaler().fit_transform(X)
+    est = bp.MLPClassifier(hidden_layer_sizes=(10,), max_iter=100, random_state=0,
+                           learning_rate_init=0.02)
+    with parallel_backend(backend, n_jobs=2):
+        scores = _quiet(cross_val_score, est, X, y, cv=3)
+        grid = _quiet(GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=3).fit, X, y)
+    serial = _quiet(cross_val_score, est, X, y, cv=3, n_jobs=1)
+    np.testing.assert_array_equal(scores, serial)  # the same fits, whatever ran them
+    assert grid.best_score_ > 0.85
