@@ -20,15 +20,15 @@ else:
     from bpcore.layers import (ELU, GELU, Dense, Dropout, Identity, LeakyReLU, Module, ReLU,
                                Sigmoid, SiLU, Softmax, Softplus, Tanh)
     from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
-    from bpcore.model import MLP, Sequential, load, load_optimizer
+    from bpcore.model import MLP, Sequential, load, load_extra, load_optimizer
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
     from bpcore.params import Parameter
     from bpcore.threads import get_num_threads, num_threads, set_num_threads
     from bpcore import schedules
 
 __all__ = [
-    "__version__", "show_config", "one_hot", "load", "load_optimizer", "CheckpointError",
-    "FileFormatError", "NonFiniteError",
+    "__version__", "show_config", "one_hot", "load", "load_optimizer", "load_extra",
+    "CheckpointError", "FileFormatError", "NonFiniteError",
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
     "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "Sequential", "MLP",

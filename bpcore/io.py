@@ -29,12 +29,18 @@ OPTIMIZER_PREFIX = "optimizer."
 _LAYER_TYPES = ("dense",) + tuple(NAMED_LAYERS)
 
 
-def save_network(path, spec, tensors, optimizer_state=None):
+def save_network(path, spec, tensors, optimizer_state=None, extra=None):
     """Write the architecture `spec`, the layer `tensors` and, if given, an optimizer's
-    state_dict() to path (a safetensors file), atomically."""
+    state_dict() and the JSON data `extra` to path (a safetensors file), atomically."""
     check_path(path)
     metadata = {"format": FORMAT, "architecture": json.dumps(spec), "dtype": spec["dtype"],
                 "bpcore_version": __version__}
+    if extra is not None:
+        try:
+            metadata["extra"] = json.dumps(extra, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"extra: expected JSON data (dicts, lists, strings, numbers), "
+                            f"got {type(extra).__name__} ({exc})") from None
     tensors = dict(tensors)
     if optimizer_state is not None:
         settings = {k: v for k, v in optimizer_state.items() if k != "buffers"}
@@ -74,6 +80,14 @@ def load_optimizer_state(path):
     state["buffers"] = {name[len(OPTIMIZER_PREFIX):]: array for name, array in tensors.items()
                         if name.startswith(OPTIMIZER_PREFIX)}
     return state
+
+
+def load_extra(path):
+    """The JSON data saved with the network at path (``save(..., extra=...)``), or None."""
+    check_path(path)
+    _, metadata = _checkpoint.read_header(path)
+    _architecture(path, metadata)
+    return _json(path, metadata["extra"], "extra") if "extra" in metadata else None
 
 
 def _json(path, text, what):

@@ -17,7 +17,7 @@ from bpcore.layers import ACTIVATIONS, GELU, NAMED_LAYERS, Activation, Dense, Dr
 from bpcore.optim import Optimizer
 from bpcore.params import as_generator
 
-__all__ = ["Sequential", "MLP", "load", "load_optimizer"]
+__all__ = ["Sequential", "MLP", "load", "load_optimizer", "load_extra"]
 
 # layers that belong to a network: a layer keeps its weights and its last input for one only
 _IN_A_NETWORK = weakref.WeakSet()
@@ -153,16 +153,18 @@ class Sequential(Module):
         sample_weight)."""
         return training.evaluate(self, X, y, loss, sample_weight)
 
-    def save(self, path, optimizer=None):
+    def save(self, path, optimizer=None, *, extra=None):
         """Write the layers and weights (and the optimizer's state, if given) to path, a
         safetensors file; ``bpcore.load(path)`` reads the network back and
-        ``bpcore.load_optimizer(path, optimizer)`` the optimizer's state."""
+        ``bpcore.load_optimizer(path, optimizer)`` the optimizer's state. ``extra``: JSON
+        data kept beside them (``bpcore.load_extra(path)`` reads it back), e.g. what a
+        wrapper such as bpcore.sklearn's estimators needs besides the network."""
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected None or a bpcore optimizer, got "
                             f"{type(optimizer).__name__}")
         with Claimed((self.flat_params,), "save"):  # a snapshot, not weights mid-update
             io.save_network(path, describe(self), _tensors(self),
-                            None if optimizer is None else optimizer.state_dict())
+                            None if optimizer is None else optimizer.state_dict(), extra)
 
     def __repr__(self):
         lines = [f"{type(self).__name__}("]
@@ -255,6 +257,11 @@ def load_optimizer(path, optimizer):
                         f"{type(optimizer).__name__}")
     optimizer.load_state_dict(io.load_optimizer_state(path))
     return optimizer
+
+
+def load_extra(path):
+    """The JSON data saved with ``model.save(path, extra=...)`` (None if there is none)."""
+    return io.load_extra(path)
 
 
 # the activations an MLP takes by name (each layer gets its own object, default settings), and

@@ -34,14 +34,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from scipy.special import expit, xlogy
 
-from bpcore import training
+from bpcore import io, training
 from bpcore.layers import Dense
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
-from bpcore.model import MLP
+from bpcore.model import MLP, load as load_network
 from bpcore.optim import SGD, Adam
 from bpcore.threads import num_threads
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load"]
 
 # the hidden activations: scikit-learn's four (by bpcore's names), then bpcore's own
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
@@ -444,6 +444,47 @@ class _BaseMLP(BaseEstimator):
             return np.nan
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
+    # -- bpcore's network and checkpoint files --------------------------------------------
+
+    def to_bpcore(self):
+        """A copy of the trained network as a ``bpcore.MLP`` (its outputs are the logits or
+        log-rates: apply ``out_activation_`` for probabilities or rates)."""
+        check_is_fitted(self, "coefs_")
+        source = self._network()
+        copy = MLP(source.sizes, activation=source.activation, dtype=source.dtype, seed=0)
+        copy.flat_params[...] = source.flat_params
+        return copy
+
+    # fitted attributes saved as JSON (the weights travel as tensors)
+    _SAVED = ("n_features_in_", "n_outputs_", "n_layers_", "out_activation_", "n_iter_", "t_",
+              "loss_", "loss_curve_", "best_loss_", "validation_scores_",
+              "best_validation_score_", "_no_improvement_count")
+
+    def save(self, path):
+        """Write the fitted estimator to path in bpcore's checkpoint format (safetensors,
+        written atomically): the network's weights, partial_fit's optimizer state, and the
+        parameters and fitted attributes as JSON. ``bpcore.sklearn.load(path)`` reads it
+        back. Parameters that are not JSON data (a RandomState, callbacks) are saved as None."""
+        check_is_fitted(self, "coefs_")
+        params = {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
+        if isinstance(getattr(self, "class_weight", None), dict):  # keys may be any label
+            params["class_weight"] = {"pairs": [[_jsonable(k), float(v)]
+                                                for k, v in self.class_weight.items()]}
+        fitted = {k: _jsonable(getattr(self, k)) for k in self._SAVED if hasattr(self, k)}
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        if hasattr(self, "classes_"):
+            fitted["classes_"] = {"values": self.classes_.tolist(),
+                                  "dtype": self.classes_.dtype.str,
+                                  "type": self._label_binarizer.y_type_}
+        optimizer = getattr(self, "_optimizer", None)
+        model = self._network()
+        if optimizer is None and getattr(self, "_optimizer_state", None) is not None:
+            optimizer = self._new_optimizer(model, _Head(self.out_activation_, self.n_outputs_))
+            optimizer.load_state_dict(self._optimizer_state)
+        model.save(path, optimizer, extra={"estimator": type(self).__name__, "params": params,
+                                           "fitted": fitted})
+
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop("_model", None)  # the native network is rebuilt from coefs_ when needed
@@ -451,6 +492,59 @@ class _BaseMLP(BaseEstimator):
         if optimizer is not None:  # partial_fit's optimizer continues from its state
             state["_optimizer_state"] = optimizer.state_dict()
         return state
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()} if all(
+            isinstance(k, (str, int)) for k in value) else None
+    return None  # a RandomState, callbacks: not data
+
+
+def load(path):
+    """The estimator saved by ``estimator.save(path)``: the same predictions, bitwise, and
+    partial_fit continues from the saved optimizer state."""
+    extra = io.load_extra(path)
+    if not isinstance(extra, dict) or extra.get("estimator") not in ("MLPClassifier",
+                                                                    "MLPRegressor"):
+        raise io.CheckpointError(path, "holds no bpcore.sklearn estimator (save it with "
+                                       "estimator.save(path))")
+    cls = MLPClassifier if extra["estimator"] == "MLPClassifier" else MLPRegressor
+    params = dict(extra["params"])
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    if isinstance(params.get("class_weight"), dict):
+        params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
+    est = cls(**params)
+    fitted = dict(extra["fitted"])
+    classes = fitted.pop("classes_", None)
+    names = fitted.pop("feature_names_in_", None)
+    for k, v in fitted.items():
+        setattr(est, k, v)
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
+    if classes is not None:
+        est.classes_ = np.asarray(classes["values"], dtype=np.dtype(classes["dtype"]))
+        k = len(est.classes_)
+        est._label_binarizer = LabelBinarizer().fit(
+            np.eye(k, dtype=int) if classes["type"].startswith("multilabel") else est.classes_)
+    model = load_network(path)
+    dense = _dense(model)
+    est.coefs_ = [d.W.copy() for d in dense]
+    est.intercepts_ = [d.b.copy() for d in dense]
+    try:
+        est._optimizer_state = io.load_optimizer_state(path)
+    except io.CheckpointError:
+        est._optimizer_state = None
+    return est
 
 
 def _dense(model):

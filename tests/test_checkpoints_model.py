@@ -623,3 +623,17 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not a network saved by bpcore"):
         bpcore.load(tmp_path / "other.npz")
+
+
+def test_extra_json_data_travels_with_the_network(tmp_path):
+    path = tmp_path / "net.safetensors"
+    model = bpcore.MLP([3, 4, 2], seed=0)
+    model.save(path)
+    assert bpcore.load_extra(path) is None
+    extra = {"classes": ["a", "b"], "epochs": 3, "best": float("inf"), "nested": {"k": [1.5]}}
+    model.save(path, extra=extra)
+    assert bpcore.load_extra(path) == extra
+    np.testing.assert_array_equal(bpcore.load(path).flat_params, model.flat_params)
+    with pytest.raises(TypeError, match="extra: expected JSON data"):
+        model.save(tmp_path / "bad.safetensors", extra={"array": np.zeros(2)})
+    assert not (tmp_path / "bad.safetensors").exists()

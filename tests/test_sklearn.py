@@ -618,3 +618,52 @@ def test_grid_search_and_cross_validation_in_parallel(backend):
     serial = _quiet(cross_val_score, est, X, y, cv=3, n_jobs=1)
     np.testing.assert_array_equal(scores, serial)  # the same fits, whatever ran them
     assert grid.best_score_ > 0.85
+
+
+# -- bpcore's checkpoint files and network ---------------------------------------------------
+
+@pytest.mark.parametrize("case", ["multiclass-strings", "multilabel", "multi-output"])
+def test_save_load_round_trip_and_resume(tmp_path, case):
+    if case == "multiclass-strings":
+        X, y = _iris()
+        y = np.array(["setosa", "versicolor", "virginica"])[y]
+        cls, extra = bp.MLPClassifier, {"classes": np.unique(y),
+                                        "class_weight": {"setosa": 2.0}}
+    elif case == "multilabel":
+        X, y = make_multilabel_classification(n_samples=120, n_classes=4, random_state=0)
+        cls, extra = bp.MLPClassifier, {}
+    else:
+        X, y = _multi_output()
+        cls, extra = bp.MLPRegressor, {}
+    classes = extra.pop("classes", None)
+    a = cls(solver="adam", batch_size=32, random_state=0, **extra)
+    for i in range(2):
+        a.partial_fit(X, y, **({"classes": classes} if classes is not None and i == 0 else {}))
+    a.save(tmp_path / "est.safetensors")
+    b = bp.load(tmp_path / "est.safetensors")
+    assert type(b) is cls and b.get_params() == a.get_params()
+    out = "predict_proba" if cls is bp.MLPClassifier else "predict"
+    np.testing.assert_array_equal(getattr(b, out)(X), getattr(a, out)(X))
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    assert b.loss_curve_ == a.loss_curve_ and b.t_ == a.t_
+    for est in (a, b):  # the optimizer's state was saved: the same continuation
+        est.partial_fit(X, y)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_array_equal(p, q)
+    net = b.to_bpcore()  # the logits network: the output activation gives the estimator's
+    Z = net.predict(X)
+    if case == "multiclass-strings":
+        Z = np.exp(Z - Z.max(1, keepdims=True))
+        Z /= Z.sum(1, keepdims=True)
+    elif case == "multilabel":
+        Z = 1 / (1 + np.exp(-Z))
+    np.testing.assert_allclose(Z, getattr(b, out)(X), rtol=1e-10, atol=1e-12)
+    net.flat_params[...] = 0  # a copy: the estimator keeps its weights
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+
+
+def test_load_refuses_a_plain_network(tmp_path):
+    import bpcore
+    bpcore.MLP([3, 2]).save(tmp_path / "net.safetensors")
+    with pytest.raises(bpcore.CheckpointError, match="no bpcore.sklearn estimator"):
+        bp.load(tmp_path / "net.safetensors")
