@@ -109,6 +109,7 @@ def test_lbfgs_same_path_as_scikit_learn(case):
 # -- the same accuracy on real data ----------------------------------------------------------
 
 def _data(name):
+    rng = np.random.RandomState(0)
     if name == "digits":
         X, y = load_digits(return_X_y=True)
         X = X / 16
@@ -116,42 +117,55 @@ def _data(name):
         X, y = load_iris(return_X_y=True)
     elif name == "breast_cancer":
         X, y = load_breast_cancer(return_X_y=True)
+    elif name == "multilabel":
+        X, y = make_multilabel_classification(n_samples=600, n_features=20, n_classes=5,
+                                              random_state=0)
+    elif name == "poisson":
+        X = rng.normal(size=(600, 5))
+        log_rate = 1 + 0.5 * X[:, 0] + 0.3 * X[:, 1] - 0.2 * X[:, 2] * X[:, 3]
+        y = rng.poisson(np.exp(log_rate)).astype(float)
     else:
         X, y = make_regression(n_samples=600, n_features=20, noise=10, random_state=0)
         y = y / 100
-    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0,
-                                          stratify=None if name == "regression" else y)
+    stratify = y if name in ("digits", "iris", "breast_cancer") else None
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0, stratify=stratify)
     if name != "digits":
         s = StandardScaler().fit(Xtr)
         Xtr, Xte = s.transform(Xtr), s.transform(Xte)
     return Xtr, Xte, ytr, yte
 
 
-ACCURACY_CASES = [
-    ("digits", "adam", dict(hidden_layer_sizes=(64,), max_iter=40)),
-    ("digits", "sgd", dict(hidden_layer_sizes=(64,), max_iter=40, learning_rate_init=0.05)),
-    ("iris", "lbfgs", dict(hidden_layer_sizes=(10,), max_iter=200)),
-    ("iris", "adam", dict(hidden_layer_sizes=(10,), max_iter=300, learning_rate_init=0.01)),
-    ("breast_cancer", "sgd", dict(hidden_layer_sizes=(30,), max_iter=100)),
-    ("breast_cancer", "lbfgs", dict(hidden_layer_sizes=(30,), max_iter=100)),
-    ("regression", "adam", dict(hidden_layer_sizes=(50,), max_iter=200,
-                                learning_rate_init=0.01)),
-    ("regression", "lbfgs", dict(hidden_layer_sizes=(50,), max_iter=200)),
-]
+# (data, solver, settings): every data set with every solver, scikit-learn's other defaults
+ACCURACY_SETTINGS = {
+    "digits": dict(hidden_layer_sizes=(64,), max_iter=30),
+    "iris": dict(hidden_layer_sizes=(10,), max_iter=200),
+    "breast_cancer": dict(hidden_layer_sizes=(30,), max_iter=100),
+    "multilabel": dict(hidden_layer_sizes=(30,), max_iter=100),
+    "regression": dict(hidden_layer_sizes=(50,), max_iter=150),
+    "poisson": dict(hidden_layer_sizes=(20,), max_iter=100, loss="poisson"),
+}
+SOLVER_SETTINGS = {"sgd": dict(learning_rate_init=0.05), "adam": dict(learning_rate_init=0.01),
+                   "lbfgs": {}}
+ACCURACY_CASES = [(data, solver, {**kw, **SOLVER_SETTINGS[solver]})
+                  for data, kw in ACCURACY_SETTINGS.items() for solver in SOLVER_SETTINGS]
+ACCURACY_SEEDS = 5
 
 
 @pytest.mark.parametrize("data,solver,kw", ACCURACY_CASES,
                          ids=[f"{d}-{s}" for d, s, _ in ACCURACY_CASES])
 def test_accuracy_like_scikit_learn(data, solver, kw):
+    """The test score (accuracy, subset accuracy, R^2) over 5 seeds: bpcore's mean within
+    seed noise of scikit-learn's (or above it)."""
     Xtr, Xte, ytr, yte = _data(data)
-    kind = "MLPRegressor" if data == "regression" else "MLPClassifier"
+    kind = "MLPRegressor" if data in ("regression", "poisson") else "MLPClassifier"
     ours, theirs = [], []
-    for seed in range(3):
+    for seed in range(ACCURACY_SEEDS):
         args = dict(solver=solver, random_state=seed, **kw)
         ours.append(_quiet(getattr(bp, kind)(**args).fit, Xtr, ytr).score(Xte, yte))
         theirs.append(_quiet(getattr(sk, kind)(**args).fit, Xtr, ytr).score(Xte, yte))
-    assert np.mean(ours) >= np.mean(theirs) - 0.03, (ours, theirs)
-    assert min(ours) > 0.85, ours
+    noise = 2 * np.sqrt((np.var(ours, ddof=1) + np.var(theirs, ddof=1)) / ACCURACY_SEEDS)
+    assert np.mean(ours) >= np.mean(theirs) - max(0.02, noise), (ours, theirs)
+    assert np.isfinite(ours).all() and min(ours) >= min(theirs) - 0.1, (ours, theirs)
 
 
 # -- scikit-learn's API ----------------------------------------------------------------------
