@@ -17,7 +17,7 @@ from bpcore.layers import ACTIVATIONS, GELU, NAMED_LAYERS, Activation, Dense, Dr
 from bpcore.optim import Optimizer
 from bpcore.params import as_generator
 
-__all__ = ["Sequential", "MLP", "load", "load_optimizer", "load_extra"]
+__all__ = ["Sequential", "MLP", "load", "load_optimizer", "load_extra", "activation_layer"]
 
 # layers that belong to a network: a layer keeps its weights and its last input for one only
 _IN_A_NETWORK = weakref.WeakSet()
@@ -271,6 +271,12 @@ _MLP_ACTIVATIONS = {**{name: cls for name, cls in ACTIVATIONS.items() if name !=
 _RECTIFIERS = ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus")
 
 
+def activation_layer(name):
+    """A new activation layer for one of MLP's activation names (or "softmax")."""
+    check_choice(name, "activation", tuple(_MLP_ACTIVATIONS) + ("softmax",))
+    return (_MLP_ACTIVATIONS.get(name) or ACTIVATIONS[name])()
+
+
 class MLP(Sequential):
     """Multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
@@ -325,7 +331,7 @@ class MLP(Sequential):
             except ValueError as exc:  # name MLP's argument, not Dense's
                 raise ValueError(f"sizes[{i}], sizes[{i + 1}]: {exc}") from None
             if act != "identity":
-                layers.append((_MLP_ACTIVATIONS.get(act) or ACTIVATIONS[act])())
+                layers.append(activation_layer(act))
         super().__init__(*layers)
 
     def __repr__(self):

@@ -10,7 +10,7 @@ root.
 """
 import contextlib
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -35,9 +35,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 from scipy.special import expit, xlogy
 
 from bpcore import io, training
-from bpcore.layers import Dense
+from bpcore.layers import Dense, Dropout
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
-from bpcore.model import MLP, load as load_network
+from bpcore.model import MLP, Sequential, activation_layer, load as load_network
 from bpcore.optim import SGD, Adam
 from bpcore.threads import num_threads
 
@@ -53,6 +53,7 @@ _EXTRA_CONSTRAINTS = {
     "activation": [StrOptions(set(_ACTIVATIONS))],
     "dtype": [None, StrOptions({"float32", "float64"})],
     "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
     "callbacks": [None, list],
 }
 
@@ -201,6 +202,11 @@ class _BaseMLP(BaseEstimator):
                                     .astype(dtype, copy=False))
         self._optimizer = None
         self._optimizer_state = None
+        # drawn after scikit-learn's draws, and only with dropout: the rest stays its stream
+        self._dropout_seed = (int(self._random_state.randint(np.iinfo(np.int32).max))
+                              if self.dropout else None)
+        self._dropout_draws = None
+        self._model = self._model_key = None
         if self.solver in ("sgd", "adam"):
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -216,13 +222,12 @@ class _BaseMLP(BaseEstimator):
     def _network(self):
         """The bpcore network holding coefs_ and intercepts_ as they are now (assigned values
         included: they are what the next fit, partial_fit or predict uses)."""
-        dtype = self.coefs_[0].dtype
         sizes = [w.shape[0] for w in self.coefs_] + [self.coefs_[-1].shape[1]]
+        key = (sizes, self.coefs_[0].dtype, self.activation, self.dropout)
         model = getattr(self, "_model", None)
-        if (model is None or model.sizes != sizes or model.dtype != dtype
-                or model.activation != _ACTIVATIONS[self.activation]):
-            model = MLP(sizes, activation=_ACTIVATIONS[self.activation], dtype=dtype, seed=0)
-            self._model = model
+        if model is None or self._model_key != key:
+            model = self._build(*key)
+            self._model, self._model_key = model, key
             optimizer = getattr(self, "_optimizer", None)
             if optimizer is not None:  # it holds the old network's parameters: keep its state
                 self._optimizer_state, self._optimizer = optimizer.state_dict(), None
@@ -230,6 +235,27 @@ class _BaseMLP(BaseEstimator):
             d.W[...] = w
             d.b[...] = b
         return model
+
+    def _build(self, sizes, dtype, activation, dropout):
+        """An MLP; with dropout, Dense, activation and Dropout layers (the masks' state
+        continues where the last network left it: pickles and files keep it)."""
+        if not dropout:
+            return MLP(sizes, activation=_ACTIVATIONS[activation], dtype=dtype, seed=0)
+        draws = getattr(self, "_dropout_draws", None) or [0] * (len(sizes) - 2)
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Dense(fan_in, fan_out, dtype=dtype, seed=0))
+            if i < len(sizes) - 2:
+                layers.append(activation_layer(_ACTIVATIONS[activation]))
+                layers.append(Dropout(dropout, seed=self._dropout_seed + i, draws=draws[i]))
+        return Sequential(*layers)
+
+    def _dropout_state(self):
+        """The masks drawn so far by each dropout layer of the current network."""
+        model = getattr(self, "_model", None)
+        if model is None:
+            return getattr(self, "_dropout_draws", None)
+        return [int(m.settings()["draws"]) for m in model.layers if isinstance(m, Dropout)]
 
     def _loss_constant(self, T, sample_weight):
         """What scikit-learn's Poisson loss adds to bpcore's (a constant of the targets)."""
@@ -451,14 +477,14 @@ class _BaseMLP(BaseEstimator):
         log-rates: apply ``out_activation_`` for probabilities or rates)."""
         check_is_fitted(self, "coefs_")
         source = self._network()
-        copy = MLP(source.sizes, activation=source.activation, dtype=source.dtype, seed=0)
+        copy = self._build(*self._model_key)
         copy.flat_params[...] = source.flat_params
         return copy
 
     # fitted attributes saved as JSON (the weights travel as tensors)
     _SAVED = ("n_features_in_", "n_outputs_", "n_layers_", "out_activation_", "n_iter_", "t_",
               "loss_", "loss_curve_", "best_loss_", "validation_scores_",
-              "best_validation_score_", "_no_improvement_count")
+              "best_validation_score_", "_no_improvement_count", "_dropout_seed")
 
     def save(self, path):
         """Write the fitted estimator to path in bpcore's checkpoint format (safetensors,
@@ -487,6 +513,7 @@ class _BaseMLP(BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
+        state["_dropout_draws"] = self._dropout_state()
         state.pop("_model", None)  # the native network is rebuilt from coefs_ when needed
         optimizer = state.pop("_optimizer", None)
         if optimizer is not None:  # partial_fit's optimizer continues from its state
@@ -537,6 +564,8 @@ def load(path):
         est._label_binarizer = LabelBinarizer().fit(
             np.eye(k, dtype=int) if classes["type"].startswith("multilabel") else est.classes_)
     model = load_network(path)
+    est._dropout_draws = [int(m.settings()["draws"]) for m in model.layers
+                          if isinstance(m, Dropout)] or None
     dense = _dense(model)
     est.coefs_ = [d.W.copy() for d in dense]
     est.intercepts_ = [d.b.copy() for d in dense]
@@ -565,7 +594,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads=None, class_weight=None, callbacks=None):
+                 dtype=None, n_threads=None, dropout=0.0, class_weight=None, callbacks=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -591,6 +620,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
         self.class_weight = class_weight
         self.callbacks = callbacks
 
@@ -717,7 +747,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads=None, callbacks=None):
+                 dtype=None, n_threads=None, dropout=0.0, callbacks=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -744,6 +774,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
         self.callbacks = callbacks
 
     def _validate_input(self, X, y, incremental, reset):

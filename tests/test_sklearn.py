@@ -681,3 +681,24 @@ def test_load_refuses_a_plain_network(tmp_path):
     bpcore.MLP([3, 2]).save(tmp_path / "net.safetensors")
     with pytest.raises(bpcore.CheckpointError, match="no bpcore.sklearn estimator"):
         bp.load(tmp_path / "net.safetensors")
+
+
+def test_dropout_trains_continues_after_pickle_and_predicts_without_it():
+    X, y = _iris()
+    X = StandardScaler().fit_transform(X)
+    kw = dict(hidden_layer_sizes=(32,), dropout=0.2, learning_rate_init=0.01, random_state=0)
+    a = _quiet(bp.MLPClassifier(max_iter=300, **kw).fit, X, y)
+    assert a.score(X, y) > 0.9
+    np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))  # no masks here
+    b = _quiet(bp.MLPClassifier(max_iter=300, **kw).fit, X, y)
+    for p, q in zip(_params(a), _params(b)):  # the masks are seeded by random_state
+        np.testing.assert_array_equal(p, q)
+    c = _quiet(bp.MLPClassifier(max_iter=300, **{**kw, "dropout": 0.0}).fit, X, y)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+    # partial_fit after a pickle draws the masks the uninterrupted run draws
+    d = bp.MLPClassifier(**kw).partial_fit(X, y, classes=[0, 1, 2])
+    e = pickle.loads(pickle.dumps(d))
+    for est in (d, e):
+        est.partial_fit(X, y)
+    for p, q in zip(_params(d), _params(e)):
+        np.testing.assert_array_equal(p, q)
