@@ -105,6 +105,12 @@ class _BaseMLP(BaseEstimator):
 
     _parameter_constraints = dict(_SkRegressor._parameter_constraints)
 
+    def __init__(self, **params):
+        # the subclasses' signatures list the parameters (scikit-learn's get_params reads
+        # them); the values are stored here, once
+        for name, value in params.items():
+            setattr(self, name, value)
+
     # -- fitting ---------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
@@ -521,6 +527,12 @@ class _BaseMLP(BaseEstimator):
         return state
 
 
+def _arguments(names):
+    """An __init__'s arguments from its locals(): each estimator's signature lists its
+    parameters (scikit-learn's get_params reads it) and the base class stores them."""
+    return {k: v for k, v in names.items() if k not in ("self", "__class__")}
+
+
 def _jsonable(value):
     if isinstance(value, (np.generic,)):
         return value.item()
@@ -595,34 +607,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, n_threads=None, dropout=0.0, class_weight=None, callbacks=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.dtype = dtype
-        self.n_threads = n_threads
-        self.dropout = dropout
-        self.class_weight = class_weight
-        self.callbacks = callbacks
+        super().__init__(**_arguments(locals()))
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
@@ -748,34 +733,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, n_threads=None, dropout=0.0, callbacks=None):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.dtype = dtype
-        self.n_threads = n_threads
-        self.dropout = dropout
-        self.callbacks = callbacks
+        super().__init__(**_arguments(locals()))
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
