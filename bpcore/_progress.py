@@ -51,10 +51,10 @@ class EpochProgress:
             return
         if self.bar is None:
             # made at the first update (a short epoch never pays for a bar), starting from the
-            # batches already done so that its rate counts only what it saw; mininterval 0:
-            # the updates are already INTERVAL apart
+            # batches already done so that its rate counts only what it saw; every update
+            # drawn (mininterval 0, miniters 1): they are already INTERVAL apart
             self.bar = self.bar_class(total=batches, initial=done, desc=label, unit="batch",
-                                      leave=False, file=sys.stdout, mininterval=0)
+                                      leave=False, file=sys.stdout, mininterval=0, miniters=1)
         else:
             self.bar.update(done - self.bar.n)
 

@@ -90,7 +90,7 @@ class EarlyStopping(Callback):
     def on_train_begin(self, model, optimizer, log_keys):
         if self.monitor not in log_keys:
             hint = (" (val_loss and val_accuracy need fit's validation_data)"
-                    if self.monitor.startswith("val_") else "")
+                    if self.monitor.startswith("val_") and "val_loss" not in log_keys else "")
             raise ValueError(f"monitor: expected one of fit's logs "
                              f"{', '.join(repr(k) for k in log_keys)}, got "
                              f"{self.monitor!r}{hint}")
