@@ -316,6 +316,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     ``verbose`` prints a line per epoch on stdout, and for an epoch longer than a second a
     progress bar over its batches (tqdm's, if tqdm is installed, else a plain line at most
     every second), updated where the engine returns to Python for Ctrl-C.
+
     ``optimizer=bpcore.LBFGS(...)`` trains full-batch by L-BFGS instead (see fit_lbfgs), and
     refuses validation_data, schedule, callbacks and max_grad_norm, which it would not use.
     Every argument, validation_data's labels included, is checked before the first epoch.
