@@ -24,7 +24,7 @@ else:
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
     from bpcore.params import Parameter
     from bpcore.threads import get_num_threads, num_threads, set_num_threads
-    from bpcore import schedules
+    from bpcore import callbacks, schedules
 
 __all__ = [
     "__version__", "show_config", "one_hot", "load", "load_optimizer", "load_extra",
@@ -34,5 +34,6 @@ __all__ = [
     "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss", "PoissonLoss",
     "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
-    "clip_grad_norm", "schedules", "set_num_threads", "get_num_threads", "num_threads",
+    "clip_grad_norm", "schedules", "callbacks", "set_num_threads", "get_num_threads",
+    "num_threads",
 ]

@@ -115,7 +115,7 @@ cdef class Engine:
     cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job,
                    object weights=*) except -1
     cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
-                       int batches=*) except? -1
+                       int batches=*, object progress=*) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)

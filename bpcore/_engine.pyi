@@ -3,7 +3,7 @@
 Arrays are C-contiguous numpy arrays of the engine's dtype (float32 or float64); labels and
 row orders are intp arrays.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from bpcore._optim import OptimizerState
@@ -69,9 +69,11 @@ class Engine:
                   optimizer: OptimizerState, max_grad_norm: float = 0,
                   check: bool = True, batches: int = -1,
                   pos_weight: npt.NDArray[Any] | None = None,
-                  sample_weight: npt.NDArray[Any] | None = None) -> float:
+                  sample_weight: npt.NDArray[Any] | None = None,
+                  progress: Callable[[int, int], object] | None = None) -> float:
         """Train one epoch; returns the summed batch losses, each weighted by its rows for
-        mean reductions."""
+        mean reductions. progress(batches done, batches), if given, is called where the loop
+        returns to Python for Ctrl-C (every few batches)."""
     def predict(self, X: npt.NDArray[Any], out: _A) -> _A:
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
     def evaluate(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,

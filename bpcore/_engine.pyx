@@ -1037,11 +1037,13 @@ cdef class Engine:
 
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
                   OptimizerState optimizer, double max_grad_norm=0, bint check=True,
-                  int batches=-1, pos_weight=None, sample_weight=None):
+                  int batches=-1, pos_weight=None, sample_weight=None, progress=None):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
-        KeyboardInterrupt with the model consistent (only whole batches are applied).
+        KeyboardInterrupt with the model consistent (only whole batches are applied), and
+        calls ``progress(batches done, batches in the pass)`` if given (it runs there, where
+        the loop holds the GIL anyway, so a display costs nothing while the batches run).
         check=False skips the pass over the data for finite values; batches >= 0 runs only the
         epoch's first `batches` batches (the replay of an epoch up to a failed step).
         pos_weight and sample_weight (all rows', in the stored order) as for train_step; mean
@@ -1052,12 +1054,12 @@ cdef class Engine:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         return self._train(self.rows_of(Xa, T, loss_kind, order, sample_weight), batch_size,
                            self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight),
-                           optimizer, batches)
+                           optimizer, batches, progress)
 
     cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
-                       int batches=-1) except? -1:
+                       int batches=-1, object progress=None) except? -1:
         """Steps over checked rows in batches of batch_size, returning to Python every
-        SIGNAL_EVERY batches for Ctrl-C. A step that meets a NaN or an infinity ends the pass;
+        SIGNAL_EVERY batches for Ctrl-C (and progress(done, batches), if not None). A step that meets a NaN or an infinity ends the pass;
         ``failure`` then says what and in which batch (the loss returned covers the batches
         before it)."""
         cdef Job job
@@ -1079,6 +1081,8 @@ cdef class Engine:
                     break
                 job.first = job.last
                 PyErr_CheckSignals()  # raises KeyboardInterrupt after a whole batch
+                if progress is not None:
+                    progress(job.last, nb)
         finally:
             self.leave()
         return job.total

@@ -15,8 +15,10 @@ import numpy as np
 
 from bpcore import _engine
 from bpcore._claims import claim, release
+from bpcore._progress import EpochProgress
 from bpcore._validation import (as_matrix, check_choice, check_int, check_real,
                                 check_sample_weight, weight_total)
+from bpcore.callbacks import Callback
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense, Dropout, Softmax
 from bpcore.losses import Loss, SoftmaxCrossEntropyLoss
@@ -225,8 +227,8 @@ def _apply_schedule(schedule, optimizer, epoch, samples_seen):
 
 def _as_callbacks(callbacks):
     """fit's callbacks as a list: None, one callable, or an iterable of callables, each
-    cb(epoch, logs); checked before any epoch, so that a bad one does not cost a trained
-    epoch."""
+    cb(epoch, logs) (a bpcore.callbacks.Callback is one); checked before any epoch, so that a
+    bad one does not cost a trained epoch."""
     if callbacks is None:
         return []
     if callable(callbacks):
@@ -297,11 +299,24 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     ``batch_size`` (the last may be smaller; ``batch_size=len(X)`` is full-batch training).
     Python runs only between epochs: ``schedule`` (before each epoch) is a bpcore.schedules
     object, or a callable ``schedule(epoch)`` returning a dict of optimizer settings, e.g.
-    ``{"lr": 0.01, "momentum": 0.9}``; ``callbacks`` (one callable or a list of them) are
-    called as ``cb(epoch, logs)`` after each epoch, and a callback that returns True stops
-    training. ``seed`` is an integer in [0, 2**64), None or a bpcore Generator (the rule of
-    every seed). ``max_grad_norm`` clips each step's gradient to that global norm. Ctrl-C
-    raises KeyboardInterrupt within a few batches and leaves the model consistent.
+    ``{"lr": 0.01, "momentum": 0.9}``. ``seed`` is an integer in [0, 2**64), None or a bpcore
+    Generator (the rule of every seed). ``max_grad_norm`` clips each step's gradient to that
+    global norm. Ctrl-C raises KeyboardInterrupt within a few batches and leaves the model
+    consistent.
+
+    ``callbacks`` (one or a list) are called as ``cb(epoch, logs)`` after each epoch, epoch
+    counted from 0, logs as below; a callback that returns a truthy value stops training
+    after every callback has seen the epoch. A bpcore.callbacks.Callback (EarlyStopping,
+    Checkpoint, or a subclass of your own) is also told ``on_train_begin(model, optimizer,
+    log_keys)`` after the arguments are checked and before the first epoch (log_keys: the
+    keys each epoch's logs will have), and ``on_train_end()`` when training ends without an
+    exception (all epochs run, a callback stopped it, or on_nonfinite="stop").
+    ``logs`` = {"loss", "seconds", and with validation_data "val_loss", "val_accuracy"}.
+
+    ``verbose`` prints a line per epoch on stdout, and for an epoch longer than a second a
+    progress bar over its batches (tqdm's, if tqdm is installed, else a plain line at most
+    every second), updated where the engine returns to Python for Ctrl-C.
+
     ``optimizer=bpcore.LBFGS(...)`` trains full-batch by L-BFGS instead (see fit_lbfgs), and
     refuses validation_data, schedule, callbacks and max_grad_norm, which it would not use.
     Every argument, validation_data's labels included, is checked before the first epoch.
@@ -357,8 +372,14 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     if not shuffle:
         rng = None
     history = {"loss": []}
+    log_keys = ("loss", "seconds")
     if validation_data is not None:
         history.update(val_loss=[], val_accuracy=[])
+        log_keys += ("val_loss", "val_accuracy")
+    objects = [cb for cb in callbacks if isinstance(cb, Callback)]
+    for cb in objects:
+        cb.on_train_begin(model, optimizer, log_keys)
+    progress = EpochProgress(epochs) if verbose else None
     for epoch in range(epochs):
         if schedule is not None:
             _apply_schedule(schedule, optimizer, epoch, epoch * X.shape[0])
@@ -367,8 +388,15 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
             rng.shuffle(order)
         native = _optimizer(optimizer)
         snapshot.take()
-        total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False, pos_weight=pw, sample_weight=w)
+        if progress is not None:
+            progress.begin(epoch)
+        try:
+            total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
+                                  max_norm, False, pos_weight=pw, sample_weight=w,
+                                  progress=progress)
+        finally:
+            if progress is not None:
+                progress.end()
         if eng.failure is not None:
             what, batch = eng.failure
             if what == "update":
@@ -401,6 +429,8 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
                   f"({logs['seconds']:.2f} s)", file=sys.stdout)
         if any([cb(epoch, logs) for cb in callbacks]):
             break
+    for cb in objects:
+        cb.on_train_end()
     return history
 
 
