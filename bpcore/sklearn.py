@@ -402,8 +402,8 @@ class _BaseMLP(BaseEstimator):
                                 batch_size=batch_size, shuffle=bool(self.shuffle),
                                 seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
                                 callbacks=[after_epoch] + list(self.callbacks or []),
-                                sample_weight=sample_weight,
-                                on_nonfinite="stop")
+                                sample_weight=sample_weight, on_nonfinite="stop",
+                                verbose="progress" if self.verbose else 0)
         except KeyboardInterrupt:  # bpcore's fit leaves the model consistent: keep it
             warnings.warn("Training interrupted by user.")
             history = {}

@@ -315,7 +315,9 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
 
     ``verbose`` prints a line per epoch on stdout, and for an epoch longer than a second a
     progress bar over its batches (tqdm's, if tqdm is installed, else a plain line at most
-    every second), updated where the engine returns to Python for Ctrl-C.
+    every second), updated where the engine returns to Python for Ctrl-C;
+    ``verbose="progress"`` shows the bar only (for a caller that prints its own epoch lines,
+    as bpcore.sklearn's estimators).
 
     ``optimizer=bpcore.LBFGS(...)`` trains full-batch by L-BFGS instead (see fit_lbfgs), and
     refuses validation_data, schedule, callbacks and max_grad_norm, which it would not use.
@@ -422,7 +424,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
             history["val_accuracy"].append(logs["val_accuracy"])
         if schedule is not None and hasattr(schedule, "observe"):
             schedule.observe(epoch, logs.get("val_loss", logs["loss"]))
-        if verbose:
+        if verbose and verbose != "progress":
             extra = "".join(f"  {k} {v:.4f}" for k, v in logs.items()
                             if k.startswith("val") and v is not None)
             print(f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.4f}{extra}  "

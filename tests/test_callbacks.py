@@ -561,3 +561,24 @@ def test_a_bar_is_closed_when_the_epoch_raises(monkeypatch, every_update, capsys
         # tqdm's __del__
         closed_by_fit = list(closed)
     assert shown == [16, 32] and closed_by_fit == [32]
+
+
+def test_progress_only_shows_the_bar_without_epoch_lines(capsys, every_update, without_tqdm):
+    _verbose_fit("progress")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 4 and all(re.match(r"^epoch \d/2  batch \d+/63 ", line)
+                                     for line in lines)
+
+
+def test_sklearn_estimator_verbose_shows_progress_and_its_iteration_lines(
+        capsys, every_update, without_tqdm):
+    sk = pytest.importorskip("bpcore.sklearn")
+    r = np.random.default_rng(0)
+    X, y = r.standard_normal((2000, 5)), r.integers(0, 3, 2000)
+    with pytest.warns(UserWarning, match="Maximum iterations"):  # ConvergenceWarning
+        sk.MLPClassifier((8,), batch_size=32, max_iter=2, verbose=True, tol=0.0,
+                         n_iter_no_change=5, random_state=0).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    iterations = [line.split(",")[0] for line in lines if line.startswith("Iteration")]
+    assert iterations == ["Iteration 1", "Iteration 2"]
+    assert sum(bool(re.match(r"^epoch \d/2  batch \d+/63 ", line)) for line in lines) == 8
