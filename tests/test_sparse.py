@@ -316,7 +316,11 @@ def test_sparse_input_is_not_densified():
     # 2000 x 500,000 would take 8 GB as a dense float64 array; the sparse path needs the
     # entries, the weights, and batch-sized workspaces only
     tracemalloc = pytest.importorskip("tracemalloc")
-    X = sp.random(2000, 500_000, density=2e-5, format="csr", random_state=0)
+    rng = np.random.default_rng(0)
+    nnz = 20_000  # sp.random draws its positions from all n * m: minutes at this size
+    X = sp.csr_matrix((rng.standard_normal(nnz), (rng.integers(0, 2000, nnz),
+                                                  rng.integers(0, 500_000, nnz))),
+                      shape=(2000, 500_000))
     y = np.random.default_rng(0).integers(0, 2, 2000)
     model = bpcore.MLP([500_000, 4, 2], dtype=np.float64, seed=0)
     tracemalloc.start()
