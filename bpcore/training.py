@@ -170,21 +170,39 @@ def _nonfinite(what, where, restored=False):
                           "cause.")
 
 
+# elements of a block of sparse rows made dense for a network the engine does not run
+_DENSE_BLOCK = 1 << 22
+
+
+def _through_layers(model, X):
+    for m in model.layers:
+        X = m.forward_unchecked(X, keep=False)
+    return X
+
+
+def _dense_rows(X, start, stop):
+    """Rows start..stop-1 of a CSRMatrix as a dense array (repeated columns add up)."""
+    stop = min(stop, X.shape[0])
+    out = np.zeros((stop - start, X.shape[1]), X.dtype)
+    lo, hi = X.indptr[start], X.indptr[stop]
+    rows = np.repeat(np.arange(stop - start), np.diff(X.indptr[start:stop + 1]))
+    np.add.at(out, (rows, X.indices[lo:hi]), X.data[lo:hi])
+    return out
+
+
 @_exclusive("predict")
 def predict(model, X):
     """The network's output for X (n, n_outputs), computed natively in chunks of rows (layer by
     layer, with the same kernels, for a layout the engine does not run)."""
     X = engine_input(model, X)
     if model not in _ENGINES and isinstance(_engine_layout(model), int):
-        if isinstance(X, _engine.CSRMatrix):
-            layout = _engine_layout(model)
-            raise TypeError(f"X: sparse input needs a network the training engine runs (Dense "
-                            f"layers each followed by at most one activation and one Dropout); "
-                            f"layers[{layout}] is {model.layers[layout]!r}: pass X.toarray()")
+        if isinstance(X, _engine.CSRMatrix):  # layer by layer, a bounded block of rows at a time
+            _engine.check_finite(X.data, "X")
+            step = max(1, _DENSE_BLOCK // X.shape[1])
+            return np.concatenate([_through_layers(model, _dense_rows(X, i, i + step))
+                                   for i in range(0, X.shape[0], step)])
         _engine.check_finite(X, "X")
-        for m in model.layers:
-            X = m.forward_unchecked(X, keep=False)
-        return X
+        return _through_layers(model, X)
     out = np.empty((X.shape[0], model.n_outputs), model.dtype)
     return engine_for(model).predict(X, out)
 

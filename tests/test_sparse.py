@@ -291,11 +291,17 @@ def test_bad_sparse_inputs_are_refused_clearly():
         model.predict(wide)
 
 
-def test_sparse_input_needs_an_engine_layout():
-    model = bpcore.Sequential(bpcore.Dense(10, 4, dtype=np.float64), bpcore.ReLU(), bpcore.ReLU(),
-                              bpcore.Dense(4, 2, dtype=np.float64))
-    with pytest.raises(TypeError, match="^X: sparse input needs a network the training engine"):
-        model.predict(sp.random(3, 10, density=0.5, format="csr"))
+def test_predict_of_a_layout_the_engine_does_not_run():
+    def model():
+        return bpcore.Sequential(bpcore.Dense(10, 4, dtype=np.float64, seed=1), bpcore.Tanh(),
+                                 bpcore.ReLU(), bpcore.Dense(4, 2, dtype=np.float64, seed=2))
+    repeated = sp.csr_matrix((np.array([1.5, -2.0, 0.25, 4.0]), np.array([3, 1, 3, 9]),
+                              np.array([0, 3, 3, 4])), shape=(3, 10))  # column 3 twice
+    X = sp.vstack([random_csr(50, 10, 0.3, 4), repeated], format="csr")
+    close(model().predict(X), model().predict(X.toarray()), np.float64)
+    X.data[0] = np.inf
+    with pytest.raises(ValueError, match="^X: expected finite values"):
+        model().predict(X)
 
 
 def test_engine_csr_checks_its_structure():
