@@ -5,6 +5,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.string cimport memset
 
+import numpy as np
+
 from bpcore._blas cimport BLAS_Trans, gemm, gemm_part, NoTrans, Trans
 from bpcore._engine cimport Engine, Net, Workspace
 from bpcore._threads cimport blas_pin, blas_unpin, bp_omp_team_size, gemm_parts
@@ -59,6 +61,9 @@ def gemm_floor(Engine engine, X, bint parts=False):
     with the BLAS pinned, as a large-batch step runs them). Changes no weights; the gradient
     buffer is left holding the products."""
     Xa = engine.checked_X(X, False)
+    if not isinstance(Xa, np.ndarray):
+        raise TypeError(f"X: expected a dense array (the GEMM floor of a dense step), got "
+                        f"{type(Xa).__name__}")
     cdef Py_ssize_t n = Xa.shape[0]
     cdef size_t pX = Xa.ctypes.data
     cdef int pinned = 0

@@ -2,7 +2,7 @@
 from cython cimport floating
 
 from bpcore._blas cimport Block
-from bpcore._layers cimport ActSpec, DropSpec
+from bpcore._layers cimport ActSpec, CSR, DropSpec
 from bpcore._losses cimport LossSpec
 cimport numpy as cnp
 
@@ -40,6 +40,10 @@ ctypedef struct Workspace:
     Py_ssize_t pstride     # elements between threads' partial sums
     void *xb               # a shuffled batch's gathered rows of X, of the target, its labels,
     void *tb               # its sample weights
+    CSR xcsr               # the batch in flight's rows of X when X is sparse (indptr NULL: dense)
+    Py_ssize_t *gather_indptr  # a shuffled sparse batch's gathered rows: (rows + 1,) and
+    int *gather_indices    # the entries, room for the most entries of any batch of the epoch
+    void *gather_data
     Py_ssize_t *lb
     void *wb
     int small_threads      # threads for a row-split step
@@ -67,7 +71,8 @@ ctypedef struct Batch:
 # rows of a data set of N rows, taken in the order idx (NULL: the stored order)
 ctypedef struct Rows:
     Py_ssize_t N
-    const void *X
+    const void *X          # (N, inputs), or NULL when X is sparse:
+    CSR sparse             # its N rows (indptr NULL when X is dense)
     Batch all              # the targets of all N rows
     const Py_ssize_t *idx
     int batch_size         # rows per batch when trained on
@@ -106,20 +111,22 @@ cdef class Engine:
     cdef bint f64
     cdef object params, grads, masks, acts_ws, keep_ws, delta_ws, part_ws, xbuf, tbuf, lbuf, wbuf
     cdef object drop_states, undropped_ws, mask_ws
+    cdef object gather_indptr, gather_indices, gather_data  # a shuffled sparse batch's rows
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
     cdef readonly object failure  # None, or (what, batch) of the last training call's failure
     cdef int reserve(self, Py_ssize_t n) except -1
+    cdef int reserve_gather(self, Rows data, int batch_size) except -1
     cdef int enter(self, Py_ssize_t rows) except -1
     cdef int run(self, Rows data, Job *job) except -1
-    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job,
+    cdef int _pass(self, object X, cnp.ndarray T, int kind, Job *job,
                    object weights=*) except -1
     cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
                        int batches=*, object progress=*) except? -1
     cdef void leave(self) noexcept
     cdef object checked_X(self, X, bint check=*)
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)
-    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=*,
+    cdef Rows rows_of(self, object X, cnp.ndarray T, int kind, object order=*,
                       object weights=*) except *
     cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL
     cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm,

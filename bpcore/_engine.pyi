@@ -16,6 +16,21 @@ _A = TypeVar("_A", bound=np.ndarray[Any, Any])
 def check_finite(a: npt.NDArray[Any], name: str) -> None:
     """Raise ValueError unless every value of the float array a is finite."""
 
+class CSRMatrix:
+    """A sparse X (n, cols) in compressed sparse row form as the engine takes it (values float32
+    or float64, int32 columns, intp row offsets), its structure checked once; read-only."""
+
+    data: npt.NDArray[Any]
+    indices: npt.NDArray[np.int32]
+    indptr: npt.NDArray[np.intp]
+    shape: tuple[int, int]
+    def __init__(self, data: npt.NDArray[Any], indices: npt.NDArray[np.int32],
+                 indptr: npt.NDArray[np.intp], n_cols: int) -> None: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def nnz(self) -> int: ...
+
 class Engine:
     """The native training state of one network: its layout, and workspaces for a batch.
 

@@ -23,8 +23,9 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
-from bpcore._layers cimport (ActSpec, DenseLayer, DropSpec, SOFTMAX, activation_backward,
-                             act_rows, begin_drop, colsum_rows, dact_rows, dense_backward,
+from bpcore._layers cimport (ActSpec, CSR, DenseLayer, DropSpec, SOFTMAX, activation_backward,
+                             act_rows, begin_drop, colsum_rows, csr_backward, csr_forward,
+                             csr_forward_rows, csr_gradient_rows, dact_rows, dense_backward,
                              dense_forward, drop_rows, drop_spec, softmax_rows, undrop_rows)
 from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport (BCE_LOGITS, MSE, POISSON, XENT_LABELS, XENT_PROBS, MEAN, SUM,
@@ -71,6 +72,12 @@ cdef inline floating *_Z(const Net *net, const Workspace *ws, int l,
     if l < 0 or ws.zoff[l] < 0:
         return NULL
     return <floating *>ws.keeps + ws.zoff[l]
+
+
+cdef inline bint _sparse_input(const Workspace *ws, int l) noexcept nogil:
+    """Whether layer l reads the batch's sparse rows (ws.xcsr) instead of a dense input: the
+    first layer of a sparse X. (X is then NULL: only these branches read the input.)"""
+    return l == 0 and ws.xcsr.indptr != NULL
 
 
 cdef inline int _group(const Optimizer *opt, int l, bint bias) noexcept nogil:
@@ -141,7 +148,10 @@ cdef void forward(const Net *net, Workspace *ws, const floating *X) noexcept nog
     cdef DenseLayer layer
     for l in range(net.L):
         layer = _layer(net, ws, l)
-        dense_forward(&layer, ws.rows, _A(net, ws, l - 1, X), _A(net, ws, l, X))
+        if _sparse_input(ws, l):
+            csr_forward(&layer, ws.rows, ws.xcsr, _A(net, ws, l, X))
+        else:
+            dense_forward(&layer, ws.rows, _A(net, ws, l - 1, X), _A(net, ws, l, X))
 
 
 cdef double output_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
@@ -169,24 +179,51 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
     _through(net, ws, l - 1, blk, fi, dn, X)
 
 
+cdef void _sparse_update_rows(const Net *net, const Workspace *ws, const Optimizer *opt,
+                             int r0, int r1, const floating *d) noexcept nogil:
+    """Rows r0..r1-1 of the first layer's dW = X.T @ d (X the batch's sparse rows) into G,
+    masked, then the update of those rows of W_0. The gradient is dense: a row of W whose
+    feature no row of the batch has gets a zero gradient, and its update still runs (weight
+    decay, momentum, Adam's moments), as in the dense path."""
+    cdef int fo = net.sizes[1]
+    cdef Py_ssize_t i, at = <Py_ssize_t>r0 * fo, count = <Py_ssize_t>(r1 - r0) * fo
+    cdef floating *W = <floating *>net.P + net.woff[0]
+    cdef floating *G = <floating *>net.G + net.woff[0]
+    cdef const floating *mask = <const floating *>net.mask[0]
+    if count <= 0:
+        return
+    memset(G + at, 0, count * sizeof(floating))
+    csr_gradient_rows(ws.xcsr, ws.rows, fo, r0, r1, d, G)
+    if mask != NULL:
+        for i in range(at, at + count):
+            G[i] *= mask[i]
+    update_block(opt, _group(opt, 0, False), net.woff[0] + at, count, W + at, G + at)
+
+
 cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
                               const Optimizer *opt, int l, const floating *d,
                               const floating *X) noexcept nogil:
     """Rows of dW_l = A_{l-1}.T @ d into G, then the update of those rows of W_l at once; and
     of this part's share of the bias (after W_l in the flat buffers)."""
-    cdef int fi = net.sizes[l], fo = net.sizes[l + 1], c0, c1
+    cdef int fi = net.sizes[l], fo = net.sizes[l + 1], c0, c1, r0, r1
     cdef Py_ssize_t nw = <Py_ssize_t>fi * fo, woff = net.woff[l], r, j, at
     cdef floating *W = <floating *>net.P + woff
     cdef floating *G = <floating *>net.G + woff
     cdef const floating *mask = <const floating *>net.mask[l]
-    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1,
-                               _A(net, ws, l - 1, X), fi, d, fo, <floating>0, G, fo, part, nparts)
-    for r in range(blk.r0, blk.r1):
-        at = r * fo + blk.c0
-        if mask != NULL:
-            for j in range(blk.c1 - blk.c0):
-                G[at + j] *= mask[at + j]
-        update_block(opt, _group(opt, l, False), woff + at, blk.c1 - blk.c0, W + at, G + at)
+    cdef Block blk
+    if _sparse_input(ws, l):  # this part's rows of W, each formed whole
+        even_share(fi, part, nparts, &r0, &r1)
+        _sparse_update_rows(net, ws, opt, r0, r1, d)
+    else:
+        blk = gemm_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1, _A(net, ws, l - 1, X), fi,
+                        d, fo, <floating>0, G, fo, part, nparts)
+        for r in range(blk.r0, blk.r1):
+            at = r * fo + blk.c0
+            if mask != NULL:
+                for j in range(blk.c1 - blk.c0):
+                    G[at + j] *= mask[at + j]
+            update_block(opt, _group(opt, l, False), woff + at, blk.c1 - blk.c0, W + at,
+                         G + at)
     even_share(fo, part, nparts, &c0, &c1)
     for j in range(c0, c1):
         G[nw + j] = 0
@@ -250,9 +287,16 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
     cdef Py_ssize_t r
     cdef const floating *W
     cdef floating *first = <floating *>ws.partials
+    cdef DenseLayer layer
     for l in range(net.L):
         fi, fo = net.sizes[l], net.sizes[l + 1]
         W = <const floating *>net.P + net.woff[l]
+        if _sparse_input(ws, l):  # no split-K: each thread forms its rows of the batch whole
+            layer = _layer(net, ws, l)
+            even_share(n, tid, nt, &r0, &r1)
+            csr_forward_rows(&layer, r0, r1, ws.xcsr, _A(net, ws, l, X))
+            bp_omp_barrier()
+            continue
         p = tid
         while p < parts:
             even_share(fi, p, parts, &r0, &r1)
@@ -309,7 +353,9 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                 gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
                      W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
                 _through(net, ws, l - 1, _block(0, n, r0, r1), fi, dn, X)
-            if fused:
+            if _sparse_input(ws, l):
+                _sparse_update_rows(net, ws, opt, r0, r1, d)
+            elif fused:
                 src.rows, src.stride, src.D, src.ld = n, fi, d, fo
                 for i in range(r0, r1):
                     src.x = Xl + i
@@ -381,7 +427,10 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     value = output_delta(net, ws, loss, b, X)
     for l in range(net.L - 1, -1, -1):
         layer = _layer(net, ws, l)
-        dense_backward(&layer, ws.rows, _A(net, ws, l - 1, X), d, dn if l > 0 else NULL)
+        if _sparse_input(ws, l):
+            csr_backward(&layer, ws.rows, ws.xcsr, d)
+        else:
+            dense_backward(&layer, ws.rows, _A(net, ws, l - 1, X), d, dn if l > 0 else NULL)
         if l > 0:
             _through_rows(net, ws, l - 1, dn, X)
         tmp = d
@@ -460,16 +509,45 @@ cdef void gather_rows(int nrows, int width, const floating *src, const Py_ssize_
         memcpy(&dst[r * width], &src[idx[r] * width], width * sizeof(floating))
 
 
+cdef void gather_csr(int nrows, CSR src, const Py_ssize_t *idx, Workspace *ws,
+                     const floating *like) noexcept nogil:
+    """ws.xcsr = rows idx[0..nrows) of src, copied into the workspace's gather buffers (sized
+    by the engine for the epoch's fullest batch). (`like` only picks the dtype.)"""
+    cdef Py_ssize_t *indptr = ws.gather_indptr
+    cdef Py_ssize_t r, i, count
+    indptr[0] = 0
+    for r in range(nrows):
+        i = idx[r]
+        indptr[r + 1] = indptr[r] + (src.indptr[i + 1] - src.indptr[i])
+    for r in prange(nrows, num_threads=threads_for(indptr[nrows] * 2), schedule="static"):
+        i = idx[r]
+        count = src.indptr[i + 1] - src.indptr[i]
+        memcpy(ws.gather_indices + indptr[r], src.indices + src.indptr[i], count * sizeof(int))
+        memcpy(<floating *>ws.gather_data + indptr[r], <const floating *>src.data + src.indptr[i],
+               count * sizeof(floating))
+    ws.xcsr.indptr, ws.xcsr.indices, ws.xcsr.data = indptr, ws.gather_indices, ws.gather_data
+
+
 cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start, int count,
                      const floating **X) noexcept nogil:
     """Point X and the returned targets at `count` rows from `start`: slices of the data in the
-    stored order, else gathered into the workspace's batch buffers. Sets ws.rows."""
+    stored order, else gathered into the workspace's batch buffers. Sets ws.rows, and ws.xcsr
+    for sparse rows (X is then NULL)."""
     cdef int fi = net.sizes[0], c = net.sizes[net.L], r
     cdef Batch b
     ws.rows = count
     b.T, b.labels, b.weights = NULL, NULL, NULL
+    ws.xcsr.indptr = NULL
+    if data.sparse.indptr != NULL:
+        X[0] = NULL
+        if data.idx == NULL:  # a view: the kernels read indptr's offsets as they are
+            ws.xcsr = data.sparse
+            ws.xcsr.indptr = data.sparse.indptr + start
+        else:
+            gather_csr(count, data.sparse, data.idx + start, ws, <const floating *>NULL)
     if data.idx == NULL:
-        X[0] = <const floating *>data.X + start * fi
+        if data.sparse.indptr == NULL:
+            X[0] = <const floating *>data.X + start * fi
         if data.all.T != NULL:
             b.T = <const floating *>data.all.T + start * c
         if data.all.labels != NULL:
@@ -477,8 +555,9 @@ cdef Batch take_rows(const Net *net, Workspace *ws, Rows data, Py_ssize_t start,
         if data.all.weights != NULL:
             b.weights = <const floating *>data.all.weights + start
         return b
-    gather_rows(count, fi, <const floating *>data.X, data.idx + start, <floating *>ws.xb)
-    X[0] = <const floating *>ws.xb
+    if data.sparse.indptr == NULL:
+        gather_rows(count, fi, <const floating *>data.X, data.idx + start, <floating *>ws.xb)
+        X[0] = <const floating *>ws.xb
     if data.all.T != NULL:
         gather_rows(count, c, <const floating *>data.all.T, data.idx + start, <floating *>ws.tb)
         b.T = ws.tb
@@ -660,7 +739,7 @@ def check_finite(cnp.ndarray a, str name):
 
 _FAILURES = {LOSS_NONFINITE: "loss", GRADIENT_NONFINITE: "gradient", UPDATE_NONFINITE: "update"}
 _TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp",
-              cnp.NPY_UINT64: "uint64"}
+              cnp.NPY_UINT64: "uint64", cnp.NPY_INT32: "int32"}
 
 
 cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim, Py_ssize_t rows,
@@ -693,6 +772,58 @@ cdef ActSpec _act_spec(object act, str name) except *:
         raise ValueError(f"{name}: expected an Activation, got {act}")
     spec.kind, spec.p0, spec.p1 = kind, p0, p1
     return spec
+
+
+cdef class CSRMatrix:
+    """A sparse X (n, cols) in compressed sparse row form, as the engine takes it: ``data``
+    (the values, float32 or float64), ``indices`` (their columns, int32) and ``indptr`` (intp,
+    n + 1 offsets: row r's entries are indptr[r] .. indptr[r + 1] - 1), read-only views; within
+    a row, columns may come in any order and repeat (repeats add up). The structure is checked
+    here, once, since the kernels index W by the columns and the entries by the offsets; the
+    values are checked by whoever uses them (finite, the network's dtype).
+    bpcore._validation.as_sparse_matrix builds one from any scipy.sparse matrix."""
+    cdef readonly object data, indices, indptr, shape
+
+    def __init__(self, data, indices, indptr, Py_ssize_t n_cols):
+        cdef cnp.ndarray values = _arr(data, "data", cnp.NPY_FLOAT64
+                                       if np.asarray(data).dtype == np.float64
+                                       else cnp.NPY_FLOAT32, 1, -1, -1)
+        cdef Py_ssize_t nnz = values.shape[0]
+        cdef cnp.ndarray columns = _arr(indices, "indices", cnp.NPY_INT32, 1, nnz, -1)
+        cdef cnp.ndarray offsets = _arr(indptr, "indptr", cnp.NPY_INTP, 1, -1, -1)
+        cdef Py_ssize_t n = offsets.shape[0] - 1
+        if not 0 < n_cols < 2**31:
+            raise ValueError(f"n_cols: expected a positive 32-bit size, got {n_cols}")
+        if n < 0 or offsets[0] != 0 or offsets[n] != nnz:
+            raise ValueError(f"indptr: expected n + 1 offsets from 0 to the {nnz} entries, got "
+                             f"{offsets.shape[0]}: {offsets[:4]}...")
+        if n > 2**31 - 1:
+            raise ValueError(f"indptr: expected at most {2**31 - 1} rows, got {n}")
+        if np.any(offsets[1:] < offsets[:n]):
+            raise ValueError("indptr: expected non-decreasing offsets")
+        if nnz and (columns.min() < 0 or columns.max() >= n_cols):
+            raise ValueError(f"indices: expected columns in [0, {n_cols}), got "
+                             f"{columns.min()} to {columns.max()}")
+        self.data, self.indices, self.indptr = _frozen(values), _frozen(columns), _frozen(offsets)
+        self.shape = (n, n_cols)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nnz(self):
+        return self.data.shape[0]
+
+    def __repr__(self):
+        return f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype.name})"
+
+
+cdef object _frozen(cnp.ndarray a):
+    """A read-only view of a: the checked structure cannot be written through the CSRMatrix."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 cdef class Engine:
@@ -860,19 +991,18 @@ cdef class Engine:
             undropped = np.empty(max(dropped, 1), self.dtype)
             drop_masks = np.empty(max(dropped, 1), np.uint8)
             deltas = np.empty(2 * n * widest, self.dtype)
-            xbuf = np.empty(n * self.net.sizes[0], self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
             wbuf = np.empty(n, self.dtype)
             parts = np.empty(max(nt * rows * widest, 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
             need = dropped + (off + kept + dropped + 2 * n * widest  # the masks: a byte each
-                              + n * (self.net.sizes[0] + self.net.sizes[L] + 1)
+                              + n * (self.net.sizes[L] + 1)
                               + nt * rows * widest) * item
             raise MemoryError(f"bpcore's workspace for batches of {n} rows on {nt} threads "
                               f"needs {need:,} bytes, more than this machine can allocate: use "
                               f"smaller batches or fewer threads") from None
-        self.acts_ws, self.delta_ws, self.xbuf, self.tbuf, self.lbuf = acts, deltas, xbuf, tbuf, lbuf
+        self.acts_ws, self.delta_ws, self.tbuf, self.lbuf = acts, deltas, tbuf, lbuf
         self.wbuf = wbuf
         self.part_ws, self.keep_ws = parts, keeps
         self.undropped_ws, self.mask_ws = undropped, drop_masks
@@ -886,13 +1016,42 @@ cdef class Engine:
         self.ws.masks = <unsigned char *>_data(self.mask_ws)
         self.ws.d0 = _data(self.delta_ws)
         self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
-        self.ws.xb, self.ws.tb = _data(self.xbuf), _data(self.tbuf)
+        self.ws.tb = _data(self.tbuf)
         self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
         self.ws.wb = _data(self.wbuf)
         self.ws.partials = _data(self.part_ws)
         self.ws.pstride = rows * widest
         self.part_threads = nt
         self.ws.capacity = <int>n
+        return 0
+
+    cdef int reserve_gather(self, Rows data, int batch_size) except -1:
+        """Room for a shuffled batch's gathered rows of X (none for the stored order): batch_size
+        dense rows, or for sparse rows the entries of the fullest batch of data's order."""
+        cdef Py_ssize_t rows = min(<Py_ssize_t>batch_size, data.N), most = 0, held, start, r, i
+        if data.idx == NULL:
+            return 0
+        if data.sparse.indptr == NULL:
+            if self.xbuf is None or self.xbuf.size < rows * self.net.sizes[0]:
+                self.xbuf = None  # the old one goes first: the two together may not fit
+                self.xbuf = np.empty(rows * self.net.sizes[0], self.dtype)
+                self.ws.xb = _data(self.xbuf)
+            return 0
+        for start in range(0, data.N, batch_size):
+            held = 0
+            for r in range(start, min(start + batch_size, data.N)):
+                i = data.idx[r]
+                held += data.sparse.indptr[i + 1] - data.sparse.indptr[i]
+            most = max(most, held)
+        if self.gather_indptr is None or self.gather_indptr.size < rows + 1:
+            self.gather_indptr = np.empty(rows + 1, np.intp)
+            self.ws.gather_indptr = <Py_ssize_t *>_data(self.gather_indptr)
+        if self.gather_data is None or self.gather_data.size < most:
+            self.gather_indices = self.gather_data = None
+            self.gather_indices = np.empty(max(most, 1), np.int32)
+            self.gather_data = np.empty(max(most, 1), self.dtype)
+            self.ws.gather_indices = <int *>_data(self.gather_indices)
+            self.ws.gather_data = _data(self.gather_data)
         return 0
 
     def workspaces(self):
@@ -934,6 +1093,17 @@ cdef class Engine:
         self.busy = False
 
     cdef object checked_X(self, X, bint check=True):
+        """X as this network's input: a C-contiguous (n, inputs) array of its dtype, or a
+        CSRMatrix of its dtype and width; n >= 1; finite values unless check is False."""
+        if isinstance(X, CSRMatrix):
+            if X.dtype != self.dtype:
+                raise TypeError(f"X: expected dtype {self.dtype.name}, got {X.dtype.name}")
+            if X.shape[1] != self.net.sizes[0] or X.shape[0] == 0:
+                raise ValueError(f"X: expected shape (n, {self.net.sizes[0]}) with n >= 1, got "
+                                 f"{X.shape}")
+            if check:
+                check_finite(X.data, "X")
+            return X
         cdef cnp.ndarray Xa = _arr(X, "X", self.typenum, 2, -1, self.net.sizes[0])
         if Xa.shape[0] == 0:
             raise ValueError(f"X: expected at least one row, got shape {X.shape}")
@@ -960,12 +1130,19 @@ cdef class Engine:
             raise ValueError(f"loss_kind: expected a LossKind, got {kind}")
         return T
 
-    cdef Rows rows_of(self, cnp.ndarray X, cnp.ndarray T, int kind, object order=None,
+    cdef Rows rows_of(self, object X, cnp.ndarray T, int kind, object order=None,
                       object weights=None) except *:
-        """The rows of X with their targets and sample weights (None: 1; values are the
-        caller's to check, the shape is checked here), in the given order."""
+        """The rows of X (checked_X's) with their targets and sample weights (None: 1; values
+        are the caller's to check, the shape is checked here), in the given order."""
         cdef Rows r
-        r.N, r.X, r.idx, r.batch_size = X.shape[0], _data(X), NULL, X.shape[0]
+        r.N, r.idx, r.batch_size = X.shape[0], NULL, X.shape[0]
+        r.X, r.sparse.indptr, r.sparse.indices, r.sparse.data = NULL, NULL, NULL, NULL
+        if isinstance(X, CSRMatrix):
+            r.sparse.indptr = <const Py_ssize_t *>_data(<cnp.ndarray>X.indptr)
+            r.sparse.indices = <const int *>_data(<cnp.ndarray>X.indices)
+            r.sparse.data = _data(<cnp.ndarray>X.data)
+        else:
+            r.X = _data(<cnp.ndarray>X)
         r.all.T = _data(T) if kind != XENT_LABELS else NULL
         r.all.labels = <const Py_ssize_t *>_data(T) if kind == XENT_LABELS else NULL
         r.all.weights = NULL
@@ -1022,13 +1199,13 @@ cdef class Engine:
         """One fused step on the batch X; returns the loss (of the weights before the step).
         pos_weight: BCE_LOGITS's per-output weights of the positive term, or None;
         sample_weight: the rows' weights (n,), or None."""
-        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef object Xa = self.checked_X(X)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
         cdef Rows rows = self.rows_of(Xa, T, loss_kind, None, sample_weight)
-        cdef double weight = (weight_sum(Xa.shape[0], <const double *>rows.all.weights)
+        cdef double weight = (weight_sum(<int>rows.N, <const double *>rows.all.weights)
                               if self.f64 else
-                              weight_sum(Xa.shape[0], <const float *>rows.all.weights))
-        cdef double total = self._train(rows, Xa.shape[0],
+                              weight_sum(<int>rows.N, <const float *>rows.all.weights))
+        cdef double total = self._train(rows, <int>rows.N,
                                         self.step_conf(loss_kind, reduction, max_grad_norm,
                                                        pos_weight), optimizer)
         if reduction == MEAN:  # _train weights each batch's mean by its rows' weight
@@ -1048,7 +1225,7 @@ cdef class Engine:
         epoch's first `batches` batches (the replay of an epoch up to a failed step).
         pos_weight and sample_weight (all rows', in the stored order) as for train_step; mean
         batch losses are weighted by their rows' summed weight."""
-        cdef cnp.ndarray Xa = self.checked_X(X, check)
+        cdef object Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -1072,6 +1249,7 @@ cdef class Engine:
         self.failure = None
         self.enter(min(<Py_ssize_t>batch_size, data.N))
         try:
+            self.reserve_gather(data, batch_size)
             job.first = 0
             while job.first < nb:
                 job.last = min(job.first + SIGNAL_EVERY, nb)
@@ -1089,7 +1267,7 @@ cdef class Engine:
 
     def predict(self, X, out):
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
-        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef object Xa = self.checked_X(X)
         cdef cnp.ndarray O = _arr(out, "out", self.typenum, 2, Xa.shape[0],
                                   self.net.sizes[self.net.L], True)
         cdef Job job
@@ -1100,7 +1278,7 @@ cdef class Engine:
     def evaluate(self, X, target, int loss_kind, pos_weight=None, sample_weight=None):
         """(summed loss, summed weight of the rows right: see evaluate_rows) over all rows of
         X, in chunks; without sample weights the weight of a row is 1."""
-        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef object Xa = self.checked_X(X)
         cdef Job job
         job.kind, job.correct = EVALUATE, 0
         job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
@@ -1114,7 +1292,7 @@ cdef class Engine:
         with its gradient written into the flat gradient buffer (replacing it); in chunks of
         rows, no per-row Python. (A loss's reduction is a scale of the sum: the caller's loss
         object knows which.)"""
-        cdef cnp.ndarray Xa = self.checked_X(X)
+        cdef object Xa = self.checked_X(X)
         cdef Job job
         job.kind, job.scale = GRADIENT, scale
         job.conf = self.step_conf(loss_kind, SUM, 0, pos_weight)
@@ -1122,7 +1300,7 @@ cdef class Engine:
                    sample_weight)
         return job.total
 
-    cdef int _pass(self, cnp.ndarray X, cnp.ndarray T, int kind, Job *job,
+    cdef int _pass(self, object X, cnp.ndarray T, int kind, Job *job,
                    object weights=None) except -1:
         """One job over all rows of X, in chunks of the workspace's capacity."""
         cdef Rows data = self.rows_of(X, T, kind, None, weights)

@@ -44,6 +44,15 @@ ctypedef struct DenseLayer:
     void *undropped        # (n, fan_out): where the activation's output is kept, and
     unsigned char *drop_mask  # (n, fan_out): the step's dropout mask
 
+# rows of a sparse X (n, fi) in compressed sparse row form: row r's entries are
+# indptr[r] .. indptr[r + 1] - 1 of indices (their columns) and data (their values, of the
+# network's dtype); indptr[0] need not be 0 (a view of rows of a larger matrix). Columns may
+# repeat within a row (their values add up) and come in any order.
+ctypedef struct CSR:
+    const Py_ssize_t *indptr   # NULL: no sparse rows (X is dense)
+    const int *indices
+    const void *data
+
 # Z (n, fo) = act(X (n, fi) @ W + b); the activation's input into layer.keep unless NULL
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
                         floating *Z) noexcept nogil
@@ -52,6 +61,22 @@ cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
 # dW *= mask unless mask is NULL, so masked weights never move
 cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
                          const floating *dZ, floating *dX) noexcept nogil
+
+# the same for a sparse X: rows r0..r1-1 of Z, each the sum of its entries' rows of W (in the
+# order stored) plus b, on the calling thread; and all n rows, rows split among the threads.
+# A row's values never depend on the threads.
+cdef void csr_forward_rows(const DenseLayer *layer, int r0, int r1, CSR x,
+                           floating *Z) noexcept nogil
+cdef void csr_forward(const DenseLayer *layer, int n, CSR x, floating *Z) noexcept nogil
+
+# dW[c0:c1] += X[:, c0:c1].T @ dZ for a sparse X (n rows): each entry (r, c) with c0 <= c < c1
+# adds data * dZ[r] to row c of dW (fo wide), entries in the order stored; the caller's thread
+cdef void csr_gradient_rows(CSR x, int n, int fo, int c0, int c1, const floating *dZ,
+                            floating *dW) noexcept nogil
+
+# dense_backward for a sparse X (no dX: it is a network's input): dW += X.T @ dZ (W's rows split
+# among the threads, the same sums whatever their count), db += dZ.sum(0), dW *= mask
+cdef void csr_backward(const DenseLayer *layer, int n, CSR x, const floating *dZ) noexcept nogil
 
 # A (rows, c) = act(Z), row-wise for SOFTMAX; in place (A == Z) is allowed
 cdef void activation_forward(const ActSpec *act, int rows, int c, const floating *Z,

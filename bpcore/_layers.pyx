@@ -8,6 +8,7 @@ elementwise work to the block it just computed, while that block is in its cache
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memset
 
 from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
 from bpcore._simd cimport BP_DROP_STEP, bp_act_needs_input, bp_drop_hash, bp_simd_table, simd
@@ -160,6 +161,104 @@ cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,
         while p < parts:
             _backward_part(p, parts, layer, n, X, dZ, dX)
             p = p + team
+
+
+# ---- the first layer of a sparse X (CSR rows) ----
+
+cdef inline void _axpy(int n, floating a, const floating *x, floating *y) noexcept nogil:
+    """y[:n] += a * x[:n], with the SIMD table's loop (a one-row outer product)."""
+    if floating is float:
+        K.outer_f32(n, 1, 0, &a, x, 0, y)
+    else:
+        K.outer_f64(n, 1, 0, &a, x, 0, y)
+
+
+cdef void csr_forward_rows(const DenseLayer *layer, int r0, int r1, CSR x,
+                           floating *Z) noexcept nogil:
+    cdef int r, fo = layer.fan_out
+    cdef Py_ssize_t k
+    cdef const floating *W = <const floating *>layer.W
+    cdef const floating *v = <const floating *>x.data
+    cdef floating *z
+    cdef Block blk
+    if r1 <= r0:
+        return
+    for r in range(r0, r1):
+        z = Z + <Py_ssize_t>r * fo
+        memset(z, 0, fo * sizeof(floating))
+        for k in range(x.indptr[r], x.indptr[r + 1]):
+            _axpy(fo, v[k], W + <Py_ssize_t>x.indices[k] * fo, z)
+    blk.r0, blk.r1, blk.c0, blk.c1 = r0, r1, 0, fo
+    # the epilogue of the dense forward part, on these rows (dropout masks are counter-based:
+    # the same whatever the split)
+    if layer.drop == NULL:
+        act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
+        return
+    act_rows(blk, fo, Z, <const floating *>layer.b, <floating *>layer.undropped,
+             <floating *>layer.keep, layer.act)
+    drop_rows(blk, fo, <const floating *>layer.undropped, Z, layer.drop_mask, layer.drop)
+
+
+cdef inline void _csr_forward_share(int tid, int team, const DenseLayer *layer, int n, CSR x,
+                                    floating *Z) noexcept nogil:
+    cdef int r0, r1
+    even_share(n, tid, team, &r0, &r1)
+    csr_forward_rows(layer, r0, r1, x, Z)
+
+
+cdef void csr_forward(const DenseLayer *layer, int n, CSR x, floating *Z) noexcept nogil:
+    cdef int tid, team
+    # the work is a multiply-add per entry and output, and the epilogue per output
+    cdef int nt = threads_for((x.indptr[n] - x.indptr[0] + n) * <Py_ssize_t>layer.fan_out)
+    if nt == 1:
+        csr_forward_rows(layer, 0, n, x, Z)
+    else:
+        with parallel(num_threads=nt):
+            tid, team = threadid(), bp_omp_team_size()
+            _csr_forward_share(tid, team, layer, n, x, Z)
+    if layer.act.kind == SOFTMAX:
+        softmax_rows(n, layer.fan_out, Z)
+
+
+cdef void csr_gradient_rows(CSR x, int n, int fo, int c0, int c1, const floating *dZ,
+                            floating *dW) noexcept nogil:
+    cdef int r, c
+    cdef Py_ssize_t k
+    cdef const floating *v = <const floating *>x.data
+    # every thread reads all the entries and takes those of its rows of dW: no two threads
+    # write one row, and each row adds its terms in the stored order whatever the split
+    for r in range(n):
+        for k in range(x.indptr[r], x.indptr[r + 1]):
+            c = x.indices[k]
+            if c0 <= c < c1:
+                _axpy(fo, v[k], dZ + <Py_ssize_t>r * fo, dW + <Py_ssize_t>c * fo)
+
+
+cdef inline void _csr_backward_share(int tid, int team, const DenseLayer *layer, int n, CSR x,
+                                     const floating *dZ) noexcept nogil:
+    cdef int fo = layer.fan_out, r0, r1, c0, c1
+    cdef floating *dW = <floating *>layer.dW
+    cdef const floating *mask = <const floating *>layer.mask
+    cdef Py_ssize_t i
+    even_share(layer.fan_in, tid, team, &r0, &r1)
+    csr_gradient_rows(x, n, fo, r0, r1, dZ, dW)
+    if mask != NULL:
+        for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
+            dW[i] *= mask[i]
+    even_share(fo, tid, team, &c0, &c1)
+    colsum_rows(n, c0, c1, fo, dZ, <floating *>layer.db)
+
+
+cdef void csr_backward(const DenseLayer *layer, int n, CSR x, const floating *dZ) noexcept nogil:
+    cdef int tid, team
+    cdef int nt = threads_for(<Py_ssize_t>layer.fan_in * layer.fan_out
+                              + (x.indptr[n] - x.indptr[0]) * <Py_ssize_t>layer.fan_out)
+    if nt == 1:
+        _csr_backward_share(0, 1, layer, n, x, dZ)
+        return
+    with parallel(num_threads=nt):
+        tid, team = threadid(), bp_omp_team_size()
+        _csr_backward_share(tid, team, layer, n, x, dZ)
 
 
 # ---- activations over whole arrays ----

@@ -8,11 +8,12 @@ a copy. Errors name the argument, what was expected and what was received.
 import math
 import numbers
 import os
+import sys
 
 import numpy as np
 
 from bpcore._claims import Claimed
-from bpcore._engine import check_finite
+from bpcore._engine import CSRMatrix, check_finite
 from bpcore._losses import check_labels
 
 _INT_MAX = 2**31 - 1
@@ -74,6 +75,55 @@ def as_matrix(a, name, dtype, cols=None, what="n_features", allow_empty=False, f
     if finite:
         check_finite(arr, name)
     return arr
+
+
+def is_sparse(a):
+    """True for a scipy.sparse matrix or array (scipy.sparse is not imported for the question:
+    nothing can be one before it is)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(a)
+
+
+def as_sparse_matrix(a, name, dtype, cols=None, what="n_features", finite=True):
+    """A scipy.sparse matrix a as the engine's CSRMatrix: values of dtype, int32 columns, intp
+    row offsets, converted once where they differ (the values are shared when they already are
+    dtype). CSR is used as it is; every other format (CSC, COO, LIL, DOK, BSR, DIA) is converted
+    to CSR first, one copy, as scikit-learn's accept_sparse="csr" does: only the layout differs,
+    the matrix is the same (COO's and DOK's repeated entries add up, in any format). Integer and
+    boolean values are converted like a dense X; columns may be unsorted or repeat."""
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D sparse matrix (n_samples, {what}), got "
+                         f"{a.ndim}-D with shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a sparse matrix of real numbers, got dtype "
+                        f"{a.dtype.name!r}")
+    n, m = a.shape
+    if cols is not None and m != cols:
+        raise ValueError(f"{name}: expected {cols} columns ({what}), got shape {a.shape}")
+    if n == 0:
+        raise ValueError(f"{name}: expected at least one row, got an empty batch of shape {a.shape}")
+    if n > _INT_MAX or m > _INT_MAX:
+        raise ValueError(f"{name}: expected at most {_INT_MAX} rows and columns "
+                         f"(BLAS dimensions are 32-bit), got shape {a.shape}")
+    csr = a if a.format == "csr" else a.tocsr()
+    nnz = int(csr.indptr[-1])
+    indices = csr.indices[:nnz]  # scipy may keep room for more entries past the last offset
+    if indices.dtype != np.int32:
+        # the columns are below cols <= _INT_MAX once in range; CSRMatrix checks the range of
+        # what it is given, so a column out of range is refused here, before int32 wraps it
+        if nnz and (indices.min() < 0 or indices.max() >= m):
+            raise ValueError(f"{name}: expected column indices in [0, {m}), got "
+                             f"{indices.min()} to {indices.max()}")
+        indices = indices.astype(np.int32)
+    data = np.ascontiguousarray(csr.data[:nnz], dtype=dtype)
+    try:
+        X = CSRMatrix(data, np.ascontiguousarray(indices),
+                      np.ascontiguousarray(csr.indptr, dtype=np.intp), m)
+    except ValueError as exc:  # a structure scipy would not build itself (edited arrays)
+        raise ValueError(f"{name}: expected a valid CSR structure, got {exc}") from None
+    if finite:
+        check_finite(X.data, name)
+    return X
 
 
 def as_labels(y, name, n, n_classes):

@@ -16,8 +16,8 @@ import numpy as np
 from bpcore import _engine
 from bpcore._claims import claim, release
 from bpcore._progress import EpochProgress
-from bpcore._validation import (as_matrix, check_choice, check_int, check_real,
-                                check_sample_weight, weight_total)
+from bpcore._validation import (as_matrix, as_sparse_matrix, check_choice, check_int,
+                                check_real, check_sample_weight, is_sparse, weight_total)
 from bpcore.callbacks import Callback
 from bpcore.errors import NonFiniteError
 from bpcore.layers import Activation, Dense, Dropout, Softmax
@@ -26,7 +26,7 @@ from bpcore.optim import LBFGS, Optimizer
 from bpcore.params import as_generator
 from bpcore.schedules import LRSchedule
 
-__all__ = ["engine_for", "train_step", "fit", "evaluate", "predict", "fit_lbfgs"]
+__all__ = ["engine_for", "engine_input", "train_step", "fit", "evaluate", "predict", "fit_lbfgs"]
 
 # each network's engine, built on first use (a network's layout never changes)
 _ENGINES = weakref.WeakKeyDictionary()
@@ -87,9 +87,18 @@ def engine_for(model):
     return eng
 
 
-def _input(model, X, name="X"):
-    """X as the engine takes it: exact arrays go straight through (the engine checks them
-    natively); anything else is converted once."""
+def engine_input(model, X, name="X", finite=False):
+    """X as the model's engine takes it, converted once: a C-contiguous (n, n_inputs) array of
+    the model's dtype (exact arrays go straight through: the engine checks them natively), or,
+    for a scipy.sparse matrix (any format), the engine's CSRMatrix, never densified (see
+    bpcore._validation.as_sparse_matrix). finite=True also checks the values here (else the
+    engine's entry points do)."""
+    if isinstance(X, _engine.CSRMatrix):  # converted already
+        return X
+    if is_sparse(X):
+        return as_sparse_matrix(X, name, model.dtype, cols=model.n_inputs, finite=finite)
+    if finite:
+        return as_matrix(X, name, model.dtype, cols=model.n_inputs)
     if (type(X) is np.ndarray and X.dtype == model.dtype and X.ndim == 2
             and X.shape[1] == model.n_inputs and X.shape[0] and X.flags.c_contiguous):
         return X
@@ -135,7 +144,7 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=N
     keys = claim((model.flat_params, model.flat_grads), "train_step")
     try:
         eng = engine_for(model)
-        X = _input(model, X)
+        X = engine_input(model, X)
         kind, T, pw = _target(model, loss, y, X.shape[0])
         w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
         value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
@@ -163,16 +172,39 @@ def _nonfinite(what, where, restored=False):
                           "cause.")
 
 
+# elements of a block of sparse rows made dense for a network the engine does not run
+_DENSE_BLOCK = 1 << 22
+
+
+def _through_layers(model, X):
+    for m in model.layers:
+        X = m.forward_unchecked(X, keep=False)
+    return X
+
+
+def _dense_rows(X, start, stop):
+    """Rows start..stop-1 of a CSRMatrix as a dense array (repeated columns add up)."""
+    stop = min(stop, X.shape[0])
+    out = np.zeros((stop - start, X.shape[1]), X.dtype)
+    lo, hi = X.indptr[start], X.indptr[stop]
+    rows = np.repeat(np.arange(stop - start), np.diff(X.indptr[start:stop + 1]))
+    np.add.at(out, (rows, X.indices[lo:hi]), X.data[lo:hi])
+    return out
+
+
 @_exclusive("predict")
 def predict(model, X):
     """The network's output for X (n, n_outputs), computed natively in chunks of rows (layer by
     layer, with the same kernels, for a layout the engine does not run)."""
-    X = _input(model, X)
+    X = engine_input(model, X)
     if model not in _ENGINES and isinstance(_engine_layout(model), int):
+        if isinstance(X, _engine.CSRMatrix):  # layer by layer, a bounded block of rows at a time
+            _engine.check_finite(X.data, "X")
+            step = max(1, _DENSE_BLOCK // X.shape[1])
+            return np.concatenate([_through_layers(model, _dense_rows(X, i, i + step))
+                                   for i in range(0, X.shape[0], step)])
         _engine.check_finite(X, "X")
-        for m in model.layers:
-            X = m.forward_unchecked(X, keep=False)
-        return X
+        return _through_layers(model, X)
     out = np.empty((X.shape[0], model.n_outputs), model.dtype)
     return engine_for(model).predict(X, out)
 
@@ -191,7 +223,7 @@ def evaluate(model, X, y, loss, sample_weight=None):
       (scikit-learn's subset accuracy for multi-label targets; plain accuracy for one column);
     - PoissonLoss: accuracy is None (a predicted rate is not right or wrong).
     """
-    X = _input(model, X)
+    X = engine_input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
     total, correct = engine_for(model).evaluate(X, T, kind, pw, w)
@@ -252,7 +284,7 @@ def _validation_data(model, loss, validation_data):
         if isinstance(validation_data, (tuple, list)):
             got += f" of length {len(validation_data)}"
         raise TypeError(f"validation_data: expected a pair (X_val, y_val), got {got}")
-    Xv = as_matrix(validation_data[0], "validation_data[0]", model.dtype, cols=model.n_inputs)
+    Xv = engine_input(model, validation_data[0], "validation_data[0]", finite=True)
     kind, T = loss.target_for(validation_data[1], Xv.shape[0], model.n_outputs, model.dtype,
                               name="validation_data[1]")
     return Xv, kind, T
@@ -362,7 +394,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer,
                          sample_weight=sample_weight, class_weight=class_weight)
     eng = engine_for(model)
-    X = _input(model, X)
+    X = engine_input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     w = _row_weights(model, loss, kind, T, sample_weight, class_weight)
     weight = weight_total(w, X.shape[0])
@@ -454,7 +486,7 @@ def loss_and_gradient(model, X, y, loss, sample_weight=None):
     train_step), and its gradient (a copy of the flat gradient buffer), from one native call;
     the weights are the model's own."""
     eng = engine_for(model)
-    X = _input(model, X)
+    X = engine_input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
     scale = loss.from_sum(1.0, weight_total(w, X.shape[0]), model.n_outputs)
@@ -475,7 +507,7 @@ def fit_lbfgs(model, X, y, *, loss, optimizer=None, sample_weight=None, class_we
     if not isinstance(settings, LBFGS):
         raise TypeError(f"optimizer: expected bpcore.LBFGS, got {type(settings).__name__}")
     eng = engine_for(model)
-    X = _input(model, X)
+    X = engine_input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     eng.check_data(X, T, kind)
     rows = _row_weights(model, loss, kind, T, sample_weight, class_weight)

@@ -299,7 +299,7 @@ loss = bpcore.SoftmaxCrossEntropyLoss()
 m.train_step(np.zeros((64, 784), np.float32), np.zeros(64, int), loss, opt)
 X = np.zeros((160_000, 784), np.float32); y = np.zeros(160_000, int)
 usage = int(open('/proc/self/statm').read().split()[0]) * 4096
-resource.setrlimit(resource.RLIMIT_AS, (usage + (600 << 20), usage + (600 << 20)))
+resource.setrlimit(resource.RLIMIT_AS, (usage + (300 << 20), usage + (300 << 20)))
 try:
     m.train_step(X, y, loss, opt)
     print("no error")

@@ -347,10 +347,12 @@ def in_form(a, form, draw):
 
 
 @st.composite
-def matrices(draw, rows, cols, forms, dtype=None, magnitude=None, label="array", prefer=None):
+def matrices(draw, rows, cols, forms, dtype=None, magnitude=None, label="array", prefer=None,
+             sparse_ok=False):
     """Arg for a (rows, cols) matrix in one of `forms`, sometimes of a junk kind or ndim;
     `prefer` (a model's dtype) is drawn half the time, so that arrays the engine takes as they
-    are (C-contiguous, the model's dtype) reach the native code directly."""
+    are (C-contiguous, the model's dtype) reach the native code directly. sparse_ok: a
+    scipy.sparse form is valid input (a model's X), with the dense values."""
     if dtype is None and prefer is not None and draw(st.booleans()):
         dtype = np.dtype(prefer).name
     shape_kind = draw(st.sampled_from(["ok"] * 10 + ["ndim", "junk", "ragged", "none", "huge"]))
@@ -382,6 +384,8 @@ def matrices(draw, rows, cols, forms, dtype=None, magnitude=None, label="array",
         a = a.astype(draw(st.sampled_from(REAL_DTYPES)))
         form = "c"
     obj, vals, code = in_form(a, form, draw)
+    if sparse_ok and form == "sparse" and vals is None and not isinstance(obj, np.ndarray):
+        vals = a
     return Arg(obj, vals, code, form)
 
 
@@ -1032,7 +1036,7 @@ def check_predict(data, forms):
     spec = data.draw(net_specs(), label="net")
     model = spec.build()
     n = data.draw(st.integers(0, 6), label="rows")
-    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype), label="X")
+    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype, sparse_ok=True), label="X")
     _log_detail(f"{spec!r}.predict({X!r})")
     ok, out = attempt(model.predict, X.obj)
     valid, Xv = matrix_validity(X, model.n_inputs, model.dtype)
@@ -1197,7 +1201,7 @@ def check_evaluate(data, forms):
     reduction = data.draw(st.sampled_from(["mean", "sum"] + (["half_sum"] if name == "mse" else [])))
     loss = _loss_obj(name, reduction)
     n = data.draw(st.integers(0, 6), label="rows")
-    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype), label="X")
+    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype, sparse_ok=True), label="X")
     T = data.draw(targets(name, n, model.n_outputs, forms), label="y")
     _log_detail(f"{spec!r}.evaluate({X!r}, {T!r}, {loss!r})")
     ok, res = attempt(model.evaluate, X.obj, T.obj, loss)
@@ -1399,7 +1403,7 @@ def check_train_step_arguments(data, forms):
     name = data.draw(st.sampled_from(["mse", "xent"]), label="loss")
     n = data.draw(st.integers(0, 5), label="rows")
     X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype, magnitude=data.draw(st.sampled_from(
-        ["small", "small", "wide", "nonfinite"]))), label="X")
+        ["small", "small", "wide", "nonfinite"])), sparse_ok=True), label="X")
     T = data.draw(targets(name, n, model.n_outputs, forms), label="y")
     loss = data.draw(st.sampled_from(["ok"] * 6 + ["other", "junk"]), label="loss_kind")
     if loss == "ok":
@@ -1539,7 +1543,7 @@ def check_fit_arguments(data, forms):
     name = data.draw(st.sampled_from(["mse", "xent"]), label="loss")
     loss_obj = _loss_obj(name, "mean")
     n = data.draw(st.integers(0, 6), label="rows")
-    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype, magnitude="small"), label="X")
+    X = data.draw(matrices(n, model.n_inputs, forms, prefer=model.dtype, magnitude="small", sparse_ok=True), label="X")
     T = data.draw(targets(name, n, model.n_outputs, forms), label="y")
     kw, bad = {}, []
     xvalid, Xv = matrix_validity(X, model.n_inputs, model.dtype)
