@@ -32,6 +32,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("bpcore.sklearn needs scikit-learn: pip install 'bpcore[sklearn]'") from exc
 
+from scipy.sparse import issparse
 from scipy.special import expit, xlogy
 
 from bpcore import io, training
@@ -166,10 +167,9 @@ class _BaseMLP(BaseEstimator):
                 "%s, got layers %s (set warm_start=False to start afresh)"
                 % ([w.shape for w in self.coefs_], units))
         model = self._network()
-        X = np.ascontiguousarray(X, model.dtype)
+        X = _in_dtype(X, model.dtype)
         if T.dtype.kind == "f":
             T = np.ascontiguousarray(T, model.dtype)
-        sample_weight = self._row_weights(T, sample_weight, incremental)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, model.dtype)
         head = _Head(self.out_activation_, self.n_outputs_)
@@ -312,8 +312,8 @@ class _BaseMLP(BaseEstimator):
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        return (np.ascontiguousarray(X_tr), np.ascontiguousarray(T_tr), sw_tr,
-                np.ascontiguousarray(X_val), self._targets_as_y(T_val), sw_val)
+        return (_in_dtype(X_tr, X.dtype), np.ascontiguousarray(T_tr), sw_tr,
+                _in_dtype(X_val, X.dtype), self._targets_as_y(T_val), sw_val)
 
     def _fit_stochastic(self, model, head, X, T, sample_weight, const, incremental):
         optimizer = self._optimizer_for(model, head, incremental)
@@ -324,6 +324,9 @@ class _BaseMLP(BaseEstimator):
             # each fit tracks its own best (a warm start's split is its own): SKLEARN_NOTES.md
             self.best_validation_score_ = -np.inf
             best_params = model.flat_params.copy()
+        # class weights weigh the training loss; the validation score is score()'s, by the
+        # sample weights alone
+        sample_weight = self._row_weights(T, sample_weight, incremental)
         n = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n)
@@ -422,6 +425,8 @@ class _BaseMLP(BaseEstimator):
         from sklearn.utils.optimize import _check_optimize_result
 
         eng = training.engine_for(model)
+        sample_weight = self._row_weights(T, sample_weight, False)
+        X = training.engine_input(model, X)  # sparse rows stay sparse (the engine's CSR)
         kind, target = head.loss.target_for(T, X.shape[0], model.n_outputs, model.dtype)
         eng.check_data(X, target, kind)
         w_rows = None if sample_weight is None else np.ascontiguousarray(sample_weight,
@@ -456,14 +461,15 @@ class _BaseMLP(BaseEstimator):
 
     def _output(self, model, X):
         """The output activation of the network for X (validated, in the network's dtype)."""
-        Z = training.predict(model, np.ascontiguousarray(X, model.dtype))
+        Z = training.predict(model, _in_dtype(X, model.dtype))
         return _Head(self.out_activation_, self.n_outputs_).activate(Z)
 
     def _forward(self, X):
         """The output activation for X, from coefs_ and intercepts_ as they are now
         (assigning them changes the predictions, as in scikit-learn)."""
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                          reset=False)
         with self._threads():
             return self._output(self._network(), X)
 
@@ -475,6 +481,11 @@ class _BaseMLP(BaseEstimator):
                 not np.isfinite(y_pred).all():
             return np.nan
         return self._score_function(y, y_pred, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR/CSC: the first layer multiplies the rows natively
+        return tags
 
     # -- bpcore's network and checkpoint files --------------------------------------------
 
@@ -525,6 +536,13 @@ class _BaseMLP(BaseEstimator):
         if optimizer is not None:  # partial_fit's optimizer continues from its state
             state["_optimizer_state"] = optimizer.state_dict()
         return state
+
+
+def _in_dtype(X, dtype):
+    """X (an array, or a scipy.sparse matrix, which stays sparse) in the network's dtype."""
+    if issparse(X):
+        return X.astype(dtype, copy=False)
+    return np.ascontiguousarray(X, dtype)
 
 
 def _arguments(names):
@@ -610,8 +628,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         super().__init__(**_arguments(locals()))
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                             reset=reset)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -736,8 +754,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         super().__init__(**_arguments(locals()))
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = y.reshape(-1, 1) if y.ndim == 1 else y

@@ -697,3 +697,28 @@ def test_dropout_trains_continues_after_pickle_and_predicts_without_it():
         est.partial_fit(X, y)
     for p, q in zip(_params(d), _params(e)):
         np.testing.assert_array_equal(p, q)
+
+
+# -- sparse input ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_same_as_dense_and_as_scikit_learn(solver, fmt):
+    import scipy.sparse as sp
+    rng = np.random.RandomState(0)
+    dense = rng.binomial(1, 0.05, size=(300, 400)) * rng.uniform(0.5, 2.0, size=(300, 400))
+    y = (dense[:, :40].sum(1) > np.median(dense[:, :40].sum(1))).astype(int)
+    X = sp.csr_matrix(dense).asformat(fmt)
+    kw = dict(solver=solver, hidden_layer_sizes=(16,), max_iter=5, shuffle=False,
+              batch_size=50, random_state=0, alpha=0.01, learning_rate_init=0.01)
+    a = _quiet(bp.MLPClassifier(**kw).fit, X, y)
+    b = _quiet(bp.MLPClassifier(**kw).fit, dense, y)
+    c = _quiet(sk.MLPClassifier(**kw).fit, X, y)
+    for p, q, r in zip(_params(a), _params(b), _params(c)):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(p, r, rtol=0, atol=1e-9 if solver == "lbfgs" else 1e-12)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(dense), rtol=1e-12)
+    if solver != "lbfgs":
+        a.partial_fit(X, y)
+        b.partial_fit(dense, y)
+        np.testing.assert_allclose(a.coefs_[0], b.coefs_[0], rtol=1e-12, atol=1e-13)
