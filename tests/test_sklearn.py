@@ -722,3 +722,11 @@ def test_sparse_input_same_as_dense_and_as_scikit_learn(solver, fmt):
         a.partial_fit(X, y)
         b.partial_fit(dense, y)
         np.testing.assert_allclose(a.coefs_[0], b.coefs_[0], rtol=1e-12, atol=1e-13)
+
+
+def test_max_fun_warns_as_scikit_learn():
+    X, y = _iris()
+    for est in (sk.MLPClassifier, bp.MLPClassifier):
+        with pytest.warns(ConvergenceWarning, match="TOTAL NO. OF F,G EVALUATIONS"):
+            m = est(solver="lbfgs", max_fun=5, max_iter=100, random_state=0).fit(X, y)
+        assert m.n_iter_ < 100
