@@ -355,3 +355,92 @@ def _assert_rows_without_numpy(res, torch):
         assert all(positive(c["median_us"][name]) for name in impls)
         assert "numpy_ratio" not in c
         assert ("torch_ratio" in c) == (torch is not None)
+
+
+def test_bench_sklearn_quick(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    mod = load_script("bench_sklearn")
+    path = tmp_path / "s.json"
+    threads_before = bpcore.get_num_threads()
+    res = mod.main(["--quick", "--threads", "1", "--dtypes", "float32,float64", "--cases",
+                    "large-adam,digits-adam-es,digits-lbfgs-reg", "--json", str(path)])
+    assert bpcore.get_num_threads() == threads_before  # the run restores the setting
+    saved = json.loads(path.read_text())
+    assert saved["cells"] == json.loads(json.dumps(res["cells"]))
+    cfg = saved["config"]
+    assert cfg["threads"] == [1] and cfg["quick"]
+    assert (cfg["torch"] is not None) == (torch is not None)
+    assert cfg["cpu"] and cfg["blas"] and all("architecture" in b for b in cfg["blas"])
+    assert "skorch" in saved["notes"]
+
+    # the float64 data trained in float32 is a row exactly when the estimator has `dtype`
+    from bpcore.sklearn import MLPClassifier
+    has_dtype = "dtype" in MLPClassifier().get_params()
+    assert cfg["estimator_dtype_parameter"] == has_dtype
+    assert ("no dtype" in saved["notes"]) != has_dtype
+    expected = [("large-adam", "float32", "float32"), ("large-adam", "float64", "float64")]
+    expected += [("large-adam", "float64", "float32")] * has_dtype
+    expected += [(case, d, d) for case in ("digits-adam-es", "digits-lbfgs-reg")
+                 for d in ("float32", "float64")]
+    assert [(c["case"], c["dtype"], c["train_dtype"]) for c in saved["cells"]] == expected
+
+    impls = {"bpcore", "sklearn", "bare"} | ({"torch"} if torch is not None else set())
+    settings = cfg["settings"]
+    for c in saved["cells"]:
+        assert set(c["median_s"]) == set(c["samples_s"]) == set(c["info"]) == impls
+        for name in impls:
+            assert len(c["samples_s"][name]) == settings["repeats"]
+            assert all(positive(s) for s in c["samples_s"][name])
+            assert math.isfinite(c["info"][name]["loss"])
+        assert c["estimator"] == ("MLPRegressor" if c["case"].endswith("-reg")
+                                  else "MLPClassifier")
+        sizes, n = c["sizes"], c["rows"]
+        if c["solver"] == "lbfgs":
+            assert c["max_iter"] == settings["lbfgs_iter"]
+            nfev = c["info"]["bare"]["nfev"]
+            assert nfev >= c["info"]["bare"]["iters"] >= 1
+            assert c["gemm_flops"] == nfev * bench.step_flops(sizes, n)
+        else:  # tol=0 and a huge n_iter_no_change: every implementation runs every epoch
+            assert {c["info"][name]["iters"] for name in impls} == {c["max_iter"]}
+            n_val = math.ceil(0.1 * n) if c["early_stopping"] else 0
+            forward = 2 * n_val * sum(a * b for a, b in zip(sizes, sizes[1:]))
+            assert c["gemm_flops"] == c["iters"] * (bench.step_flops(sizes, n - n_val) + forward)
+        assert c["peak_gflops"] == max(c["peak_samples_gflops"]) and positive(c["peak_gflops"])
+        assert math.isclose(c["floor_s"], c["gemm_flops"] / (c["peak_gflops"] * 1e9))
+        med = c["median_s"]
+        assert math.isclose(c["floor_ratio"], med["bpcore"] / c["floor_s"])
+        assert math.isclose(c["sklearn_ratio"], med["sklearn"] / med["bpcore"])
+        assert math.isclose(c["bare_ratio"], med["bpcore"] / med["bare"])
+        assert (c["torch_ratio"] is None) == (torch is None)
+        bounds = {t["what"]: (t["op"], t["bound"]) for t in c["targets"]}
+        assert bounds["bare_ratio"] == ("<=", 1.05)
+        assert ("torch_ratio" in bounds) == (torch is not None)
+        if c["solver"] == "lbfgs":
+            assert bounds["sklearn_ratio"] == (">=", 3.0)
+        elif c["case"] == "large-adam":
+            assert bounds["sklearn_ratio"] == ((">=", 5.0) if c["dtype"] != c["train_dtype"]
+                                               else (">=", 2.4))
+        else:
+            assert bounds["sklearn_ratio"] == (">=", 10.0)
+        for t in c["targets"]:
+            assert t["value"] == c[t["what"]]
+            assert t["met"] == {"<=": t["value"] <= t["bound"], ">=": t["value"] >= t["bound"],
+                                ">": t["value"] > t["bound"]}[t["op"]]
+    out = capsys.readouterr().out
+    assert "| case | estimator | solver | dtype | threads |" in out and "sklearn/bpcore" in out
+    assert "OpenBLAS core type" in out and "targets missed" not in out  # quick: not judged
+
+
+def test_bench_sklearn_options(capsys):
+    pytest.importorskip("sklearn")
+    mod = load_script("bench_sklearn")
+    args = mod.parse_args(["--cases", "digits-sgd", "--repeats", "5", "--threads", "1"])
+    assert args.cases == ["digits-sgd"] and args.settings["repeats"] == 5
+    assert args.settings["large_n"] == 60000 and args.settings["large_hidden"] == (256, 128)
+    for argv, message in ((["--cases", "mnist"], "--cases: expected names from"),
+                          (["--dtypes", "float16"], "--dtypes: expected float32"),
+                          (["--repeats", "0"], "--repeats: expected a positive value")):
+        with pytest.raises(SystemExit) as e:
+            mod.parse_args(argv)
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
