@@ -12,7 +12,8 @@ Measured in each child, bpcore on 2 threads (explicitly), float32:
   lbfgs    fit_lbfgs of MLP [20, 64, 1] (tanh) on a 450 x 20 regression, 200 iterations: wall s
   lbfgs_cpu  the CPU seconds the process's other threads (bpcore's, the BLAS's) used meanwhile
   step     200 train_step calls of MLP [784, 256, 128, 10], SGD, at batches 1, 32, 128, on 2
-           threads and on 1 thread (pacing off): median us per call
+           threads and on 1 thread: median us per call (pacing as users get it; --pacing off
+           keeps every step on its threads, for an idle machine)
   mixed    200 turns of (200 x 200 NumPy matmul on 1 BLAS thread, predict of 32 rows,
            train_step of 32 rows): median us per turn
   pair     two processes at once, each the lbfgs fit (2 threads each): the slower one's wall s
@@ -96,18 +97,19 @@ def mixed_us(turns=200):
     return 1e6 * statistics.median(times)
 
 
-def child(what):
+def child(what, pacing):
     import bpcore
     from bpcore import _threads
     bpcore.set_num_threads(2)
-    _threads.set_pacing("off")  # the 2-thread steps stay on 2 threads: what is compared
+    _threads.set_pacing(pacing)  # "off": every 2-thread step on 2 threads, even under load
     out = {}
     if what in ("all", "lbfgs"):
         out["lbfgs"], out["lbfgs_cpu"], out["nfev"] = lbfgs_seconds()
-    if what == "all":
+    if what in ("all", "steps"):
         for threads in (2, 1):
             for batch in (1, 32, 128):
                 out[f"step{threads}t_b{batch}"] = step_us(threads, batch)
+    if what == "all":
         out["mixed"] = mixed_us()
     print(json.dumps(out))
 
@@ -130,14 +132,14 @@ def env_for(extra):
     return env
 
 
-def run_child(extra, what):
-    cmd = [sys.executable, __file__, "--child", what]
+def run_child(extra, what, pacing):
+    cmd = [sys.executable, __file__, "--child", what, "--pacing", pacing]
     return json.loads(subprocess.run(cmd, env=env_for(extra), check=True, capture_output=True,
                                      text=True).stdout)
 
 
-def run_pair(extra):
-    cmd = [sys.executable, __file__, "--child", "lbfgs"]
+def run_pair(extra, pacing):
+    cmd = [sys.executable, __file__, "--child", "lbfgs", "--pacing", pacing]
     procs = [subprocess.Popen(cmd, env=env_for(extra), stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     return max(json.loads(p.communicate()[0])["lbfgs"] for p in procs)
@@ -149,11 +151,15 @@ def main():
     ap.add_argument("--sweep", default="", help="GOMP_SPINCOUNT values to add as settings")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-pair", action="store_true")
+    ap.add_argument("--only", choices=("all", "steps"), default="all",
+                    help="steps: the train_step loops alone")
+    ap.add_argument("--pacing", choices=("on", "off"), default="on",
+                    help="bpcore's pacing on a busy machine (on: as users get it)")
     ap.add_argument("--json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child)
+        return child(args.child, args.pacing)
     settings = parse_settings(args.settings)
     for count in filter(None, args.sweep.split(",")):
         settings[f"spin={count}"] = {"GOMP_SPINCOUNT": count}
@@ -161,9 +167,9 @@ def main():
     names = list(settings)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            row = run_child(settings[name], "all")
+            row = run_child(settings[name], args.only, args.pacing)
             if not args.no_pair:
-                row["pair"] = run_pair(settings[name])
+                row["pair"] = run_pair(settings[name], args.pacing)
             results[name].append(row)
             print(f"round {r} {name}: {row}", file=sys.stderr)
     keys = list(results[names[0]][0])

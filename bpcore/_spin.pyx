@@ -11,7 +11,6 @@ so that it runs before the runtime is loaded; bpcore/__init__.py loads the runti
 """
 import contextlib
 import os
-import sys
 import time
 
 cdef extern from "bp_spin.h":

@@ -589,3 +589,30 @@ def test_the_spin_count_is_a_time_on_this_cpu():
     assert 0.5 * expected < count < 2 * expected  # the timing of a second measurement
     assert _spin.spin_count(1e-9) == _spin.MIN_COUNT
     assert _spin.spin_count(10.0) == _spin.MAX_COUNT
+
+
+@pytest.mark.skipif(not _threads.has_blas_thread_control(), reason="BLAS threads not settable")
+def test_lbfgs_keeps_scipys_blas_on_one_thread_between_evaluations(monkeypatch):
+    """L-BFGS-B's own products (scipy's BLAS) run between bpcore's evaluations: with the BLAS's
+    threads back they start its pool, which then spins on the core bpcore's threads need."""
+    import scipy.optimize
+    real_minimize, seen = scipy.optimize.minimize, {}
+
+    def scipys_blas():
+        return [n for path, n in _blas_threads().items()
+                if "scipy" in os.path.basename(os.path.dirname(path))]
+
+    def minimize(*args, **kwargs):
+        seen["pins"], seen["blas"] = _threads.pins(), scipys_blas()
+        return real_minimize(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", minimize)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 5))
+    y = X[:, :1] ** 2
+    model = bpcore.MLP([5, 8, 1], dtype="float64", seed=3)
+    with bpcore.num_threads(2):
+        model.fit(X, y, loss=bpcore.MSELoss(), optimizer=bpcore.LBFGS(max_iter=5))
+        assert scipys_blas() == [2]  # given back after the fit
+    assert seen == {"pins": 1, "blas": [1]}
+    assert _threads.pins() == 0
