@@ -4,13 +4,15 @@ After a parallel region GNU libgomp's worker threads spin (busy-wait) before the
 the next region starts without waking them; by default for 300,000 spins (about 9 ms on the
 machine of the README's numbers). Between two back-to-back steps that is what makes them fast;
 between an L-BFGS evaluation and the next (scipy's own work in between), or around NumPy work, it
-takes a core from the code that runs meanwhile. The wait is the libgomp's environment's
+takes a core from the code that runs meanwhile. The wait is set by libgomp's environment
 (GOMP_SPINCOUNT, OMP_WAIT_POLICY, read once when libgomp loads), so each setting runs in its own
 process: every round runs one child per setting, in turn, and the tables give medians over rounds.
 
 Measured in each child, bpcore on 2 threads (explicitly), float32:
   lbfgs    fit_lbfgs of MLP [20, 64, 1] (tanh) on a 450 x 20 regression, 200 iterations: wall s
   lbfgs_cpu  the CPU seconds the process's other threads (bpcore's, the BLAS's) used meanwhile
+  user_lbfgs the same fit as a user would write it: scipy.optimize.minimize calling
+           bpcore.training.loss_and_gradient (scipy's BLAS not pinned between calls): wall s
   step     200 train_step calls of MLP [784, 256, 128, 10], SGD, at batches 1, 32, 128, on 2
            threads and on 1 thread: median us per call (pacing as users get it; --pacing off
            keeps every step on its threads, for an idle machine)
@@ -19,8 +21,9 @@ Measured in each child, bpcore on 2 threads (explicitly), float32:
   pair     two processes at once, each the lbfgs fit (2 threads each): the slower one's wall s
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_idle.py
-    ... --settings "libgomp=GOMP_SPINCOUNT=300000;passive=OMP_WAIT_POLICY=passive;bpcore=" --rounds 5
+    ... --settings "main=PYTHONPATH=/path/to/other/build;bpcore=" --only steps --rounds 10
     ... --sweep 0,1k,10k,30k,100k,300k     # GOMP_SPINCOUNT values, besides the settings
+    ... --only lbfgs                        # the L-BFGS fits (and the pair) alone
 
 A setting is name=VAR=VALUE[,VAR=VALUE...]; an empty one is bpcore's own choice (nothing set).
 """
@@ -53,6 +56,31 @@ def lbfgs_seconds():
     wall = time.perf_counter() - t0
     others = (time.process_time() - cpu0) - (time.thread_time() - main0)
     return wall, others, int(out["result"].nfev)
+
+
+def user_lbfgs_seconds():
+    """The same fit written by a user: scipy.optimize.minimize around loss_and_gradient (no
+    pinning of scipy's BLAS around scipy's own work, unlike fit_lbfgs)."""
+    import scipy.optimize
+
+    import bpcore
+    from bpcore.training import loss_and_gradient
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((450, 20)).astype(np.float32)
+    y = (np.sin(X[:, :3]).sum(1, keepdims=True) + 0.1 * rng.standard_normal((450, 1))
+         ).astype(np.float32)
+    model = bpcore.MLP([20, 64, 1], activation="tanh", seed=0)
+    loss = bpcore.MSELoss()
+
+    def objective(w):
+        model.flat_params[...] = w
+        value, grad = loss_and_gradient(model, X, y, loss)
+        return value, grad.astype(np.float64)
+
+    t0 = time.perf_counter()
+    scipy.optimize.minimize(objective, model.flat_params.astype(np.float64), jac=True,
+                            method="L-BFGS-B", options={"maxiter": 200})
+    return time.perf_counter() - t0
 
 
 def step_us(threads, batch, steps=200):
@@ -103,8 +131,10 @@ def child(what, pacing):
     bpcore.set_num_threads(2)
     _threads.set_pacing(pacing)  # "off": every 2-thread step on 2 threads, even under load
     out = {}
-    if what in ("all", "lbfgs"):
+    if what in ("all", "lbfgs", "pair"):
         out["lbfgs"], out["lbfgs_cpu"], out["nfev"] = lbfgs_seconds()
+    if what in ("all", "lbfgs"):
+        out["user_lbfgs"] = user_lbfgs_seconds()
     if what in ("all", "steps"):
         for threads in (2, 1):
             for batch in (1, 32, 128):
@@ -139,7 +169,7 @@ def run_child(extra, what, pacing):
 
 
 def run_pair(extra, pacing):
-    cmd = [sys.executable, __file__, "--child", "lbfgs", "--pacing", pacing]
+    cmd = [sys.executable, __file__, "--child", "pair", "--pacing", pacing]
     procs = [subprocess.Popen(cmd, env=env_for(extra), stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     return max(json.loads(p.communicate()[0])["lbfgs"] for p in procs)
@@ -151,8 +181,8 @@ def main():
     ap.add_argument("--sweep", default="", help="GOMP_SPINCOUNT values to add as settings")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-pair", action="store_true")
-    ap.add_argument("--only", choices=("all", "steps"), default="all",
-                    help="steps: the train_step loops alone")
+    ap.add_argument("--only", choices=("all", "steps", "lbfgs"), default="all",
+                    help="steps: the train_step loops alone; lbfgs: the two L-BFGS fits")
     ap.add_argument("--pacing", choices=("on", "off"), default="on",
                     help="bpcore's pacing on a busy machine (on: as users get it)")
     ap.add_argument("--json")
@@ -177,8 +207,8 @@ def main():
     print("|---" * (len(keys) + 1) + "|")
     for name in names:
         med = {k: statistics.median(row[k] for row in results[name]) for k in keys}
-        print(f"| {name} | " + " | ".join(f"{med[k]:.3g}" if k in ("lbfgs", "lbfgs_cpu", "pair")
-                                          else f"{med[k]:.0f}" for k in keys) + " |")
+        print(f"| {name} | " + " | ".join(f"{med[k]:.0f}" if k.startswith("step") or k == "mixed"
+                                          else f"{med[k]:.3g}" for k in keys) + " |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"settings": settings, "results": results}, fh, indent=1)

@@ -24,23 +24,26 @@ while another has given the BLAS its threads back.
 Between calls the team's threads must not keep a core: GNU libgomp's idle threads spin
 GOMP_SPINCOUNT times before they sleep, 300,000 PAUSEs by default (9 ms on the AMD EPYC of the
 README's numbers), after every parallel region. A Python loop of short calls (L-BFGS, whose
-scipy code runs between evaluations; NumPy work between steps) then has a spinning thread on the
-core its own code, or the BLAS's threads, need: scipy's L-BFGS on a 450 x 20 regression took
-seconds instead of a fraction of one. The wait cannot be changed once libgomp has loaded (it
-reads the environment then), so bpcore._spin sets GOMP_SPINCOUNT for the import that loads it:
-as many steps of libgomp's wait loop as take BUDGET_SECONDS (150 us) on this CPU, timed there
-(PAUSE takes a few to fifty nanoseconds depending on the CPU, so a fixed count would be a
-different time on each). 150 us covers the Python between two back-to-back calls (about 20 us for
-a ``train_step``), so a loop of steps finds its threads awake and the barriers inside a call
-stay spins; a thread idle longer sleeps after 150 us. Measured alternatives: OMP_WAIT_POLICY=
-passive (no spin) makes every barrier inside a step a sleep and a wake (a 2-thread batch-1 step
-2.1 times slower); ``omp_pause_resource_all`` after each call ends the threads, and the next call
-starts new ones (tens of milliseconds on a busy machine); a count 5 times shorter than the budget
-(1,000 steps) lets threads fall asleep between back-to-back steps (batch-1 steps 3.8 times
-slower). The environment is put back after the import, so children and other libraries' copies
-of the runtime loaded later see the user's; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as
-it is and wins. A runtime another library loaded first (PyTorch's ``libgomp.so.1``, when bpcore
-is built against the system's) keeps its own wait: ``show_config`` says which applies.
+scipy code runs between evaluations; NumPy work between steps; another process on the same
+cores) then has a spinning thread on the core its own code, or the BLAS's threads, need:
+scipy.optimize.minimize around ``loss_and_gradient`` on a 450 x 20 regression took 2.2 s
+instead of 0.35 s, two such processes on 2 cores 5.7 s instead of 0.5 s. The wait cannot be
+changed once libgomp has loaded (it reads the environment then), so bpcore._spin sets
+GOMP_SPINCOUNT for the import that loads it: as many steps of libgomp's wait loop as take
+BUDGET_SECONDS (150 us) on this CPU, timed there (PAUSE takes a few to fifty nanoseconds
+depending on the CPU, so a fixed count would be a different time on each). 150 us covers the
+Python between two back-to-back calls (about 20 us for a ``train_step``), so a loop of steps
+finds its threads awake and the barriers inside a call stay spins (steps at batch 1, 32 and 128
+measured as fast as before); a thread idle longer sleeps after 150 us. Measured alternatives:
+OMP_WAIT_POLICY=passive (no spin) makes every barrier inside a step a sleep and a wake (a
+2-thread batch-1 step 1.8 times slower); ``omp_pause_resource_all`` after each call ends the
+threads and the next call starts new ones (80 ms a step on a busy machine); 1,000 steps (30 us
+here) let threads fall asleep between back-to-back steps (batch-1 steps 3.8 times slower). The
+environment is put back after the import, so children, and other libraries' copies of the
+runtime loaded later, see the user's; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as it
+is and wins. A runtime another library loaded first (PyTorch's ``libgomp.so.1``, when bpcore
+is built against the system's) keeps its own wait: ``show_config`` says which applies. The
+wheel's vendored libgomp has a name of its own, so PyTorch's never stands in for it.
 
 After ``fork()``, GNU libgomp cannot start threads in the child if the parent had started them
 (the child hangs): bpcore.threads registers an at-fork handler that puts the child on one

@@ -355,3 +355,15 @@ def _assert_rows_without_numpy(res, torch):
         assert all(positive(c["median_us"][name]) for name in impls)
         assert "numpy_ratio" not in c
         assert ("torch_ratio" in c) == (torch is not None)
+
+
+def test_bench_idle_pieces():
+    idle = load_script("bench_idle")
+    assert idle.parse_settings("a=GOMP_SPINCOUNT=5,OMP_WAIT_POLICY=passive;b=") == {
+        "a": {"GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "passive"}, "b": {}}
+    env = idle.env_for({"GOMP_SPINCOUNT": "7"})
+    assert env["GOMP_SPINCOUNT"] == "7" and "OMP_WAIT_POLICY" not in env
+    wall, others, nfev = idle.lbfgs_seconds()
+    assert positive(wall) and others >= 0 and nfev > 1
+    assert positive(idle.user_lbfgs_seconds())
+    assert positive(idle.step_us(1, 4, steps=3))
