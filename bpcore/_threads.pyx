@@ -37,13 +37,14 @@ finds its threads awake and the barriers inside a call stay spins (steps at batc
 measured as fast as before); a thread idle longer sleeps after 150 us. Measured alternatives:
 OMP_WAIT_POLICY=passive (no spin) makes every barrier inside a step a sleep and a wake (a
 2-thread batch-1 step 1.8 times slower); ``omp_pause_resource_all`` after each call ends the
-threads and the next call starts new ones (80 ms a step on a busy machine); 1,000 steps (30 us
-here) let threads fall asleep between back-to-back steps (batch-1 steps 3.8 times slower). The
-environment is put back after the import, so children, and other libraries' copies of the
-runtime loaded later, see the user's; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as it
-is and wins. A runtime another library loaded first (PyTorch's ``libgomp.so.1``, when bpcore
-is built against the system's) keeps its own wait: ``show_config`` says which applies. The
-wheel's vendored libgomp has a name of its own, so PyTorch's never stands in for it.
+threads and the next call starts new ones (100 us more a call: a batch-1 step 157 -> 258 us);
+1,000 steps (30 us here) let threads fall asleep between back-to-back steps (batch-1 steps 3.8
+times slower). The environment is put back after the import, so children, and other libraries'
+copies of the runtime loaded later, see the user's; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY
+is left as it is and wins. A runtime another library loaded first (PyTorch's ``libgomp.so.1``,
+when bpcore is built against the system's) keeps its own wait: ``show_config`` says which
+applies. The wheel's vendored libgomp has a hashed name of its own, so PyTorch's never stands
+in for it (a scikit-learn wheel's vendored copy could, if it is the very same file).
 
 After ``fork()``, GNU libgomp cannot start threads in the child if the parent had started them
 (the child hangs): bpcore.threads registers an at-fork handler that puts the child on one
