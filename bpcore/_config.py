@@ -49,6 +49,8 @@ def _spin_text(spin):
     if spin["source"] == "loaded before bpcore":
         return ("the runtime was loaded before bpcore (by another library): its own spin "
                 "(libgomp: 300,000 steps); import bpcore first or set GOMP_SPINCOUNT")
+    if spin["source"] == "not GNU libgomp":
+        return "the OpenMP runtime's own wait (not GNU libgomp: GOMP_SPINCOUNT does not apply)"
     return spin["source"]
 
 

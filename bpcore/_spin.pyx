@@ -78,12 +78,17 @@ def sized_wait():
     after = _loaded_openmp_runtimes()
     _setting = {"source": "bpcore", "GOMP_SPINCOUNT": count,
                 "budget_seconds": BUDGET_SECONDS}
-    if before is not None and after is not None and before and not after - before:
-        # bpcore's modules found a runtime already loaded (by PyTorch, say): its spin stands
-        _setting = {"source": "loaded before bpcore", "runtimes": sorted(before)}
+    if before is None or after is None:
+        _setting["checked"] = False  # no /proc/self/maps: which runtime read it is not known
+    elif not after - before:
+        # bpcore's modules found a runtime already loaded (by PyTorch, say): its spin stands;
+        # or they use none of GNU's (LLVM's libomp reads KMP_BLOCKTIME instead)
+        _setting = ({"source": "loaded before bpcore", "runtimes": sorted(before)} if before
+                    else {"source": "not GNU libgomp"})
 
 
 def setting():
     """What sets the idle threads' spin: {"source": "bpcore", "GOMP_SPINCOUNT": n, ...},
-    {"source": "user", <the user's variables>}, or {"source": "loaded before bpcore", ...}."""
+    {"source": "user", <the user's variables>}, {"source": "loaded before bpcore", ...}, or
+    {"source": "not GNU libgomp"} (the runtime's own wait)."""
     return dict(_setting)
