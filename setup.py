@@ -20,7 +20,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = ["_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine", "_bench"]
+MODULES = ["_spin", "_threads", "_simd", "_blas", "_layers", "_losses", "_optim", "_rng", "_engine", "_bench"]
+# compiled without OpenMP: _spin runs before the OpenMP runtime is loaded (it sizes its wait)
+NO_OPENMP = {"_spin"}
 # plain C compiled into a module beside its .pyx
 C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
 # GCC and Clang: sqrt without errno, so the optimizers' loops vectorise, and no floating-point
@@ -143,8 +145,9 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             if ctype != "msvc":
                 ext.extra_compile_args += GNU_FLAGS.get(ext.name.split(".")[-1], [])
-            ext.extra_compile_args = opt + cflags + ext.extra_compile_args
-            ext.extra_link_args = ldflags + ext.extra_link_args
+            plain = ext.name.split(".")[-1] in NO_OPENMP
+            ext.extra_compile_args = opt + ([] if plain else cflags) + ext.extra_compile_args
+            ext.extra_link_args = ([] if plain else ldflags) + ext.extra_link_args
         if SANITIZE:
             san_cflags, san_ldflags = sanitize_flags(ctype)
             print(f"bpcore: sanitizer build ({' '.join(san_cflags)})", file=sys.stderr)

@@ -13,6 +13,9 @@ if not _source_tree.is_built(__path__[0]):
     # build takes over, or the import fails saying what to do
     _sys.modules[__name__] = _source_tree.installed_package(__name__, __file__)
 else:
+    from bpcore import _spin
+    with _spin.sized_wait():  # how long idle OpenMP threads spin is read when it loads
+        from bpcore import _threads  # the first module that loads the OpenMP runtime
     from bpcore._version import __version__
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx

@@ -2,7 +2,7 @@
 import os
 import sys
 
-from bpcore import _simd, _threads
+from bpcore import _simd, _spin, _threads
 from bpcore._version import __version__
 
 
@@ -30,12 +30,28 @@ def config_info():
         "num_threads": _threads.get_omp_threads(),
         "parallel_min_work": _threads.MIN_PARALLEL_WORK,
         "blas_thread_control": _threads.has_blas_thread_control(),
+        "idle_spin": _spin.setting(),
         "simd": _simd.LEVEL_NAMES[_simd.level()],
         "simd_best": _simd.LEVEL_NAMES[_simd.best_level()],
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "blas": blas,
     }
+
+
+def _spin_text(spin):
+    if spin["source"] == "bpcore":
+        return (f"spin {spin['GOMP_SPINCOUNT']} steps (about "
+                f"{spin['budget_seconds'] * 1e6:.0f} us) after a region, then sleep")
+    if spin["source"] == "user":
+        chosen = ", ".join(f"{k}={v}" for k, v in spin.items() if k != "source")
+        return f"as the environment says ({chosen})"
+    if spin["source"] == "loaded before bpcore":
+        return ("the runtime was loaded before bpcore (by another library): its own spin "
+                "(libgomp: 300,000 steps); import bpcore first or set GOMP_SPINCOUNT")
+    if spin["source"] == "not GNU libgomp":
+        return "the OpenMP runtime's own wait (not GNU libgomp: GOMP_SPINCOUNT does not apply)"
+    return spin["source"]
 
 
 def show_config(file=None):
@@ -49,6 +65,8 @@ def show_config(file=None):
           f"for loops over >= {info['parallel_min_work']} elements")
     else:
         w("  OpenMP: no (built without it: elementwise loops run on one thread)")
+    if info["openmp"]:
+        w(f"  idle OpenMP threads: {_spin_text(info['idle_spin'])}")
     w(f"  SIMD loops: {info['simd']} (best this CPU runs: {info['simd_best']})")
     if info["blas_thread_control"]:
         w("  one thread pool: BLAS pinned to 1 thread inside bpcore's calls, GEMMs split "

@@ -21,6 +21,13 @@ def set_omp_threads(n: int) -> None: ...
 
 def pins() -> int:
     """Native calls running now with the BLAS pinned (for tests)."""
+
+class blas_pinned:
+    """``with blas_pinned():`` keeps scipy's BLAS on one thread for the block (counted)."""
+
+    def __enter__(self) -> blas_pinned: ...
+    def __exit__(self, *exc_info: object) -> bool: ...
+
 def py_blas_pin() -> int:
     """blas_pin, callable from Python (for tests)."""
 def py_blas_unpin(pinned: int) -> None:

@@ -21,6 +21,31 @@ Pinning is counted: two Python threads each running a native call pin once betwe
 first pin saves the BLAS's count, the last unpin restores it, so no call ever runs its GEMM parts
 while another has given the BLAS its threads back.
 
+Between calls the team's threads must not keep a core: GNU libgomp's idle threads spin
+GOMP_SPINCOUNT times before they sleep, 300,000 PAUSEs by default (9 ms on the AMD EPYC of the
+README's numbers), after every parallel region. A Python loop of short calls (L-BFGS, whose
+scipy code runs between evaluations; NumPy work between steps; another process on the same
+cores) then has a spinning thread on the core its own code, or the BLAS's threads, need:
+scipy.optimize.minimize around ``loss_and_gradient`` on a 450 x 20 regression took 2.2 s
+instead of 0.35 s, two such processes on 2 cores 5.7 s instead of 0.5 s. The wait cannot be
+changed once libgomp has loaded (it reads the environment then), so bpcore._spin sets
+GOMP_SPINCOUNT for the import that loads it: as many steps of libgomp's wait loop as take
+BUDGET_SECONDS (150 us) on this CPU, timed there (PAUSE takes a few to fifty nanoseconds
+depending on the CPU, so a fixed count would be a different time on each). 150 us covers the
+Python between two back-to-back calls (about 20 us for a ``train_step``), so a loop of steps
+finds its threads awake and the barriers inside a call stay spins (steps at batch 1, 32 and 128
+measured as fast as before); a thread idle longer sleeps after 150 us. Measured alternatives:
+OMP_WAIT_POLICY=passive (no spin) makes every barrier inside a step a sleep and a wake (a
+2-thread batch-1 step 1.8 times slower); ``omp_pause_resource_all`` after each call ends the
+threads and the next call starts new ones (100 us more a call: a batch-1 step 157 -> 258 us);
+1,000 steps (30 us here) let threads fall asleep between back-to-back steps (batch-1 steps 3.8
+times slower). The environment is put back after the import, so children, and other libraries'
+copies of the runtime loaded later, see the user's; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY
+is left as it is and wins. A runtime another library loaded first (PyTorch's ``libgomp.so.1``,
+when bpcore is built against the system's) keeps its own wait: ``show_config`` says which
+applies. The wheel's vendored libgomp has a hashed name of its own, so PyTorch's never stands
+in for it (a scikit-learn wheel's vendored copy could, if it is the very same file).
+
 After ``fork()``, GNU libgomp cannot start threads in the child if the parent had started them
 (the child hangs): bpcore.threads registers an at-fork handler that puts the child on one
 thread, and refuses more there.
@@ -167,6 +192,22 @@ def set_pacing(str mode):
 def pins():
     """Native calls running now with the BLAS pinned (for tests)."""
     return _pins
+
+
+class blas_pinned:
+    """``with blas_pinned():`` keeps scipy's BLAS on one thread for the whole block, as a native
+    call does (counted with theirs). For a Python loop around native calls whose own work calls
+    that BLAS (scipy's L-BFGS-B: its matrix-vector products are threaded from about 10,000
+    elements): its pool's workers would otherwise spin on, after each product, on the core the
+    next call's OpenMP team needs."""
+
+    def __enter__(self):
+        self.pinned = blas_pin()
+        return self
+
+    def __exit__(self, *exc_info):
+        blas_unpin(self.pinned)
+        return False
 
 
 def py_blas_pin():

@@ -444,3 +444,15 @@ def test_bench_sklearn_options(capsys):
             mod.parse_args(argv)
         assert e.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_bench_idle_pieces():
+    idle = load_script("bench_idle")
+    assert idle.parse_settings("a=GOMP_SPINCOUNT=5,OMP_WAIT_POLICY=passive;b=") == {
+        "a": {"GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "passive"}, "b": {}}
+    env = idle.env_for({"GOMP_SPINCOUNT": "7"})
+    assert env["GOMP_SPINCOUNT"] == "7" and "OMP_WAIT_POLICY" not in env
+    wall, others, nfev = idle.lbfgs_seconds()
+    assert positive(wall) and others >= 0 and nfev > 1
+    assert positive(idle.user_lbfgs_seconds())
+    assert positive(idle.step_us(1, 4, steps=3))

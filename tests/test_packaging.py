@@ -13,7 +13,7 @@ import pytest
 
 import bpcore
 
-NATIVE = ["_blas", "_layers", "_losses", "_optim", "_rng", "_threads", "_simd", "_engine",
+NATIVE = ["_spin", "_blas", "_layers", "_losses", "_optim", "_rng", "_threads", "_simd", "_engine",
           "_bench"]
 PKG_DIR = pathlib.Path(bpcore.__file__).resolve().parent
 

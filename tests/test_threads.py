@@ -1,4 +1,5 @@
 """Thread control, and results that do not depend on it beyond round-off."""
+import json
 import multiprocessing
 import os
 import subprocess
@@ -479,3 +480,139 @@ def test_pacing_to_one_thread_gives_exactly_the_team_results(batch, make_opt):
 def test_set_pacing_checks_its_mode():
     with pytest.raises(ValueError, match="mode: expected 'on', 'off' or 'solo', got 'fast'"):
         _threads.set_pacing("fast")
+
+
+_IDLE_CHILD = """
+import json, os, sys, time
+import numpy as np
+import bpcore
+from bpcore import _spin, _threads
+bpcore.set_num_threads(2)
+_threads.set_pacing("off")  # every step on the 2 threads, even on a busy machine
+rng = np.random.default_rng(0)
+model = bpcore.MLP([784, 256, 128, 10], seed=0)
+opt = bpcore.SGD(model, lr=1e-3)
+loss = bpcore.SoftmaxCrossEntropyLoss()
+X, y = rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64)
+for _ in range(3):  # the first step of a batch size times one thread (pacing's reference)
+    model.train_step(X, y, loss, opt)
+cpu = []
+for _ in range(3):
+    model.train_step(X, y, loss, opt)
+    start = time.process_time()  # every thread of the process, while the main one sleeps
+    time.sleep(0.2)
+    cpu.append(time.process_time() - start)
+print(json.dumps({"cpu": min(cpu), "setting": _spin.setting(),
+                  "env": {v: os.environ.get(v) for v in _spin.WAIT_VARS}}))
+"""
+
+
+def _idle_child(tmp_path, **wait_vars):
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(wait_vars)
+    out = subprocess.run([sys.executable, "-c", _IDLE_CHILD], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not _threads.openmp_enabled(), reason="built without OpenMP: no threads")
+def test_idle_threads_stop_spinning_soon_after_a_call(tmp_path):
+    """libgomp's default keeps each idle thread spinning 300,000 PAUSEs after a region (9 ms on
+    the machine this was written on, burned while the caller does its own work); bpcore sizes
+    the spin to about BUDGET_SECONDS, so a process sleeping right after a 2-thread step uses
+    almost no CPU (0.2 ms; with libgomp's default, GOMP_SPINCOUNT=300000, 4 to 9 ms)."""
+    child = _idle_child(tmp_path)
+    if child["setting"]["source"] != "bpcore":
+        pytest.fail(f"bpcore did not size the spin in a clean child: {child['setting']}")
+    assert child["env"] == {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None}  # put back
+    assert child["cpu"] < max(0.002, 10 * child["setting"]["budget_seconds"]), child
+
+
+@pytest.mark.skipif(not _threads.openmp_enabled(), reason="built without OpenMP: no threads")
+def test_the_users_wait_policy_wins(tmp_path):
+    """A user's OMP_WAIT_POLICY=active is left alone: the idle thread then spins through the
+    whole sleep (tens of ms of CPU even on a busy machine)."""
+    child = _idle_child(tmp_path, OMP_WAIT_POLICY="active")
+    assert child["setting"] == {"source": "user", "OMP_WAIT_POLICY": "active"}
+    assert child["env"] == {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "active"}
+    assert child["cpu"] > 0.02, child
+    child = _idle_child(tmp_path, GOMP_SPINCOUNT="1234")
+    assert child["setting"] == {"source": "user", "GOMP_SPINCOUNT": "1234"}
+    assert child["env"]["GOMP_SPINCOUNT"] == "1234"
+
+
+_RUNTIMES_CHILD = """
+import ctypes, json, sys
+
+def runtimes():
+    with open("/proc/self/maps") as fh:
+        return sorted({line.split(None, 5)[5].strip() for line in fh
+                       if "libgomp" in line and len(line.split(None, 5)) == 6})
+
+before = runtimes()
+for path in sys.argv[1:]:
+    ctypes.CDLL(path)  # someone else (PyTorch, say) loaded the runtime first
+import bpcore
+from bpcore import _spin
+print(json.dumps({"before": before, "after": runtimes(), "setting": _spin.setting()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.skipif(not _threads.openmp_enabled(), reason="built without OpenMP: no runtime")
+def test_a_runtime_loaded_before_bpcore_is_reported_not_resized(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+    def child(*preload):
+        out = subprocess.run([sys.executable, "-c", _RUNTIMES_CHILD, *preload], env=env,
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    first = child()
+    ours = sorted(set(first["after"]) - set(first["before"]))
+    assert ours, first  # bpcore's modules loaded a GNU OpenMP runtime: the one it sized
+    assert first["setting"]["source"] == "bpcore"
+    second = child(*ours)
+    assert second["setting"]["source"] == "loaded before bpcore", second
+    assert second["setting"]["runtimes"] == ours
+
+
+def test_the_spin_count_is_a_time_on_this_cpu():
+    from bpcore import _spin
+    step = _spin.step_seconds()
+    assert 1e-10 < step < 1e-6  # PAUSE and a load: from a nanosecond to about fifty
+    count = _spin.spin_count(_spin.BUDGET_SECONDS)
+    assert _spin.MIN_COUNT <= count <= _spin.MAX_COUNT
+    expected = min(_spin.MAX_COUNT, max(_spin.MIN_COUNT, _spin.BUDGET_SECONDS / step))
+    assert 0.5 * expected < count < 2 * expected  # the timing of a second measurement
+    assert _spin.spin_count(1e-9) == _spin.MIN_COUNT
+    assert _spin.spin_count(10.0) == _spin.MAX_COUNT
+
+
+@pytest.mark.skipif(not _threads.has_blas_thread_control(), reason="BLAS threads not settable")
+def test_lbfgs_keeps_scipys_blas_on_one_thread_between_evaluations(monkeypatch):
+    """L-BFGS-B's own products (scipy's BLAS) run between bpcore's evaluations: with the BLAS's
+    threads back they start its pool, which then spins on the core bpcore's threads need."""
+    import scipy.optimize
+    real_minimize, seen = scipy.optimize.minimize, {}
+
+    def scipys_blas():
+        return [n for path, n in _blas_threads().items()
+                if "scipy" in os.path.basename(os.path.dirname(path))]
+
+    def minimize(*args, **kwargs):
+        seen["pins"], seen["blas"] = _threads.pins(), scipys_blas()
+        return real_minimize(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", minimize)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 5))
+    y = X[:, :1] ** 2
+    model = bpcore.MLP([5, 8, 1], dtype="float64", seed=3)
+    with bpcore.num_threads(2):
+        model.fit(X, y, loss=bpcore.MSELoss(), optimizer=bpcore.LBFGS(max_iter=5))
+        assert scipys_blas() == [2]  # given back after the fit
+    assert seen == {"pins": 1, "blas": [1]}
+    assert _threads.pins() == 0

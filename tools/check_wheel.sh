@@ -135,7 +135,7 @@ import sys, zipfile
 from email.parser import Parser
 wheel, version = sys.argv[1], sys.argv[2]
 names = zipfile.ZipFile(wheel).namelist()
-native = ["_blas", "_layers", "_losses", "_optim", "_rng", "_threads", "_simd", "_engine"]
+native = ["_spin", "_blas", "_layers", "_losses", "_optim", "_rng", "_threads", "_simd", "_engine"]
 problems = []
 for m in native:
     if not any(n.startswith(f"bpcore/{m}.") and n.endswith(".so") for n in names):
