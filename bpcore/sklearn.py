@@ -17,7 +17,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.metrics import r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier as _SkClassifier
     from sklearn.neural_network import MLPRegressor as _SkRegressor
@@ -313,13 +313,13 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
         return (_in_dtype(X_tr, X.dtype), np.ascontiguousarray(T_tr), sw_tr,
-                _in_dtype(X_val, X.dtype), self._targets_as_y(T_val), sw_val)
+                _in_dtype(X_val, X.dtype), np.ascontiguousarray(T_val), sw_val)
 
     def _fit_stochastic(self, model, head, X, T, sample_weight, const, incremental):
         optimizer = self._optimizer_for(model, head, incremental)
         early_stopping = self.early_stopping and not incremental
         if early_stopping:
-            X, T, sample_weight, X_val, y_val, sw_val = self._validation_split(
+            X, T, sample_weight, X_val, T_val, sw_val = self._validation_split(
                 X, T, sample_weight)
             # each fit tracks its own best (a warm start's split is its own): SKLEARN_NOTES.md
             self.best_validation_score_ = -np.inf
@@ -343,7 +343,8 @@ class _BaseMLP(BaseEstimator):
 
         def squares():
             with np.errstate(over="ignore", invalid="ignore"):  # diverged: fit then raises
-                return sum(float(np.dot(d.W.ravel(), d.W.ravel())) for d in dense)
+                # einsum, not np.dot: NumPy's BLAS would start its own threads between epochs
+                return sum(float(np.einsum("i,i->", d.W.ravel(), d.W.ravel())) for d in dense)
 
         state = {"stopped": False, "squares": squares()}
         self.n_iter_ = 0
@@ -362,7 +363,7 @@ class _BaseMLP(BaseEstimator):
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
             if early_stopping:
-                score = self._score_network(model, X_val, y_val, sw_val)
+                score = self._validation_score(model, head, X_val, T_val, sw_val)
                 self.validation_scores_.append(score)
                 if self.verbose:
                     print("Validation score: %f" % score)
@@ -434,19 +435,18 @@ class _BaseMLP(BaseEstimator):
         sw_sum = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         scale = head.sum_scale / sw_sum
         pw = head.loss.native_pos_weight(model.dtype, model.n_outputs)
-        is_w = np.zeros(model.flat_params.size, bool)
-        for p in model.parameters():
-            if p.name == "W":
-                is_w[p.offset:p.offset + p.size] = True
+        weights = [slice(p.offset, p.offset + p.size) for p in model.parameters()
+                   if p.name == "W"]
         alpha = self.alpha
 
         def objective(w):
             model.flat_params[...] = w
             value = eng.loss_and_gradient(X, target, kind, scale, pw, w_rows)
             grad = model.flat_grads.astype(np.float64)
-            ww = w[is_w]
-            value += 0.5 * alpha * float(np.dot(ww, ww)) / sw_sum
-            grad[is_w] += alpha * ww / sw_sum
+            for part in weights:  # L2 on the weights only; einsum: no BLAS threads
+                ww = w[part]
+                value += 0.5 * alpha * float(np.einsum("i,i->", ww, ww)) / sw_sum
+                grad[part] += alpha * ww / sw_sum
             return value, grad
 
         result = minimize(objective, model.flat_params.astype(np.float64), jac=True,
@@ -472,15 +472,6 @@ class _BaseMLP(BaseEstimator):
                           reset=False)
         with self._threads():
             return self._output(self._network(), X)
-
-    def _score_network(self, model, X, y, sample_weight):
-        """score() of the network as it is mid-training (early stopping's validation score:
-        accuracy or R^2; NaN if an output is not finite, as scikit-learn)."""
-        y_pred = self._predict_from(self._output(model, X))
-        if np.issubdtype(np.asarray(y_pred).dtype, np.floating) and \
-                not np.isfinite(y_pred).all():
-            return np.nan
-        return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -645,12 +636,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
+        if self._label_binarizer.y_type_ == "multiclass":  # labels: classes_ is sorted
+            self._out_activation, self._n_outputs = "softmax", len(self.classes_)
+            return X, np.searchsorted(self.classes_, y).astype(np.intp)
         Y = self._label_binarizer.transform(y)
-        self._n_outputs = Y.shape[1]
-        if self._label_binarizer.y_type_ == "multiclass":
-            self._out_activation = "softmax"
-            return X, np.argmax(Y, axis=1).astype(np.intp)
-        self._out_activation = "logistic"
+        self._out_activation, self._n_outputs = "logistic", Y.shape[1]
         return X, np.ascontiguousarray(Y, X.dtype)
 
     def _row_weights(self, T, sample_weight, incremental):
@@ -679,19 +669,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         per_row = per_class[index]
         return per_row if sample_weight is None else per_row * sample_weight
 
-    def _targets_as_y(self, T):
-        """The labels of training targets (class indices, or 0/1 rows)."""
-        if self._out_activation == "softmax":
-            return self.classes_[T]
-        return self._label_binarizer.inverse_transform(T)
+    @staticmethod
+    def _validation_score(model, head, X, T, sample_weight):
+        """score()'s accuracy of the network mid-training (early stopping), natively: the
+        argmax's for softmax, every output on its target's side of 1/2 for the logistic
+        head (scikit-learn's subset accuracy); weighted by sample_weight."""
+        return training.evaluate(model, X, T, head.loss, sample_weight)["accuracy"]
 
     def _predict_from(self, P):
         return self._label_binarizer.inverse_transform(P.ravel() if self.n_outputs_ == 1
                                                        else P)
-
-    @staticmethod
-    def _score_function(y, y_pred, sample_weight=None):
-        return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes (n_samples,), or the indicator matrix of multi-label
@@ -763,16 +750,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._n_outputs = Y.shape[1]
         return X, np.ascontiguousarray(Y, X.dtype)
 
-    def _targets_as_y(self, T):
-        return T.ravel() if T.shape[1] == 1 else T
+    def _validation_score(self, model, head, X, T, sample_weight):
+        """score()'s R^2 of the network mid-training (early stopping; NaN if a prediction is
+        not finite, as scikit-learn)."""
+        P = self._output(model, X)
+        if not np.isfinite(P).all():
+            return np.nan
+        return r2_score(T, P, sample_weight=sample_weight)
 
     @staticmethod
     def _predict_from(P):
         return P.ravel() if P.shape[1] == 1 else P
 
-    @staticmethod
-    def _score_function(y, y_pred, sample_weight=None):
-        return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted values (n_samples,), or (n_samples, n_outputs) for several."""
