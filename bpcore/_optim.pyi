@@ -23,7 +23,8 @@ class OptimizerState:
     def __init__(self, rule: int, dtype: Any,
                  runs: Sequence[tuple[npt.NDArray[Any], npt.NDArray[Any], int]],
                  group_of: Sequence[int], ngroups: int, decoupled: bool = False,
-                 amsgrad: bool = False, sklearn_eps: bool = False) -> None: ...
+                 amsgrad: bool = False, sklearn_eps: bool = False,
+                 sklearn_decay: bool = False) -> None: ...
     def configure(self, group: int, lr: float, momentum: float = 0, weight_decay: float = 0,
                   decay: float = 0, beta1: float = 0.9, beta2: float = 0.999,
                   eps: float = 1e-8, nesterov: bool = False) -> None:
@@ -40,7 +41,7 @@ class OptimizerState:
     @property
     def nonfinite(self) -> bool:
         """True if the last step's update wrote a NaN or an infinity."""
-    def step(self) -> str | None:
+    def step(self, batch_weight: float = 1.0) -> str | None:
         """One update of every run from its gradient; None, or "gradient"/"update": what was
         not finite."""
 
