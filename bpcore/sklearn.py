@@ -324,6 +324,10 @@ class _BaseMLP(BaseEstimator):
             # each fit tracks its own best (a warm start's split is its own): SKLEARN_NOTES.md
             self.best_validation_score_ = -np.inf
             best_params = model.flat_params.copy()
+        # fit's own validation pass (prepared once, native) gives the classifier's accuracy
+        # when the rows are unweighted
+        validation = ((X_val, T_val) if early_stopping and sw_val is None
+                      and is_classifier(self) else None)
         # class weights weigh the training loss; the validation score is score()'s, by the
         # sample weights alone
         sample_weight = self._row_weights(T, sample_weight, incremental)
@@ -363,7 +367,8 @@ class _BaseMLP(BaseEstimator):
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
             if early_stopping:
-                score = self._validation_score(model, head, X_val, T_val, sw_val)
+                score = (logs["val_accuracy"] if validation is not None
+                         else self._validation_score(model, head, X_val, T_val, sw_val))
                 self.validation_scores_.append(score)
                 if self.verbose:
                     print("Validation score: %f" % score)
@@ -404,6 +409,7 @@ class _BaseMLP(BaseEstimator):
             history = model.fit(X, T, loss=head.loss, optimizer=optimizer,
                                 epochs=1 if incremental else self.max_iter,
                                 batch_size=batch_size, shuffle=bool(self.shuffle),
+                                validation_data=validation,
                                 seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
                                 callbacks=[after_epoch] + list(self.callbacks or []),
                                 sample_weight=sample_weight, on_nonfinite="stop",
