@@ -40,7 +40,7 @@ from bpcore.layers import Dense, Dropout
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
 from bpcore.model import MLP, Sequential, activation_layer, load as load_network
 from bpcore.optim import SGD, Adam
-from bpcore.threads import num_threads
+from bpcore.threads import blas_pinned, num_threads
 
 __all__ = ["MLPClassifier", "MLPRegressor", "load"]
 
@@ -455,10 +455,11 @@ class _BaseMLP(BaseEstimator):
                 grad[part] += alpha * ww / sw_sum
             return value, grad
 
-        result = minimize(objective, model.flat_params.astype(np.float64), jac=True,
-                          method="L-BFGS-B",
-                          options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                                   "gtol": self.tol})
+        with blas_pinned():  # L-BFGS-B's own products would start scipy's BLAS pool
+            result = minimize(objective, model.flat_params.astype(np.float64), jac=True,
+                              method="L-BFGS-B",
+                              options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                       "gtol": self.tol})
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = float(result.fun) + const
         model.flat_params[...] = result.x

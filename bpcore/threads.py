@@ -25,7 +25,12 @@ import os
 from bpcore import _threads
 from bpcore._validation import check_int
 
-__all__ = ["set_num_threads", "get_num_threads", "num_threads", "max_threads", "usable_cpus"]
+__all__ = ["set_num_threads", "get_num_threads", "num_threads", "max_threads", "usable_cpus",
+           "blas_pinned"]
+
+# ``with blas_pinned():`` around a Python loop of native calls whose own work calls scipy's
+# BLAS (an L-BFGS-B driver): that BLAS stays on one thread, as during a native call
+blas_pinned = _threads.blas_pinned
 
 # symbol names of OpenBLAS's thread control, with the prefixes and suffixes builds add
 _OPENBLAS_PREFIXES = ("scipy_openblas_", "openblas_", "scipy_openblas64_", "openblas64_")
