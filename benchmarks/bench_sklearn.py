@@ -42,12 +42,10 @@ before and just after the row's fits: the larger, since drift only slows a GEMM 
     python benchmarks/bench_sklearn.py --cases digits-adam,digits-adam-es --threads 1
 """
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 
@@ -55,7 +53,7 @@ import numpy as np
 
 import bpcore
 from bpcore import _simd
-from bpcore.bench import cpu_model, peak_gemm_gflops, step_flops, thread_list
+from bpcore.bench import cpu_model, peak_gemm_gflops, step_flops, thread_list, write_json
 
 CASES = ("large-adam", "digits-adam", "digits-adam-es", "digits-sgd", "digits-adam-reg",
          "digits-lbfgs", "digits-lbfgs-reg", "large-lbfgs")
@@ -591,11 +589,7 @@ def main(argv=None):
                   f"expected {t['op']} {t['bound']}")
     results = {"config": cfg, "notes": notes, "cells": cells}
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nraw numbers: {args.json}", file=sys.stderr)
+        write_json(args.json, results)
     return results
 
 

@@ -15,7 +15,7 @@ if not _source_tree.is_built(__path__[0]):
 else:
     from bpcore import _spin
     with _spin.sized_wait():  # how long idle OpenMP threads spin is read when it loads
-        from bpcore import _threads  # the first module that loads the OpenMP runtime
+        from bpcore import _threads  # noqa: F401  (the first module that loads OpenMP)
     from bpcore._version import __version__
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx

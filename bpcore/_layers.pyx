@@ -99,17 +99,25 @@ cdef void colsum_rows(int rows, int c0, int c1, int ld, const floating *D,
 
 # ---- dense layer ----
 
-cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, int n,
-                               const floating *X, floating *Z) noexcept nogil:
-    cdef int fi = layer.fan_in, fo = layer.fan_out
-    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
-                               <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
+cdef inline void _forward_epilogue(Block blk, const DenseLayer *layer,
+                                   floating *Z) noexcept nogil:
+    """Bias, activation (keeping its input where its derivative needs it) and dropout on the
+    block of Z = X W just formed, while it is in cache."""
+    cdef int fo = layer.fan_out
     if layer.drop == NULL:
         act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
         return
     act_rows(blk, fo, Z, <const floating *>layer.b, <floating *>layer.undropped,
              <floating *>layer.keep, layer.act)
     drop_rows(blk, fo, <const floating *>layer.undropped, Z, layer.drop_mask, layer.drop)
+
+
+cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, int n,
+                               const floating *X, floating *Z) noexcept nogil:
+    cdef int fi = layer.fan_in, fo = layer.fan_out
+    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
+                               <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
+    _forward_epilogue(blk, layer, Z)
 
 
 cdef void dense_forward(const DenseLayer *layer, int n, const floating *X,
@@ -191,12 +199,7 @@ cdef void csr_forward_rows(const DenseLayer *layer, int r0, int r1, CSR x,
     blk.r0, blk.r1, blk.c0, blk.c1 = r0, r1, 0, fo
     # the epilogue of the dense forward part, on these rows (dropout masks are counter-based:
     # the same whatever the split)
-    if layer.drop == NULL:
-        act_rows(blk, fo, Z, <const floating *>layer.b, Z, <floating *>layer.keep, layer.act)
-        return
-    act_rows(blk, fo, Z, <const floating *>layer.b, <floating *>layer.undropped,
-             <floating *>layer.keep, layer.act)
-    drop_rows(blk, fo, <const floating *>layer.undropped, Z, layer.drop_mask, layer.drop)
+    _forward_epilogue(blk, layer, Z)
 
 
 cdef inline void _csr_forward_share(int tid, int team, const DenseLayer *layer, int n, CSR x,

@@ -761,12 +761,17 @@ def main(argv=None):
                "peak_gflops": {str(t): g for t, g in args.peak.items()},
                "cells": cells}
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nraw numbers: {args.json}", file=sys.stderr)
+        write_json(args.json, results)
     return results
+
+
+def write_json(path, results):
+    """A benchmark's raw numbers to path (its folder made if missing), and where they went."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nraw numbers: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
