@@ -782,7 +782,11 @@ def test_sklearn_decay_form_divides_by_the_batch_weight(dtype, opt_name, batch, 
     ref = cls(models[1], weight_decay=0.0, **kwargs)
     for step in range(6):
         w = (rng.uniform(0.1, 3.0, size=batch).astype(dtype) if weighted else None)
-        total = float(np.sum(w, dtype=np.float64)) if weighted else float(batch)
+        total = float(batch)
+        if weighted:  # summed in order, in double, as the engine sums a batch's weights
+            total = 0.0
+            for v in w:
+                total += float(v)
         ref.weight_decay = 0.3 / total
         a = models[0].train_step(X, Y, bpcore.MSELoss(), sk, sample_weight=w)
         b = models[1].train_step(X, Y, bpcore.MSELoss(), ref, sample_weight=w)
