@@ -482,7 +482,9 @@ cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *
         if ws.doff[l] >= 0:
             begin_drop(&net.drop[l])
             ws.dropping = 1
-    begin_step(opt, weight_sum(ws.rows, <const floating *>b.weights))
+    # the batch's summed weight: only scikit-learn's form of L2 reads it (no extra pass else)
+    begin_step(opt, weight_sum(ws.rows, <const floating *>b.weights) if opt.sklearn_decay
+               else ws.rows)
     if sc.max_grad_norm > 0:
         value = step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
     elif ws.rows <= ws.rowsplit_max_batch:

@@ -178,8 +178,9 @@ class _BaseMLP(BaseEstimator):
             self._fit_lbfgs(model, head, X, T, sample_weight, const)
         else:
             self._fit_stochastic(model, head, X, T, sample_weight, const, incremental)
-        self.coefs_ = [d.W.copy() for d in _dense(model)]
-        self.intercepts_ = [d.b.copy() for d in _dense(model)]
+        dense = _dense(model)
+        self.coefs_ = [d.W.copy() for d in dense]
+        self.intercepts_ = [d.b.copy() for d in dense]
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
