@@ -19,7 +19,8 @@ else:
     from bpcore._version import __version__
     from bpcore._config import show_config
     from bpcore.data import load_mnist, one_hot, read_idx, write_idx
-    from bpcore.errors import CheckpointError, FileFormatError, NonFiniteError
+    from bpcore.errors import (CheckpointError, DistributedError, FileFormatError,
+                               NonFiniteError)
     from bpcore.layers import (ELU, GELU, Dense, Dropout, Identity, LeakyReLU, Module, ReLU,
                                Sigmoid, SiLU, Softmax, Softplus, Tanh)
     from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
@@ -27,16 +28,16 @@ else:
     from bpcore.optim import LBFGS, SGD, Adam, AdamW, Optimizer, clip_grad_norm
     from bpcore.params import Parameter
     from bpcore.threads import get_num_threads, num_threads, set_num_threads
-    from bpcore import callbacks, schedules
+    from bpcore import callbacks, distributed, schedules
 
 __all__ = [
     "__version__", "show_config", "one_hot", "load", "load_optimizer", "load_extra",
-    "CheckpointError", "FileFormatError", "NonFiniteError",
+    "CheckpointError", "FileFormatError", "NonFiniteError", "DistributedError",
     "load_mnist", "read_idx", "write_idx",
     "Module", "Parameter", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU",
     "GELU", "SiLU", "Softplus", "Softmax", "Dropout", "Sequential", "MLP",
     "MSELoss", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss", "PoissonLoss",
     "Optimizer", "SGD", "Adam", "AdamW", "LBFGS",
-    "clip_grad_norm", "schedules", "callbacks", "set_num_threads", "get_num_threads",
+    "clip_grad_norm", "schedules", "callbacks", "distributed", "set_num_threads", "get_num_threads",
     "num_threads",
 ]

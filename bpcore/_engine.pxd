@@ -61,6 +61,7 @@ cdef enum Failure:
     LOSS_NONFINITE = 1
     GRADIENT_NONFINITE = 2
     UPDATE_NONFINITE = 3
+    REDUCE_FAILED = 4      # a data-parallel step's reduction raised (nothing applied)
 
 # a batch's targets: rows (rows, outputs) of the network's dtype, or class labels (rows,)
 ctypedef struct Batch:
@@ -77,10 +78,23 @@ ctypedef struct Rows:
     const Py_ssize_t *idx
     int batch_size         # rows per batch when trained on
 
+# data-parallel training (bpcore.distributed): each process steps on its part of every batch;
+# between the backward pass and the update, reduce(ctx) sums the flat gradient buffer over the
+# processes in place (Python's side: one MPI Allreduce) and returns 0, or -1 if that failed.
+# reduce NULL: one process.
+ctypedef struct Team:
+    int (*reduce)(void *ctx) noexcept nogil
+    void *ctx
+    const double *weight      # (steps,) the summed row weight of each step's whole batch
+    const double *per         # (steps,) what a mean divides that batch's summed loss by
+    const Py_ssize_t *first_row  # (steps,) the row of the whole batch this process's row 0 is
+    int step                  # the step in flight
+
 # how a training step runs
 ctypedef struct StepConf:
     LossSpec loss
     double max_grad_norm   # 0: update each block as it forms; > 0: whole gradient, clip, update
+    Team team
 
 cdef enum JobKind:
     TRAIN_BATCHES = 0      # steps on batches first..last-1
@@ -115,6 +129,7 @@ cdef class Engine:
     cdef int part_threads       # threads the partial-sum workspace has room for
     cdef bint busy
     cdef readonly object failure  # None, or (what, batch) of the last training call's failure
+    cdef object reducer    # a team's reduce callable while a data-parallel run uses it
     cdef int reserve(self, Py_ssize_t n) except -1
     cdef int reserve_gather(self, Rows data, int batch_size) except -1
     cdef int enter(self, Py_ssize_t rows) except -1
@@ -128,6 +143,7 @@ cdef class Engine:
     cdef object checked_target(self, target, Py_ssize_t n, int kind, bint check=*)
     cdef Rows rows_of(self, object X, cnp.ndarray T, int kind, object order=*,
                       object weights=*) except *
+    cdef int team_of(self, object team, int steps, StepConf *conf) except -1
     cdef Optimizer *optimizer_of(self, OptimizerState opt) except NULL
     cdef StepConf step_conf(self, int kind, int reduction, double max_grad_norm,
                             object pos_weight=*) except *

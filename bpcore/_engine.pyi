@@ -76,19 +76,23 @@ class Engine:
                    reduction: int, optimizer: OptimizerState,
                    max_grad_norm: float = 0,
                    pos_weight: npt.NDArray[Any] | None = None,
-                   sample_weight: npt.NDArray[Any] | None = None) -> float:
+                   sample_weight: npt.NDArray[Any] | None = None,
+                   team: Any = None) -> float:
         """One fused step on the batch X; returns the loss (of the weights before the step).
-        pos_weight: BCE_LOGITS's (outputs,) weights of the positive term, or None."""
+        pos_weight: BCE_LOGITS's (outputs,) weights of the positive term, or None; team: a
+        bpcore.distributed.Team's one-step plan, or None."""
     def run_epoch(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,
                   reduction: int, order: npt.NDArray[np.intp] | None, batch_size: int,
                   optimizer: OptimizerState, max_grad_norm: float = 0,
                   check: bool = True, batches: int = -1,
                   pos_weight: npt.NDArray[Any] | None = None,
                   sample_weight: npt.NDArray[Any] | None = None,
-                  progress: Callable[[int, int], object] | None = None) -> float:
+                  progress: Callable[[int, int], object] | None = None,
+                  team: Any = None) -> float:
         """Train one epoch; returns the summed batch losses, each weighted by its rows for
         mean reductions. progress(batches done, batches), if given, is called where the loop
-        returns to Python for Ctrl-C (every few batches)."""
+        returns to Python for Ctrl-C (every few batches). team: a bpcore.distributed.Team's
+        plan of the epoch (exactly `batches` steps, each gradient summed over the ranks)."""
     def predict(self, X: npt.NDArray[Any], out: _A) -> _A:
         """out (n, outputs) = the network's output for X, computed in chunks of rows."""
     def evaluate(self, X: npt.NDArray[Any], target: npt.NDArray[Any], loss_kind: int,

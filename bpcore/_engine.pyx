@@ -15,7 +15,7 @@ write out of bounds.
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport isfinite
+from libc.math cimport NAN, isfinite
 from libc.stdlib cimport calloc, free
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
@@ -415,8 +415,9 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
 # the whole gradient (clipping, L-BFGS), and the step that needs it whole
 
 cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
-                         const floating *X) noexcept nogil:
-    """G += the gradient of the batch's loss (G accumulates, so chunks of rows add up)."""
+                         const floating *X, double scale) noexcept nogil:
+    """G += scale times the gradient of the batch's loss (G accumulates, so chunks of rows add
+    up); returns scale times the loss."""
     cdef int l
     cdef floating *d = <floating *>ws.d0
     cdef floating *dn = <floating *>ws.d1
@@ -425,6 +426,9 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     cdef DenseLayer layer
     forward(net, ws, X)
     value = output_delta(net, ws, loss, b, X)
+    if scale != 1:  # on the output's delta: a pass over rows x outputs, not over G
+        scale_run(<Py_ssize_t>ws.rows * net.sizes[net.L], d, scale)
+        value = value * scale
     for l in range(net.L - 1, -1, -1):
         layer = _layer(net, ws, l)
         if _sparse_input(ws, l):
@@ -443,13 +447,11 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
                          Batch b, const floating *X, double max_norm) noexcept nogil:
     """The whole gradient, scaled to a global norm of at most max_norm (as
     torch.nn.utils.clip_grad_norm_), then the update of every parameter."""
-    cdef int l
-    cdef Py_ssize_t size = net.size, nw
-    cdef floating *P = <floating *>net.P
+    cdef Py_ssize_t size = net.size
     cdef floating *G = <floating *>net.G
-    cdef double value, norm, coef
+    cdef double value, norm
     memset(G, 0, size * sizeof(floating))
-    value = add_gradient(net, ws, loss, b, X)
+    value = add_gradient(net, ws, loss, b, X, 1)
     if not isfinite(value):
         ws.failure = LOSS_NONFINITE
         return value
@@ -457,14 +459,53 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     if not isfinite(norm):  # the whole gradient is known before any update: nothing applied
         ws.failure = GRADIENT_NONFINITE
         return value
-    coef = clip_factor(norm, max_norm)
+    _clip_and_update(net, opt, G, norm, max_norm)
+    return value
+
+
+cdef void _clip_and_update(const Net *net, const Optimizer *opt, floating *G, double norm,
+                           double max_norm) noexcept nogil:
+    """The whole gradient G (net.G), of global norm `norm`, scaled to at most max_norm (0: as
+    it is), then the update of every parameter."""
+    cdef int l
+    cdef Py_ssize_t nw
+    cdef floating *P = <floating *>net.P
+    cdef double coef = clip_factor(norm, max_norm) if max_norm > 0 else 1.0
     if coef < 1:
-        scale_run(size, G, coef)
+        scale_run(net.size, G, coef)
     for l in range(net.L):
         nw = <Py_ssize_t>net.sizes[l] * net.sizes[l + 1]
         update_run(opt, _group(opt, l, False), net.woff[l], nw, P + net.woff[l], G + net.woff[l])
         update_run(opt, _group(opt, l, True), net.woff[l] + nw, net.sizes[l + 1],
                    P + net.woff[l] + nw, G + net.woff[l] + nw)
+
+
+cdef double step_reduced(const Net *net, Workspace *ws, const Optimizer *opt, StepConf *sc,
+                         Batch b, const floating *X) noexcept nogil:
+    """A data-parallel step: G = this process's rows' share of the whole batch's gradient (a
+    mean divides by the whole batch's weight, on every process), summed over the processes
+    by the team's reduce; then checked, clipped and applied as step_clipped does. Every
+    decision is taken on the summed G, which is the same on every process: a loss that is not
+    finite here poisons G, so all of them fail in the same step. Returns this process's share
+    of the batch's loss (rows: none is a share of 0)."""
+    cdef floating *G = <floating *>net.G
+    cdef LossSpec summed = sc.loss
+    cdef double value = 0, norm, scale = 1
+    memset(G, 0, net.size * sizeof(floating))
+    if sc.loss.reduction == MEAN:
+        summed.reduction, scale = SUM, sc.team.per[sc.team.step]
+    if ws.rows > 0:
+        value = add_gradient(net, ws, summed, b, X, scale)
+        if not isfinite(value):
+            G[0] = NAN
+    if sc.team.reduce(sc.team.ctx) != 0:
+        ws.failure = REDUCE_FAILED
+        return value
+    norm = global_norm(net.size, G)
+    if not isfinite(norm):
+        ws.failure = GRADIENT_NONFINITE
+        return value
+    _clip_and_update(net, opt, G, norm, sc.max_grad_norm)
     return value
 
 
@@ -477,15 +518,22 @@ cdef double train_step(const Net *net, Workspace *ws, Optimizer *opt, StepConf *
     their masks (a step that fails has drawn them too). Nothing is allocated."""
     cdef double value
     cdef int l
+    cdef bint team = sc.team.reduce != NULL
     ws.failure = NO_FAILURE
     for l in range(net.L):
         if ws.doff[l] >= 0:
             begin_drop(&net.drop[l])
+            net.drop[l].first_row = sc.team.first_row[sc.team.step] if team else 0
             ws.dropping = 1
     # the batch's summed weight: only scikit-learn's form of L2 reads it (no extra pass else)
-    begin_step(opt, weight_sum(ws.rows, <const floating *>b.weights) if opt.sklearn_decay
-               else ws.rows)
-    if sc.max_grad_norm > 0:
+    if team:
+        begin_step(opt, sc.team.weight[sc.team.step])
+    else:
+        begin_step(opt, weight_sum(ws.rows, <const floating *>b.weights) if opt.sklearn_decay
+                   else ws.rows)
+    if team:
+        value = step_reduced(net, ws, opt, sc, b, X)
+    elif sc.max_grad_norm > 0:
         value = step_clipped(net, ws, opt, sc.loss, b, X, sc.max_grad_norm)
     elif ws.rows <= ws.rowsplit_max_batch:
         value = step_rowsplit(net, ws, opt, sc.loss, b, X)
@@ -587,8 +635,19 @@ cdef double run_batches(const Net *net, Workspace *ws, Optimizer *opt, StepConf 
     ws.failure = NO_FAILURE
     for bi in range(first, last):
         start = <Py_ssize_t>bi * data.batch_size
-        count = <int>min(<Py_ssize_t>data.batch_size, data.N - start)
+        count = <int>max(0, min(<Py_ssize_t>data.batch_size, data.N - start))
         b = take_rows(net, ws, data, start, count, &X)
+        if sc.team.reduce != NULL:
+            # a team's step waits for the others at the reduction: its time says nothing of
+            # this machine's load, so it is not paced
+            sc.team.step = bi
+            bp_omp_set_threads(ws.small_threads if count <= ws.rowsplit_max_batch
+                               else ws.threads)
+            value = train_step(net, ws, opt, sc, b, X)
+            if ws.failure != NO_FAILURE:
+                break
+            total += value * sc.team.weight[bi] if sc.loss.reduction == MEAN else value
+            continue
         ws.pace.full = ws.small_threads if count <= ws.rowsplit_max_batch else ws.threads
         team = pace_begin(&ws.pace, count)
         bp_omp_set_threads(team if team > 0 else ws.threads)
@@ -682,7 +741,7 @@ cdef double gradient_rows(const Net *net, Workspace *ws, LossSpec loss, Rows dat
     memset(net.G, 0, net.size * sizeof(floating))
     while start < data.N:
         b = take_rows(net, ws, data, start, <int>min(<Py_ssize_t>ws.capacity, data.N - start), &X)
-        total += add_gradient(net, ws, loss, b, X)
+        total += add_gradient(net, ws, loss, b, X, 1)
         start += ws.rows
     return total
 
@@ -739,7 +798,18 @@ def check_finite(cnp.ndarray a, str name):
 # ---------------------------------------------------------------------------------------------
 # the Python-facing engine
 
-_FAILURES = {LOSS_NONFINITE: "loss", GRADIENT_NONFINITE: "gradient", UPDATE_NONFINITE: "update"}
+_FAILURES = {LOSS_NONFINITE: "loss", GRADIENT_NONFINITE: "gradient", UPDATE_NONFINITE: "update",
+             REDUCE_FAILED: "reduce"}
+
+
+cdef int _call_reduce(void *ctx) noexcept nogil:
+    """A team's reduction: the Python callable ctx, which returns True once the gradient
+    buffer holds the sum over the processes (it keeps its own exception, if any)."""
+    with gil:
+        try:
+            return 0 if (<object>ctx)() else -1
+        except BaseException:  # the callable's contract is to catch; this one did not
+            return -1
 _TYPENAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INTP: "intp",
               cnp.NPY_UINT64: "uint64", cnp.NPY_INT32: "int32"}
 
@@ -1182,6 +1252,8 @@ cdef class Engine:
             raise ValueError(f"max_grad_norm: expected a number >= 0, got {max_grad_norm}")
         sc.loss.kind, sc.loss.reduction, sc.max_grad_norm = kind, reduction, max_grad_norm
         sc.loss.pos_weight = NULL
+        sc.team.reduce, sc.team.ctx, sc.team.step = NULL, NULL, 0
+        sc.team.weight, sc.team.per, sc.team.first_row = NULL, NULL, NULL
         if pos_weight is not None:
             if kind != BCE_LOGITS:
                 raise ValueError(f"pos_weight: expected None for loss kind {kind} (only "
@@ -1197,26 +1269,54 @@ cdef class Engine:
         self.checked_target(target, Xa.shape[0], loss_kind)
 
     def train_step(self, X, target, int loss_kind, int reduction, OptimizerState optimizer,
-                   double max_grad_norm=0, pos_weight=None, sample_weight=None):
+                   double max_grad_norm=0, pos_weight=None, sample_weight=None, team=None):
         """One fused step on the batch X; returns the loss (of the weights before the step).
         pos_weight: BCE_LOGITS's per-output weights of the positive term, or None;
-        sample_weight: the rows' weights (n,), or None."""
+        sample_weight: the rows' weights (n,), or None; team: see run_epoch (one step; the
+        loss returned is then this process's share of the whole batch's)."""
         cdef object Xa = self.checked_X(X)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind)
         cdef Rows rows = self.rows_of(Xa, T, loss_kind, None, sample_weight)
         cdef double weight = (weight_sum(<int>rows.N, <const double *>rows.all.weights)
                               if self.f64 else
                               weight_sum(<int>rows.N, <const float *>rows.all.weights))
-        cdef double total = self._train(rows, <int>rows.N,
-                                        self.step_conf(loss_kind, reduction, max_grad_norm,
-                                                       pos_weight), optimizer)
+        cdef StepConf conf = self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight)
+        if team is not None:
+            self.team_of(team, 1, &conf)
+            weight = team.weight[0]
+        cdef double total
+        try:
+            total = self._train(rows, <int>rows.N, conf, optimizer, 1)
+        finally:
+            self.reducer = None
         if reduction == MEAN:  # _train weights each batch's mean by its rows' weight
             return total / weight if weight > 0 else 0.0
         return total
 
+    cdef int team_of(self, object team, int steps, StepConf *conf) except -1:
+        """Point conf's Team at `team`, a data-parallel plan for `steps` steps: a callable
+        team.reduce() (True once the flat gradient buffer holds its sum over the processes)
+        and float64 arrays team.weight, team.per and intp team.first_row of `steps` values
+        (bpcore/_engine.pxd: Team). The caller keeps team alive while conf is used."""
+        if not callable(team.reduce):
+            raise TypeError(f"team.reduce: expected a callable, got {type(team.reduce).__name__}")
+        plan = [_arr(team.weight, "team.weight", cnp.NPY_FLOAT64, 1, -1, -1),
+                _arr(team.per, "team.per", cnp.NPY_FLOAT64, 1, -1, -1),
+                _arr(team.first_row, "team.first_row", cnp.NPY_INTP, 1, -1, -1)]
+        if min([a.shape[0] for a in plan]) < steps:
+            raise ValueError(f"team: expected a plan of at least {steps} steps, got "
+                             f"{[a.shape[0] for a in plan]}")
+        conf.team.weight = <const double *>_data(plan[0])
+        conf.team.per = <const double *>_data(plan[1])
+        conf.team.first_row = <const Py_ssize_t *>_data(plan[2])
+        self.reducer = team.reduce  # kept: conf points at it while the run lasts
+        conf.team.reduce, conf.team.ctx = _call_reduce, <void *>self.reducer
+        return 0
+
     def run_epoch(self, X, target, int loss_kind, int reduction, order, int batch_size,
                   OptimizerState optimizer, double max_grad_norm=0, bint check=True,
-                  int batches=-1, pos_weight=None, sample_weight=None, progress=None):
+                  int batches=-1, pos_weight=None, sample_weight=None, progress=None,
+                  team=None):
         """Train one epoch over the rows of X in the given order (an intp permutation, or None
         for the stored order); returns the summed batch losses, each weighted by its rows for
         mean reductions. Between every few batches it checks for Ctrl-C, raising
@@ -1226,14 +1326,27 @@ cdef class Engine:
         check=False skips the pass over the data for finite values; batches >= 0 runs only the
         epoch's first `batches` batches (the replay of an epoch up to a failed step).
         pos_weight and sample_weight (all rows', in the stored order) as for train_step; mean
-        batch losses are weighted by their rows' summed weight."""
+        batch losses are weighted by their rows' summed weight.
+
+        team (bpcore.distributed's plan of a data-parallel epoch, see team_of) runs the epoch
+        as one of several processes: exactly `batches` steps (a process whose rows run out
+        steps on none, sharing the others' gradient), each step's gradient summed over the
+        processes before its update; the loss returned is this process's share of the
+        epoch's (mean batch losses weighted by each whole batch's weight)."""
         cdef object Xa = self.checked_X(X, check)
         cdef cnp.ndarray T = self.checked_target(target, Xa.shape[0], loss_kind, check)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        return self._train(self.rows_of(Xa, T, loss_kind, order, sample_weight), batch_size,
-                           self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight),
-                           optimizer, batches, progress)
+        cdef StepConf conf = self.step_conf(loss_kind, reduction, max_grad_norm, pos_weight)
+        if team is not None:
+            if batches < 0:
+                raise ValueError(f"batches: expected the team's step count, got {batches}")
+            self.team_of(team, batches, &conf)
+        try:
+            return self._train(self.rows_of(Xa, T, loss_kind, order, sample_weight),
+                               batch_size, conf, optimizer, batches, progress)
+        finally:
+            self.reducer = None
 
     cdef double _train(self, Rows data, int batch_size, StepConf conf, OptimizerState optimizer,
                        int batches=-1, object progress=None) except? -1:
@@ -1243,7 +1356,9 @@ cdef class Engine:
         before it)."""
         cdef Job job
         cdef int nb = <int>((data.N + batch_size - 1) // batch_size)
-        if batches >= 0:
+        if conf.team.reduce != NULL:
+            nb = batches  # every process steps as often as the others
+        elif batches >= 0:
             nb = min(nb, batches)
         job.kind, job.conf = TRAIN_BATCHES, conf
         job.opt, job.total, job.failed = self.optimizer_of(optimizer), 0, -1

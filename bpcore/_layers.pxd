@@ -28,6 +28,9 @@ ctypedef struct DropSpec:
     uint32_t threshold     # p * 2^32
     uint64_t *state        # the Dropout layer's (seed, masks drawn so far)
     uint64_t key           # the step's: set by begin_drop
+    Py_ssize_t first_row   # the row of the whole batch that row 0 of this process's rows is
+                           # (a data-parallel step's rows are part of one batch over all
+                           # processes: their masks are the masks of those rows in that batch)
 
 # one dense layer: its shape, its weights and gradients (of the caller's dtype), its activation
 ctypedef struct DenseLayer:

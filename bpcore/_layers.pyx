@@ -64,15 +64,15 @@ cdef void begin_drop(DropSpec *drop) noexcept nogil:
 
 cdef void drop_rows(Block blk, int ld, const floating *U, floating *A, unsigned char *mask,
                     const DropSpec *drop) noexcept nogil:
-    cdef Py_ssize_t r, off
+    cdef Py_ssize_t r, off, first = drop.first_row * ld  # the mask's element of row 0
     cdef floating scale = <floating>(1 / (1 - drop.p))
     for r in range(blk.r0, blk.r1):
         off = r * ld + blk.c0
         if floating is float:
-            K.drop_f32(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, off,
+            K.drop_f32(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, first + off,
                        drop.threshold, scale)
         else:
-            K.drop_f64(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, off,
+            K.drop_f64(blk.c1 - blk.c0, U + off, A + off, mask + off, drop.key, first + off,
                        drop.threshold, scale)
 
 
@@ -429,7 +429,7 @@ def py_activation_backward(int act, const floating[:, ::1] A, const floating[:, 
 
 cdef DropSpec drop_spec(double p, uint64_t *state) noexcept nogil:
     cdef DropSpec drop
-    drop.p, drop.state, drop.key = p, state, 0
+    drop.p, drop.state, drop.key, drop.first_row = p, state, 0, 0
     drop.threshold = <uint32_t>min(p * 4294967296.0, 4294967295.0)  # P(drop) = p to 2^-32
     return drop
 

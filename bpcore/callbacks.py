@@ -29,7 +29,13 @@ __all__ = ["Callback", "EarlyStopping", "Checkpoint"]
 
 
 class Callback:
-    """Base of fit's callback objects (see the module's description of the protocol)."""
+    """Base of fit's callback objects (see the module's description of the protocol).
+
+    ``root`` is False on every rank but the first of a data-parallel fit (``comm=``), set by
+    fit before ``on_train_begin``: a callback that writes files or prints does so only where
+    it is True (the logs, and so the decisions, are the same on every rank)."""
+
+    root = True
 
     def on_train_begin(self, model, optimizer, log_keys):
         pass
@@ -197,6 +203,8 @@ class Checkpoint(Callback):
         if self._model is None:
             raise RuntimeError("Checkpoint: no model to save; pass the Checkpoint in fit's "
                                "callbacks (fit hands it the model in on_train_begin)")
+        if not self.root:  # the other ranks hold the same weights: one writer
+            return False
         path = self.path_for(epoch + 1)
         self._model.save(path, optimizer=self._optimizer)
         if path in self.saved:

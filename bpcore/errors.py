@@ -27,3 +27,8 @@ class CheckpointError(FileFormatError):
 
 class NonFiniteError(FloatingPointError):
     """A training step met a NaN or an infinity; the step was not applied."""
+
+
+class DistributedError(RuntimeError):
+    """In data-parallel training (bpcore.distributed): another rank refused or failed, or the
+    gradient could not be summed over the ranks; every rank raises, none waits for ever."""

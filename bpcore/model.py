@@ -139,10 +139,12 @@ class Sequential(Module):
         """The network's output for X, computed natively in chunks; keeps no state for backward."""
         return training.predict(self, X)
 
-    def train_step(self, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None):
-        """One fused native step: forward, loss, backward, update. Returns the batch loss."""
+    def train_step(self, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None,
+                   comm=None):
+        """One fused native step: forward, loss, backward, update. Returns the batch loss.
+        See bpcore.training.train_step for the arguments."""
         return training.train_step(self, X, y, loss, optimizer, max_grad_norm=max_grad_norm,
-                                   sample_weight=sample_weight)
+                                   sample_weight=sample_weight, comm=comm)
 
     def fit(self, X, y, **kwargs):
         """Train natively for whole epochs; see bpcore.training.fit for the arguments."""

@@ -6,6 +6,7 @@ buffers and the optimizer's native state, so the layer API and the engine see th
 and can be mixed freely. The engine uses ``flat_grads`` as scratch space: after ``train_step``
 or ``fit`` it holds no meaningful gradient (call ``zero_grad`` before using ``backward`` again).
 """
+import contextlib
 import functools
 import sys
 import time
@@ -13,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from bpcore import _engine, _threads
+from bpcore import _engine, _threads, distributed
 from bpcore._claims import claim, release
 from bpcore._progress import EpochProgress
 from bpcore._validation import (as_matrix, as_sparse_matrix, check_choice, check_int,
@@ -131,7 +132,22 @@ def _max_norm(max_grad_norm):
     return check_real(max_grad_norm, "max_grad_norm", low=0, low_open=True)
 
 
-def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None):
+def _team(model, comm):
+    """bpcore.distributed's Team over comm for this model's gradient buffer, or None."""
+    return None if comm is None else distributed.Team(comm, model.flat_grads)
+
+
+def _agreement(team):
+    """Checks run under it raise on every rank of a team if they raise on one."""
+    return contextlib.nullcontext() if team is None else team.agreement()
+
+
+def _dropout_streams(model):
+    return [m.state for m in model.layers if isinstance(m, Dropout)]
+
+
+def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=None,
+               comm=None):
     """Forward, loss, backward and update of one batch in one native call, without the GIL.
 
     Returns the batch loss (of the weights before the update). Equal, to round-off, to
@@ -140,17 +156,34 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=N
     (clip_grad_norm) before the update. ``sample_weight`` (n,) weighs the rows: each row's
     loss is multiplied by its weight and a "mean" divides by the summed weight (as
     scikit-learn's sample_weight); weights must be finite and >= 0 (0 removes a row).
+
+    ``comm`` (an mpi4py communicator; see bpcore.distributed): every rank calls train_step
+    with its rows of one batch; the step is the whole batch's (the gradient summed over the
+    ranks by one Allreduce, the same update on every rank), and the loss returned is the
+    whole batch's on every rank. It takes two more small collectives (the batch's row counts
+    and weights before, the loss after); fit's epochs take one per step.
     """
     keys = claim((model.flat_params, model.flat_grads), "train_step")
     try:
-        eng = engine_for(model)
-        X = engine_input(model, X)
-        kind, T, pw = _target(model, loss, y, X.shape[0])
-        w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
-        value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
-                               _max_norm(max_grad_norm), pw, w)
+        team = _team(model, comm)
+        with _agreement(team):
+            eng = engine_for(model)
+            X = engine_input(model, X)
+            kind, T, pw = _target(model, loss, y, X.shape[0])
+            w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
+            native = _optimizer(optimizer)
+            max_norm = _max_norm(max_grad_norm)
+            if team is not None:  # else the step checks: a rank must not fail after planning
+                eng.check_data(X, T, kind)
+        if team is not None:
+            team.plan_step(X.shape[0], weight_total(w, X.shape[0]),
+                           loss.elements_per_row(model.n_outputs))
+        value = eng.train_step(X, T, kind, loss.reduction_code, native, max_norm, pw, w,
+                               team=team)
         if eng.failure is not None:
-            raise _nonfinite(eng.failure[0], "train_step: the batch's")
+            raise _failure(eng.failure[0], "train_step: the batch's", team)
+        if team is not None:
+            value = float(team.sum(value)[0])
         return value
 
     finally:
@@ -161,6 +194,14 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=N
 _FAILED = {"loss": "loss is NaN or infinite; the step was not applied",
            "gradient": "gradient is NaN or infinite; the step was not applied",
            "update": "update wrote a NaN or an infinity into the parameters"}
+
+
+def _failure(what, where, team, restored=False):
+    """The exception for a failed step: the team's reduction's own, or NonFiniteError."""
+    if what == "reduce":
+        return distributed.DistributedError(f"{where} gradient could not be summed over the "
+                                            f"ranks: {team.error!r}")
+    return _nonfinite(what, where, restored)
 
 
 def _nonfinite(what, where, restored=False):
@@ -323,7 +364,7 @@ class _Snapshot:
 @_exclusive("fit")
 def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, seed=None,
         validation_data=None, schedule=None, callbacks=None, max_grad_norm=None,
-        on_nonfinite="raise", verbose=0, sample_weight=None, class_weight=None):
+        on_nonfinite="raise", verbose=0, sample_weight=None, class_weight=None, comm=None):
     """Train for ``epochs`` passes over (X, y); returns the history.
 
     Each epoch runs natively: the rows are shuffled with the seeded RNG (``shuffle=False``
@@ -368,6 +409,19 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     ``on_nonfinite="raise"`` raises bpcore.NonFiniteError naming the epoch and batch, and
     ``"stop"`` ends training there, recording ``history["stopped"] = (epoch, batch)`` (1-based).
 
+    ``comm`` (an mpi4py communicator; see bpcore.distributed) trains data-parallel: every rank
+    calls fit with its shard of the rows (``bpcore.distributed.shard``) and the same other
+    arguments. Rank 0's weights and optimizer state are broadcast first; each epoch every
+    rank shuffles its own rows (seeded from ``seed`` and its rank) and takes as many steps as
+    the rank with the most rows needs (one whose rows have run out steps on none); step k's
+    batch is the union of the ranks' k-th batches of ``batch_size`` rows, its gradient summed
+    over the ranks by one in-place Allreduce, so every rank applies the same update.
+    ``validation_data`` is each rank's shard of it; the losses and accuracies logged are
+    those of all the ranks' rows, the same on every rank, and so are the callbacks'
+    decisions; only rank 0 prints (``verbose``), and Checkpoint saves only there
+    (``Callback.root``). An argument refused on one rank is refused on all.
+    ``optimizer=LBFGS`` takes no comm.
+
     Returns {"loss": [...], and with validation_data (Xv, yv) "val_loss": [...],
     "val_accuracy": [...]}: per epoch, the mean batch loss weighted by batch size (by the
     batches' summed sample weight, with weights; for "sum"
@@ -375,7 +429,22 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     short by a non-finite step is not in it. val_accuracy follows evaluate's rule (None where
     that has none: one output of MSELoss, PoissonLoss).
     """
-    # every argument is checked before any work, whichever optimizer trains
+    team = _team(model, comm)
+    with _agreement(team):
+        args = _fit_arguments(model, X, y, loss, optimizer, epochs, batch_size, seed,
+                              validation_data, schedule, callbacks, max_grad_norm, on_nonfinite,
+                              sample_weight, class_weight, team)
+    if isinstance(optimizer, LBFGS):
+        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer,
+                         sample_weight=sample_weight, class_weight=class_weight)
+    return _fit_epochs(model, loss, optimizer, shuffle, verbose, team, **args)
+
+
+def _fit_arguments(model, X, y, loss, optimizer, epochs, batch_size, seed, validation_data,
+                   schedule, callbacks, max_grad_norm, on_nonfinite, sample_weight,
+                   class_weight, team):
+    """fit's arguments, every one checked before any work, whichever optimizer trains (a
+    dict of what the epochs use; empty for L-BFGS)."""
     epochs = check_int(epochs, "epochs", low=0)
     batch_size = check_int(batch_size, "batch_size", low=1)
     max_norm = _max_norm(max_grad_norm)
@@ -383,6 +452,9 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
     rng = as_generator(seed)  # checked without shuffle too: a bad seed is a mistake either way
     callbacks = _as_callbacks(callbacks)
     schedule = _check_schedule(schedule)
+    if isinstance(optimizer, LBFGS) and team is not None:
+        raise ValueError("comm: expected None with optimizer=LBFGS (L-BFGS trains in one "
+                         "process), got a communicator")
     if isinstance(optimizer, LBFGS):
         unused = {"validation_data": validation_data, "schedule": schedule,
                   "callbacks": callbacks or None, "max_grad_norm": max_grad_norm}
@@ -391,27 +463,48 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
                 raise ValueError(f"{name}: expected None with optimizer=LBFGS (one "
                                  f"scipy.optimize call, without epochs), got "
                                  f"{type(value).__name__}")
-        return fit_lbfgs(model, X, y, loss=loss, optimizer=optimizer,
-                         sample_weight=sample_weight, class_weight=class_weight)
+        return {}
     eng = engine_for(model)
     X = engine_input(model, X)
     kind, T, pw = _target(model, loss, y, X.shape[0])
     w = _row_weights(model, loss, kind, T, sample_weight, class_weight)
-    weight = weight_total(w, X.shape[0])
-    snapshot = _Snapshot(model, _optimizer(optimizer))
+    _optimizer(optimizer)
     eng.check_data(X, T, kind)  # finite values and labels in range, once for all epochs
+    validation = None
     if validation_data is not None:
-        Xv, kv, Tv = _validation_data(model, loss, validation_data)
+        validation = _validation_data(model, loss, validation_data)
+    return dict(eng=eng, X=X, T=T, kind=kind, pw=pw, w=w, epochs=epochs, batch_size=batch_size,
+                max_norm=max_norm, on_nonfinite=on_nonfinite, rng=rng, seed=seed,
+                callbacks=callbacks, schedule=schedule, validation=validation)
+
+
+def _fit_epochs(model, loss, optimizer, shuffle, verbose, team, *, eng, X, T, kind, pw, w,
+                epochs, batch_size, max_norm, on_nonfinite, rng, seed, callbacks, schedule,
+                validation):
+    """fit's epochs, on checked arguments."""
+    weight = weight_total(w, X.shape[0])
     order = np.arange(X.shape[0], dtype=np.intp) if shuffle else None
     if not shuffle:
         rng = None
+    steps = None
+    if team is not None:
+        team.broadcast_start(model.flat_params, optimizer, _dropout_streams(model))
+        counts = team.rows_per_rank(X.shape[0])
+        steps = team.steps(counts, batch_size)
+        weight = float(team.sum(weight)[0])
+        if shuffle:
+            rng = as_generator(team.shuffle_seed(seed))
+        per_row = loss.elements_per_row(model.n_outputs)
+        verbose = verbose if team.root else 0
+    snapshot = _Snapshot(model, _optimizer(optimizer))
     history = {"loss": []}
     log_keys = ("loss", "seconds")
-    if validation_data is not None:
+    if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
         log_keys += ("val_loss", "val_accuracy")
     objects = [cb for cb in callbacks if isinstance(cb, Callback)]
     for cb in objects:
+        cb.root = team is None or team.root
         cb.on_train_begin(model, optimizer, log_keys)
     progress = EpochProgress(epochs) if verbose else None
     for epoch in range(epochs):
@@ -424,10 +517,12 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
         snapshot.take()
         if progress is not None:
             progress.begin(epoch)
+        if team is not None:
+            team.plan(counts, batch_size, steps, order, w, per_row)
         try:
             total = eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                                  max_norm, False, pos_weight=pw, sample_weight=w,
-                                  progress=progress)
+                                  max_norm, False, -1 if team is None else steps,
+                                  pos_weight=pw, sample_weight=w, progress=progress, team=team)
         finally:
             if progress is not None:
                 progress.end()
@@ -436,22 +531,28 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, shuffle=True, 
             if what == "update":
                 snapshot.restore()
                 eng.run_epoch(X, T, kind, loss.reduction_code, order, batch_size, native,
-                              max_norm, False, batch, pw, w)
+                              max_norm, False, batch, pw, w, team=team)
                 if eng.failure is not None:  # the replay is deterministic: it cannot fail
                     raise RuntimeError(f"fit: replaying epoch {epoch + 1} up to batch "
                                        f"{batch + 1} failed at batch {eng.failure[1] + 1}")
-            if on_nonfinite == "stop":
+            if on_nonfinite == "stop" and what != "reduce":
                 history["stopped"] = (epoch + 1, batch + 1)
                 break
-            raise _nonfinite(what, f"fit: epoch {epoch + 1}, batch {batch + 1}: the step's",
-                             restored=True)
+            raise _failure(what, f"fit: epoch {epoch + 1}, batch {batch + 1}: the step's",
+                           team, restored=True)
+        if team is not None:
+            total = float(team.sum(total)[0])
         logs = {"loss": total / weight if loss.reduction == "mean" else total,
                 "seconds": time.perf_counter() - t0}
         history["loss"].append(logs["loss"])
-        if validation_data is not None:
+        if validation is not None:
+            Xv, kv, Tv = validation
             total, correct = eng.evaluate(Xv, Tv, kv, pw)
-            logs["val_loss"] = loss.from_sum(total, Xv.shape[0], model.n_outputs)
-            logs["val_accuracy"] = loss.accuracy(correct, Xv.shape[0], model.n_outputs)
+            nv = Xv.shape[0]
+            if team is not None:
+                total, correct, nv = team.sum(total, correct, nv)
+            logs["val_loss"] = loss.from_sum(total, nv, model.n_outputs)
+            logs["val_accuracy"] = loss.accuracy(correct, nv, model.n_outputs)
             history["val_loss"].append(logs["val_loss"])
             history["val_accuracy"].append(logs["val_accuracy"])
         if schedule is not None and hasattr(schedule, "observe"):
