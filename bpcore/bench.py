@@ -1,20 +1,40 @@
-"""python -m bpcore.bench: time bpcore's fused training step against its BLAS floor, PyTorch
-and plain NumPy, over batch sizes and thread counts.
+"""python -m bpcore.bench: time bpcore's fused training step against its BLAS floor, PyTorch,
+plain NumPy and JAX, over batch sizes and thread counts.
 
 Every implementation trains the same MLP (ReLU hidden layers, linear outputs) from the same
 initial weights with MSE on one-hot targets and SGD with momentum (--activation, --loss,
 --dropout and --optimizer change these; the NumPy step is written for ReLU, MSE and
-cross-entropy without dropout only and is left out otherwise, with a note in the header). Per
-(threads, batch) cell the
-implementations are timed *interleaved* in one process: round after round, a block of k steps
-of each in turn, so that drift in the machine's speed (turbo, other processes) hits them all
-alike. A block's time / k is one sample; the table shows medians over the samples.
+cross-entropy without dropout only, the JAX step for every activation and loss but without
+dropout; each is left out otherwise, with a note in the header). Per (threads, batch) cell the
+implementations are timed *interleaved*: round after round, a block of k steps of each in
+turn, so that drift in the machine's speed (turbo, other processes) hits them all alike. A
+block's time / k is one sample; the table shows medians over the samples.
 
 Columns: microseconds per step and samples/s of bpcore; GFLOP/s of its step (GEMM flops only)
 and that as a share of the peak GEMM rate measured on the spot for the thread count; "× floor":
-bpcore's step time over the time of the step's GEMMs alone (bpcore._bench.gemm_floor, on the engine's
-own buffers: everything bpcore adds around BLAS); "torch/bpcore" and "numpy/bpcore": their step
-times over bpcore's (above 1: bpcore is faster).
+bpcore's step time over the time of the step's GEMMs alone (bpcore._bench.gemm_floor, on the
+engine's own buffers: everything bpcore adds around BLAS); "× FLOP floor": over the step's
+GEMM flops at that peak rate; "× bytes floor": over the bytes a step must move (step_bytes:
+the parameters, the gradient and the optimizer's state each read and written once, and the
+batch) at the memory bandwidth measured on the spot for the thread count (a NumPy copy of a
+buffer much larger than the last-level cache; a network whose parameters and state fit in that
+cache can beat this floor); "torch/bpcore", "numpy/bpcore", "jax/bpcore": their step times over
+bpcore's (above 1: bpcore is faster); "best peer" and "bpcore/best": the fastest of them and
+bpcore's time over its (below 1: bpcore is faster).
+
+JAX runs in a process of its own per thread count. XLA's CPU client sizes its thread pools
+when it starts and offers no way to change them later, and the XLA_FLAGS recipe for one thread
+(--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1) no longer limits it: with
+jaxlib 0.10.2 a jitted 1536² matmul under those flags still kept both cores of a 2-core machine
+busy (CPU time / wall time 1.98). XLA does size its pools from the process's CPU affinity, so
+the worker for t threads is confined to t cores (the first t this process may use; all of them,
+unconfined, when t covers them) before JAX is imported: the same 1536² matmul then ran at CPU
+time / wall time 1.00 on one core. The worker is a fresh interpreter (jax_enable_x64 set there
+only for --dtype float64, before any array exists) that times its blocks itself when the
+parent's interleaved rounds ask, so JAX stays in the same rounds as the others and the pipe's
+round trip is never timed. The JAX step is one jax.jit-compiled function
+(params, opt_state, X, Y) -> (params, opt_state, loss) with params and opt_state donated, on
+batches already on the device; each step waits for its loss.
 
     python -m bpcore.bench                              # the README's table
     python -m bpcore.bench --threads 1,2,all --batches 32,512 --json out.json
@@ -25,9 +45,13 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import time
+import traceback
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -36,12 +60,13 @@ from bpcore import _blas, _simd, _threads
 from bpcore._bench import gemm_floor
 from bpcore.training import engine_for
 
-__all__ = ["main", "step_flops", "NumpyMLP"]
+__all__ = ["main", "step_flops", "step_bytes", "NumpyMLP", "make_jax_step"]
 
 DEFAULT_SIZES = (784, 256, 128, 10)
 DEFAULT_BATCHES = (1, 8, 32, 128, 512, 2048)
 LR, MOMENTUM = 0.01, 0.9
 ADAM_LR = 0.001
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch's and bpcore's defaults
 
 # the hidden activations (bpcore.MLP's names) and torch's module for each, with bpcore's
 # settings (torch's defaults); the label the header shows
@@ -72,6 +97,7 @@ LOSS_CONFIG = {"mse": "MSE mean, one-hot targets",
                "poisson": "Poisson NLL mean, log-rate outputs, Poisson(1) count targets"}
 POISSON_RATE = 1.0  # the mean of the count targets of --loss poisson
 NUMPY_LOSSES = ("mse", "xent")  # the losses the NumPy step computes
+PEERS = ("torch", "numpy", "jax")  # the other implementations of the step, in table order
 
 
 def bpcore_loss(name):
@@ -120,12 +146,12 @@ def bpcore_optimizer(name, model):
 # MAX_BLOCK_STEPS steps of an implementation that trains: see below); a cell runs rounds until
 # seconds_per_cell is spent and at least min_rounds are done; each implementation is first
 # warmed up for warmup_s. The peak GEMM is the median of peak_reps calls on peak_size^3 after
-# two warm-up calls.
+# two warm-up calls; the memory bandwidth the median of copy_reps copies of copy_mib MiB.
 TIMING = {
     "full": dict(seconds=2.0, block_s=0.04, warmup_s=0.1, min_rounds=3,
-                 peak_size=2048, peak_reps=7, pause=0.15),
+                 peak_size=2048, peak_reps=7, pause=0.15, copy_mib=256, copy_reps=5),
     "quick": dict(seconds=0.08, block_s=0.002, warmup_s=0.005, min_rounds=2,
-                  peak_size=256, peak_reps=3, pause=0.0),
+                  peak_size=256, peak_reps=3, pause=0.0, copy_mib=128, copy_reps=3),
 }
 
 # Why blocks start with a pause and a few untimed steps: the implementations live in different
@@ -160,6 +186,18 @@ def step_flops(sizes, n):
     fwd = sum(fi * fo for fi, fo in pairs)
     dx = sum(fi * fo for fi, fo in pairs[1:])
     return 2 * n * (fwd + fwd + dx)
+
+
+# the arrays beside the parameters that a step reads and writes whole, per optimizer: the
+# gradient and the optimizer's buffers (SGD's velocity; Adam's two moments)
+STATE_ARRAYS = {"sgd": 2, "adam": 3}
+
+
+def step_bytes(n_params, itemsize, optimizer, batch_bytes):
+    """The bytes floor's traffic of one step: the parameters and the STATE_ARRAYS beside them
+    each read and written once, itemsize * n_params * (2 + 2 * state_arrays), plus the batch
+    (inputs and targets) read once. Activations are left out (a floor)."""
+    return itemsize * n_params * (2 + 2 * STATE_ARRAYS[optimizer]) + batch_bytes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +273,7 @@ class NumpyMLP:
             v += g
             p -= self.lr * v
             return
-        b1, b2, eps = 0.9, 0.999, 1e-8
+        (b1, b2), eps = ADAM_BETAS, ADAM_EPS
         v *= b1
         v += (1 - b1) * g
         s *= b2
@@ -365,10 +403,303 @@ class TorchImpl:
 
 
 # ---------------------------------------------------------------------------------------------
+# JAX: the step as one jitted function, run in a worker process per thread count (see the
+# module docstring for why a process)
+
+def jax_activation(jax, name):
+    """jax's function for bpcore's hidden activation `name`, with bpcore's (torch's) settings."""
+    jnp, nn = jax.numpy, jax.nn
+    return {
+        "relu": nn.relu,  # its derivative at 0 is 0, as bpcore's and torch's
+        "leaky_relu": lambda z: jnp.where(z > 0, z, 0.01 * z),
+        "elu": nn.elu,  # alpha 1
+        "gelu": lambda z: nn.gelu(z, approximate=False),
+        "gelu_tanh": lambda z: nn.gelu(z, approximate=True),
+        "silu": nn.silu,
+        # beta 1, linear above threshold 20; the minimum keeps the branch not taken finite,
+        # so its zero weight in the gradient stays zero (0 * inf would be NaN)
+        "softplus": lambda z: jnp.where(z > 20, z, jnp.log1p(jnp.exp(jnp.minimum(z, 20)))),
+        "sigmoid": nn.sigmoid,
+        "tanh": jnp.tanh,
+    }[name]
+
+
+def jax_loss(jax, name):
+    """The loss `name` (LOSSES) of outputs and targets, as a jax function (means, as bpcore's)."""
+    jnp = jax.numpy
+    if name == "xent":  # integer labels
+        def loss(out, labels):
+            logp = jax.nn.log_softmax(out, axis=1)
+            return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+    elif name == "bce":  # on logits, the stable form
+        def loss(out, y):
+            return jnp.mean(jnp.maximum(out, 0) - out * y + jnp.log1p(jnp.exp(-jnp.abs(out))))
+    elif name == "poisson":  # log-rate outputs, without the Stirling term (full=False)
+        def loss(out, y):
+            return jnp.mean(jnp.exp(out) - y * out)
+    else:
+        def loss(out, y):
+            return jnp.mean(jnp.square(out - y))
+    return loss
+
+
+def make_jax_step(jax, activation="relu", loss="mse", optimizer="sgd"):
+    """The whole training step as one jax.jit-compiled function (params, opt_state, X, Y) ->
+    (params, opt_state, loss), params and opt_state donated so that XLA may update their
+    buffers in place. params: [(W, b), ...] with W (fan_in, fan_out) as bpcore's; opt_state:
+    the velocities (SGD with momentum in torch's form, v = m v + g; w -= lr v) or
+    {"t", "m", "v"} (Adam in torch's form: eps after the bias correction)."""
+    jnp = jax.numpy
+    act, loss_of = jax_activation(jax, activation), jax_loss(jax, loss)
+
+    def objective(params, X, Y):
+        a = X
+        for l, (W, b) in enumerate(params):
+            a = a @ W + b
+            if l < len(params) - 1:
+                a = act(a)
+        return loss_of(a, Y)
+
+    value_and_grad = jax.value_and_grad(objective)
+
+    def sgd(params, velocity, X, Y):
+        value, grads = value_and_grad(params, X, Y)
+        velocity = jax.tree.map(lambda v, g: MOMENTUM * v + g, velocity, grads)
+        params = jax.tree.map(lambda p, v: p - LR * v, params, velocity)
+        return params, velocity, value
+
+    def adam(params, state, X, Y):
+        (b1, b2), eps = ADAM_BETAS, ADAM_EPS
+        value, grads = value_and_grad(params, X, Y)
+        t = state["t"] + 1
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], grads)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state["v"], grads)
+        step_size = ADAM_LR / (1 - b1 ** t)
+        root_correction = jnp.sqrt(1 - b2 ** t)
+        params = jax.tree.map(
+            lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / root_correction + eps),
+            params, m, v)
+        return params, {"t": t, "m": m, "v": v}, value
+
+    return jax.jit(adam if optimizer == "adam" else sgd, donate_argnums=(0, 1))
+
+
+class JaxImpl:
+    """The JAX step (make_jax_step) from given initial weights, on device copies of the pool
+    of batches; runs inside the worker process. Each step waits for its loss: XLA's CPU client
+    completes every output of an execution together, so the new weights are then in place too
+    (a step is timed whole, as torch's and bpcore's synchronous steps are)."""
+    max_block = MAX_BLOCK_STEPS
+
+    def __init__(self, jax, weights, biases, batches, optimizer="sgd", activation="relu",
+                 loss="mse"):
+        self.jax, self.optimizer = jax, optimizer
+        jnp = jax.numpy
+        self.p0 = [(np.array(W), np.array(b)) for W, b in zip(weights, biases)]
+        # integer labels as int32: jax's default integers without x64, and enough for classes
+        self.batches = [(jnp.asarray(X), jnp.asarray(Y.astype(np.int32) if loss == "xent" else Y))
+                        for X, Y in batches]
+        self.step_fn = make_jax_step(jax, activation, loss, optimizer)
+        self.reset()
+
+    def reset(self):
+        jnp = self.jax.numpy
+        # fresh buffers every time: the step donates (consumes) the ones it is given
+        self.params = [(jnp.array(W, copy=True), jnp.array(b, copy=True)) for W, b in self.p0]
+        zeros = [(jnp.zeros_like(W), jnp.zeros_like(b)) for W, b in self.params]
+        if self.optimizer == "adam":
+            self.state = {"t": jnp.zeros((), self.p0[0][0].dtype), "m": zeros,
+                          "v": [(jnp.zeros_like(W), jnp.zeros_like(b)) for W, b in self.params]}
+        else:
+            self.state = zeros
+        self.jax.block_until_ready((self.params, self.state))
+
+    def step(self, i):
+        X, Y = self.batches[i]
+        self.params, self.state, loss = self.step_fn(self.params, self.state, X, Y)
+        return loss.block_until_ready()
+
+    def numpy_params(self):
+        return [(np.array(W), np.array(b)) for W, b in self.params]
+
+
+def jax_cores(threads):
+    """The cores the JAX worker for `threads` threads is confined to: the first `threads` of
+    this process's allowed cores; None (no confinement) when that is all of them, or when the
+    platform cannot confine a process (then only the all-cores count can be honoured)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return None if threads >= len(allowed) else allowed[:threads]
+
+
+def jax_can_honour(threads):
+    """Whether a JAX worker can be limited to `threads` cores here."""
+    return hasattr(os, "sched_setaffinity") or threads >= (os.cpu_count() or 1)
+
+
+def _jax_worker(fd, cores, dtype):
+    """The worker process's loop: confine the process to `cores` and start JAX (x64 only for
+    float64, before any array exists), then answer the parent's requests on the socket `fd`
+    with ("ok", value) or ("error", text)."""
+    conn = Connection(fd)
+    try:
+        if cores is not None:
+            os.sched_setaffinity(0, cores)  # before XLA starts: it sizes its pools from this
+        os.environ["JAX_PLATFORMS"] = "cpu"  # no probing for accelerators
+        import jax
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        from importlib.metadata import version
+        info = {"jax": jax.__version__, "jaxlib": version("jaxlib"),
+                "device": str(jax.devices()[0]),
+                "cores": (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else None),
+                "x64": bool(jax.config.jax_enable_x64)}
+    except Exception as e:  # reported to the parent, which leaves JAX out with this note
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.close()
+        return
+    conn.send(("ok", info))
+    impl = None
+    while True:
+        try:
+            op, args = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if op == "close":
+            conn.close()
+            return
+        try:
+            if op == "setup":
+                impl = None  # the previous cell's buffers go first
+                impl = JaxImpl(jax, *args)
+                value = None
+            elif op == "reset":
+                value = impl.reset()
+            elif op == "block_time":
+                value = block_time(impl, *args)
+            elif op == "block_samples":
+                value = block_samples(impl, *args)
+            elif op == "steps":
+                value = [float(impl.step(i)) for i in args[0]]
+            elif op == "params":
+                value = impl.numpy_params()
+            else:
+                raise ValueError(f"op: expected a request of the JAX worker, got {op!r}")
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+            continue
+        conn.send(("ok", value))
+
+
+# the worker's command: this bpcore (its folder first on the path), then _jax_worker
+_WORKER_CODE = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+                "from bpcore.bench import _jax_worker; "
+                "_jax_worker(int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4])")
+
+
+class JaxWorkerError(RuntimeError):
+    """The JAX worker could not start or failed a request (its message says why)."""
+
+
+class JaxWorker:
+    """A process running the JAX step for one thread count, confined to that many cores
+    (jax_cores) before JAX starts; a context manager that ends it. A fresh interpreter
+    (subprocess, talking over a socket pair), neither a fork (a fork of a process whose OpenMP
+    runtime has run can hang) nor multiprocessing's spawn (which re-runs the caller's main
+    script: a script without a __main__ guard would start the benchmark again)."""
+
+    def __init__(self, threads, dtype):
+        self.threads, self.cores = threads, jax_cores(threads)
+        ours, theirs = socket.socketpair()
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(bpcore.__file__)))
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, package_parent, str(theirs.fileno()),
+                 json.dumps(self.cores), dtype], pass_fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        try:
+            self.info = self.reply()
+        except JaxWorkerError:
+            self.close()
+            raise
+
+    def reply(self):
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            try:
+                code = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise JaxWorkerError(f"the JAX worker process ended (exit code {code})") from None
+        if status == "error":
+            raise JaxWorkerError(value)
+        return value
+
+    def call(self, op, *args):
+        self.conn.send((op, args))
+        return self.reply()
+
+    def close(self):
+        if self.process.poll() is None:
+            try:
+                self.conn.send(("close", ()))
+            except OSError:
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class JaxRemote:
+    """The parent's stand-in for the worker's JaxImpl in the timing loops: blocks are timed in
+    the worker (block_time, block_samples there), so the pipe's round trip is never timed."""
+    max_block = MAX_BLOCK_STEPS
+
+    def __init__(self, worker, model, batches, optimizer="sgd", activation="relu", loss="mse"):
+        dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
+        self.worker, self.batches = worker, batches
+        worker.call("setup", [d.W for d in dense], [d.b for d in dense], batches, optimizer,
+                    activation, loss)
+
+    def reset(self):
+        self.worker.call("reset")
+
+    def step(self, i):
+        """One step on batch i (not timed): its loss."""
+        return self.worker.call("steps", [i])[0]
+
+    def block_time(self, k, start):
+        return self.worker.call("block_time", k, start)
+
+    def block_samples(self, k, start, warm):
+        return self.worker.call("block_samples", k, start, warm)
+
+    def params(self):
+        """[(W, b), ...] as NumPy arrays, W (fan_in, fan_out)."""
+        return self.worker.call("params")
+
+
+# ---------------------------------------------------------------------------------------------
 # timing
 
 def block_time(impl, k, start):
     """Seconds for k steps of impl, cycling through the pool from batch `start`."""
+    if isinstance(impl, JaxRemote):
+        return impl.block_time(k, start)
     nb = len(impl.batches)
     t0 = time.perf_counter()
     for j in range(k):
@@ -378,6 +709,8 @@ def block_time(impl, k, start):
 
 def block_samples(impl, k, start, warm):
     """Per-step seconds of k steps of impl, after `warm` untimed steps (which wake its pool)."""
+    if isinstance(impl, JaxRemote):
+        return impl.block_samples(k, start, warm)
     nb = len(impl.batches)
     for j in range(warm):
         impl.step((start + j) % nb)
@@ -450,6 +783,30 @@ def peak_gemm_gflops(size, reps, dtype):
     return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
+def copy_bandwidth_gbs(threads, mib, reps):
+    """GB/s of a NumPy copy of a float64 buffer of `mib` MiB (much larger than the last-level
+    cache), counting the bytes read and the bytes written, with `threads` Python threads each
+    copying one slice (np.copyto releases the GIL): the median of reps copies after one
+    untimed copy (which also maps the destination's pages)."""
+    from concurrent.futures import ThreadPoolExecutor
+    src = np.ones(mib * 2 ** 20 // 8)  # np.ones writes, so every source page is mapped
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, src.size, threads + 1).astype(int)
+    slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+    def copy(part):
+        np.copyto(dst[part], src[part])
+
+    times = []
+    with ThreadPoolExecutor(threads) as pool:
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            list(pool.map(copy, slices))
+            if i:
+                times.append(time.perf_counter() - t0)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
 # ---------------------------------------------------------------------------------------------
 # one cell
 
@@ -484,7 +841,7 @@ def count_subnormal(arrays):
                for a in arrays)
 
 
-def run_cell(args, timing, threads, n, torch):
+def run_cell(args, timing, threads, n, torch, jax_worker=None):
     sizes = args.sizes
     bpcore.set_num_threads(threads)
     if torch is not None:
@@ -500,6 +857,9 @@ def run_cell(args, timing, threads, n, torch):
                                    args.loss, args.dropout)
     if not args.no_numpy:
         impls["numpy"] = NumpyImpl(model, batches, args.optimizer, args.loss)
+    if jax_worker is not None:
+        impls["jax"] = JaxRemote(jax_worker, model, batches, args.optimizer, args.activation,
+                                 args.loss)
     # every implementation copied the initial weights above; now training may start
     pause = timing["pause"] if args.pause is None else args.pause
     raw = time_cell(impls, args.seconds, timing["block_s"], timing["warmup_s"],
@@ -521,9 +881,20 @@ def run_cell(args, timing, threads, n, torch):
         "floor_ratio": t / med["floor"],
     }
     cell["pct_peak"] = 100 * cell["gflops"] / args.peak[threads]
-    for name in ("torch", "numpy"):
+    cell["flop_floor_us"] = flops / (args.peak[threads] * 1e9) * 1e6
+    cell["flop_floor_ratio"] = t * 1e6 / cell["flop_floor_us"]
+    X, Y = batches[0]
+    cell["bytes_per_step"] = step_bytes(model.flat_params.size, model.dtype.itemsize,
+                                        args.optimizer, X.nbytes + Y.nbytes)
+    cell["bytes_floor_us"] = cell["bytes_per_step"] / (args.bandwidth[threads] * 1e9) * 1e6
+    cell["bytes_floor_ratio"] = t * 1e6 / cell["bytes_floor_us"]
+    for name in PEERS:
         if name in med:
             cell[f"{name}_ratio"] = med[name] / t
+    peers = [name for name in PEERS if name in med]
+    if peers:
+        best = min(peers, key=med.get)
+        cell["best_peer"], cell["best_peer_ratio"] = best, t / med[best]
     if "bpcore_sgd" in med:
         cell["over_sgd"] = t / med["bpcore_sgd"]
     if "numpy" in impls:
@@ -606,6 +977,7 @@ def parse_args(argv):
                          "threads park before the next runs")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--no-numpy", action="store_true", help="leave the NumPy step out")
+    ap.add_argument("--no-jax", action="store_true", help="leave the JAX step out")
     ap.add_argument("--quick", action="store_true",
                     help="tiny budgets and a small peak GEMM: a smoke test, not a measurement")
     ap.add_argument("--json", metavar="PATH", help="write the raw numbers to PATH")
@@ -636,6 +1008,52 @@ def import_torch(args):
     return torch
 
 
+def jax_version(args):
+    """The installed jax's version, or None with args.jax_skipped saying why (not asked for,
+    not installed). jax itself is imported only in the worker processes."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+    if args.no_jax:
+        return None
+    if find_spec("jax") is None or find_spec("jaxlib") is None:
+        args.jax_skipped = "jax and jaxlib are not both installed"
+        return None
+    try:
+        return version("jax")
+    except PackageNotFoundError:  # importable without metadata: a source tree on the path
+        return "unknown version"
+
+
+def start_jax_workers(args):
+    """{threads: JaxWorker} for the run's thread counts, or {} with args.jax_skipped saying
+    why (a thread count its cores cannot be limited to, or a worker that failed to start)."""
+    cannot = [t for t in args.threads if not jax_can_honour(t)]
+    if cannot:
+        args.jax_skipped = ("its thread count cannot be limited here (no CPU affinity) for "
+                            + ", ".join(map(str, cannot)) + " thread(s)")
+        return {}
+    workers = {}
+    try:
+        for t in args.threads:
+            workers[t] = JaxWorker(t, args.dtype)
+    except JaxWorkerError as e:
+        for w in workers.values():
+            w.close()
+        args.jax_skipped = f"its worker failed to start: {str(e).strip().splitlines()[-1]}"
+        return {}
+    return workers
+
+
+def jax_threads_note(workers):
+    """How each thread count's JAX worker ran, for the header and the JSON."""
+    parts = []
+    for t, w in workers.items():
+        cores = w.info["cores"]
+        where = "all cores" if w.cores is None else "cores " + ",".join(map(str, cores))
+        parts.append(f"{t} → {where}")
+    return "; ".join(parts)
+
+
 def config(args, timing, torch):
     import scipy
     import threadpoolctl
@@ -661,15 +1079,19 @@ def config(args, timing, torch):
         "timing": timing, "max_block_steps": MAX_BLOCK_STEPS,
         "numpy_step": not args.no_numpy,
         "numpy_skipped": getattr(args, "numpy_skipped", None),
+        "jax": getattr(args, "jax_version", None),
+        "jax_skipped": getattr(args, "jax_skipped", None),
+        "state_arrays": STATE_ARRAYS[args.optimizer],
     }
 
 
-def header(cfg, peak, peak_size):
+def header(cfg, peak, peak_size, bandwidth=None, copy_mib=None):
     blas = cfg["blas"][0] if cfg["blas"] else {}
     lines = [
         f"bpcore {cfg['bpcore']} · SIMD {cfg['simd']} · threads "
         f"{', '.join(map(str, cfg['threads']))} (all = {cfg['default_num_threads']}) · "
-        f"numpy {cfg['numpy']} · torch {cfg['torch'] or 'not used'}",
+        f"numpy {cfg['numpy']} · torch {cfg['torch'] or 'not used'} · "
+        f"jax {cfg.get('jax') or 'not used'}",
         f"CPU: {cfg['cpu']} ({cfg['cpu_count']} logical cores), Python {cfg['python']}, "
         f"BLAS {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')})",
         f"MLP {'-'.join(map(str, cfg['sizes']))} {cfg['dtype']}, "
@@ -681,15 +1103,33 @@ def header(cfg, peak, peak_size):
         f"peak GEMM ({peak_size}³ {cfg['dtype']}): " + ", ".join(
             f"{t} thread{'s' if t > 1 else ''} {g:.1f} GFLOP/s" for t, g in peak.items()),
     ]
+    if bandwidth:
+        lines.append(
+            f"memory bandwidth (NumPy copy of {copy_mib} MiB, read + written): " + ", ".join(
+                f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in bandwidth.items()))
+        lines.append(
+            "× FLOP floor: the step over its GEMM flops at the peak GEMM rate; × bytes floor: "
+            f"over {2 + 2 * cfg['state_arrays']} × the parameters' bytes (them, the gradient "
+            "and the optimizer's state read and written once) plus the batch at that "
+            "bandwidth; bpcore/best: over the fastest peer (below 1: bpcore is faster)")
     if cfg.get("numpy_skipped"):
         lines.append(f"numpy: left out ({cfg['numpy_skipped']})")
+    if cfg.get("jax_skipped"):
+        lines.append(f"jax: left out ({cfg['jax_skipped']})")
+    elif cfg.get("jax_threads"):
+        lines.append(
+            "jax: one jitted step (donated params and state), in its own process per thread "
+            f"count confined to that many cores ({cfg['jax_threads']}): XLA sizes its pools "
+            "from the CPU affinity at start")
     return "\n".join(lines)
 
 
-def table_columns(with_torch, with_numpy, with_sgd=False):
-    cols = ["threads", "batch", "µs/step", "samples/s", "GFLOP/s", "% peak", "× floor"]
-    return (cols + ["adam/sgd"] * with_sgd + ["torch/bpcore"] * with_torch
-            + ["numpy/bpcore"] * with_numpy)
+def table_columns(with_torch, with_numpy, with_sgd=False, with_jax=False):
+    cols = ["threads", "batch", "µs/step", "samples/s", "GFLOP/s", "% peak", "× floor",
+            "× FLOP floor", "× bytes floor"]
+    peers = (["torch/bpcore"] * with_torch + ["numpy/bpcore"] * with_numpy
+             + ["jax/bpcore"] * with_jax)
+    return cols + ["adam/sgd"] * with_sgd + peers + ["best peer", "bpcore/best"] * bool(peers)
 
 
 def table_head(cols):
@@ -699,13 +1139,16 @@ def table_head(cols):
 def table_row(c, cols):
     vals = [str(c["threads"]), str(c["batch"]), f"{c['us_per_step']:,.1f}",
             f"{c['samples_per_s']:,.0f}", f"{c['gflops']:.1f}", f"{c['pct_peak']:.0f}%",
-            f"{c['floor_ratio']:.2f}"]
+            f"{c['floor_ratio']:.2f}", f"{c['flop_floor_ratio']:.2f}",
+            f"{c['bytes_floor_ratio']:.2f}"]
     if "adam/sgd" in cols:
         vals.append(f"{c['over_sgd']:.3f}")
-    if "torch/bpcore" in cols:
-        vals.append(f"{c['torch_ratio']:.2f}")
-    if "numpy/bpcore" in cols:
-        vals.append(f"{c['numpy_ratio']:.2f}")
+    for name in PEERS:
+        if f"{name}/bpcore" in cols:
+            vals.append(f"{c[name + '_ratio']:.2f}" if name + "_ratio" in c else "–")
+    if "best peer" in cols:
+        vals += [c.get("best_peer", "–"),
+                 f"{c['best_peer_ratio']:.2f}" if "best_peer_ratio" in c else "–"]
     return "| " + " | ".join(vals) + " |"
 
 
@@ -723,6 +1166,13 @@ def numpy_unable(args):
     return "; ".join(why) or None
 
 
+def jax_unable(args):
+    """Why the JAX step cannot run the configuration faithfully (one line), or None."""
+    if args.dropout:
+        return "its step has no dropout"
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.numpy_skipped = None
@@ -731,34 +1181,53 @@ def main(argv=None):
         if why:
             args.numpy_skipped = why
             args.no_numpy = True
+    args.jax_skipped = None
+    if not args.no_jax:
+        why = jax_unable(args)
+        if why:
+            args.jax_skipped = why
+            args.no_jax = True
     timing = dict(TIMING["quick" if args.quick else "full"])
     if args.seconds is None:
         args.seconds = timing["seconds"]
     torch = import_torch(args)
+    args.jax_version = jax_version(args)
+    # started (each importing jax, a few seconds) before anything is measured
+    jax_workers = start_jax_workers(args) if args.jax_version else {}
+    if not jax_workers:
+        args.jax_version = None
     cfg = config(args, timing, torch)
+    cfg["jax_threads"] = jax_threads_note(jax_workers) if jax_workers else None
+    cfg["jax_cores"] = {str(t): w.info["cores"] for t, w in jax_workers.items()} or None
 
     old_threads = bpcore.get_num_threads()
     old_torch_threads = torch.get_num_threads() if torch is not None else None
     try:
-        args.peak = {}
+        args.peak, args.bandwidth = {}, {}
         for t in args.threads:
             bpcore.set_num_threads(t)
             args.peak[t] = peak_gemm_gflops(timing["peak_size"], timing["peak_reps"], args.dtype)
-        print(header(cfg, args.peak, timing["peak_size"]), end="\n\n")
-        cols = table_columns(torch is not None, not args.no_numpy, args.optimizer != "sgd")
+            args.bandwidth[t] = copy_bandwidth_gbs(t, timing["copy_mib"], timing["copy_reps"])
+        print(header(cfg, args.peak, timing["peak_size"], args.bandwidth, timing["copy_mib"]),
+              end="\n\n")
+        cols = table_columns(torch is not None, not args.no_numpy, args.optimizer != "sgd",
+                             bool(jax_workers))
         print(table_head(cols), flush=True)
         cells = []
         for t in args.threads:
             for n in args.batches:  # a row as soon as it is measured: long runs show progress
-                cells.append(run_cell(args, timing, t, n, torch))
+                cells.append(run_cell(args, timing, t, n, torch, jax_workers.get(t)))
                 print(table_row(cells[-1], cols), flush=True)
     finally:
         bpcore.set_num_threads(old_threads)
         if torch is not None:
             torch.set_num_threads(old_torch_threads)
+        for w in jax_workers.values():
+            w.close()
 
     results = {"config": cfg,
                "peak_gflops": {str(t): g for t, g in args.peak.items()},
+               "bandwidth_gbs": {str(t): g for t, g in args.bandwidth.items()},
                "cells": cells}
     if args.json:
         write_json(args.json, results)

@@ -4,6 +4,7 @@ as bpcore. Timings are not judged (too short to mean anything)."""
 import importlib.util
 import json
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -16,6 +17,9 @@ try:
     import torch
 except ImportError:
     torch = None
+
+# jax is looked up, not imported: the benchmark imports it only in its worker processes
+JAX = all(importlib.util.find_spec(name) is not None for name in ("jax", "jaxlib"))
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -49,8 +53,14 @@ def test_bench_main_quick(tmp_path, capsys):
     assert (cfg["torch"] is not None) == (torch is not None)
     assert positive(saved["peak_gflops"]["1"])
 
-    impls = {"bpcore", "floor", "numpy"} | ({"torch"} if torch is not None else set())
+    assert (cfg["jax"] is not None) == JAX and cfg["jax_skipped"] == (
+        None if JAX else "jax and jaxlib are not both installed")
+    assert positive(saved["bandwidth_gbs"]["1"])
+    peers = ({"numpy"} | ({"torch"} if torch is not None else set())
+             | ({"jax"} if JAX else set()))
+    impls = {"bpcore", "floor"} | peers
     assert [(c["threads"], c["batch"]) for c in saved["cells"]] == [(1, 1), (1, 32)]
+    n_params = 64 * 32 + 32 + 32 * 10 + 10
     for c in saved["cells"]:
         assert set(c["median_us"]) == impls and set(c["samples_us"]) == impls
         for name in impls:
@@ -65,24 +75,50 @@ def test_bench_main_quick(tmp_path, capsys):
             assert positive(c["torch_ratio"])
         assert c["flops_per_step"] == bench.step_flops([64, 32, 10], c["batch"])
         assert c["numpy_subnormal_velocities"] == 0
+        # the floors: flops at the peak rate, bytes at the copy bandwidth (float32, SGD: the
+        # parameters, gradient and velocity read and written, the batch's X and Y read)
+        t = c["median_us"]["bpcore"]
+        assert math.isclose(c["flop_floor_us"],
+                            c["flops_per_step"] / (saved["peak_gflops"]["1"] * 1e3))
+        assert c["bytes_per_step"] == 4 * n_params * 6 + 4 * c["batch"] * (64 + 10)
+        assert math.isclose(c["bytes_floor_us"],
+                            c["bytes_per_step"] / (saved["bandwidth_gbs"]["1"] * 1e3))
+        assert math.isclose(c["flop_floor_ratio"], t / c["flop_floor_us"])
+        assert math.isclose(c["bytes_floor_ratio"], t / c["bytes_floor_us"])
+        best = min(peers, key=c["median_us"].get)
+        assert c["best_peer"] == best
+        assert math.isclose(c["best_peer_ratio"], t / c["median_us"][best])
+        for name in peers:
+            assert math.isclose(c[f"{name}_ratio"], c["median_us"][name] / t)
+        assert ("jax_ratio" in c) == JAX
 
     assert cfg["activation"] == "relu" and cfg["loss_name"] == "mse"
     assert cfg["dropout"] == 0 and cfg["poisson_rate"] is None
     assert cfg["numpy_step"] and cfg["numpy_skipped"] is None
 
+    if JAX and hasattr(os, "sched_getaffinity"):  # one worker, confined to one core
+        assert cfg["jax_cores"] == {"1": sorted(os.sched_getaffinity(0))[:1]}
+
     out = capsys.readouterr().out
     assert "| threads | batch | µs/step |" in out and "× floor" in out
+    assert "| × FLOP floor | × bytes floor |" in out and "| best peer | bpcore/best |" in out
+    assert "memory bandwidth (NumPy copy of" in out
     assert ("torch/bpcore" in out) == (torch is not None)
+    assert ("jax/bpcore" in out) == JAX and ("jax: left out" in out) != JAX
     assert "ReLU hidden layers, MSE on one-hot targets, SGD" in out
     assert "numpy: left out" not in out and "dropout" not in out
 
 
 def test_bench_without_comparators():
     res = bench.main(["--quick", "--batches", "4", "--threads", "1", "--sizes", "8,4,3",
-                      "--no-torch", "--no-numpy"])
+                      "--no-torch", "--no-numpy", "--no-jax"])
     (cell,) = res["cells"]
     assert set(cell["median_us"]) == {"bpcore", "floor"}
-    assert "torch_ratio" not in cell and "numpy_ratio" not in cell
+    for key in ("torch_ratio", "numpy_ratio", "jax_ratio", "best_peer", "best_peer_ratio"):
+        assert key not in cell
+    assert positive(cell["flop_floor_ratio"]) and positive(cell["bytes_floor_ratio"])
+    # asked to leave jax out: no note, as for torch
+    assert res["config"]["jax"] is None and res["config"]["jax_skipped"] is None
 
 
 def test_activation_and_loss_options(capsys):
@@ -139,7 +175,8 @@ def test_bench_new_losses_and_dropout(options, label, skipped, tmp_path, capsys)
     path = tmp_path / "b.json"
     res = bench.main(["--quick", "--batches", "1,8", "--threads", "1", "--sizes", "16,8,4,3",
                       "--json", str(path)] + options)
-    _assert_rows_without_numpy(res, torch)
+    with_jax = JAX and "--dropout" not in options
+    _assert_rows_without_numpy(res, torch, with_jax)
     cfg = json.loads(path.read_text())["config"]
     args = bench.parse_args(options)
     assert cfg["loss_name"] == args.loss and cfg["loss"] == bench.LOSS_CONFIG[args.loss]
@@ -150,6 +187,10 @@ def test_bench_new_losses_and_dropout(options, label, skipped, tmp_path, capsys)
     assert label in out, out
     assert f"numpy: left out ({skipped})" in out
     assert ("torch/bpcore" in out) == (torch is not None) and "numpy/bpcore" not in out
+    if "--dropout" in options:  # the JAX step has no dropout: left out with a note
+        assert cfg["jax"] is None and cfg["jax_skipped"] == "its step has no dropout"
+        assert "jax: left out (its step has no dropout)" in out
+    assert ("jax/bpcore" in out) == with_jax
 
 
 def test_make_batches_targets():
@@ -199,7 +240,7 @@ def test_bench_gelu_xent(capsys):
     left out with a note."""
     res = bench.main(["--quick", "--batches", "1,8", "--threads", "1", "--sizes", "16,8,3",
                       "--activation", "gelu", "--loss", "xent"])
-    _assert_rows_without_numpy(res, torch)
+    _assert_rows_without_numpy(res, torch, JAX)
     cfg = res["config"]
     assert cfg["activation"] == "gelu" and cfg["loss_name"] == "xent"
     assert not cfg["numpy_step"] and "ReLU only" in cfg["numpy_skipped"]
@@ -211,7 +252,7 @@ def test_bench_gelu_xent(capsys):
 
 def test_bench_xent_keeps_numpy():
     res = bench.main(["--quick", "--batches", "4", "--threads", "1", "--sizes", "8,4,3",
-                      "--loss", "xent", "--no-torch"])
+                      "--loss", "xent", "--no-torch", "--no-jax"])
     (cell,) = res["cells"]
     assert set(cell["median_us"]) == {"bpcore", "floor", "numpy"}
     assert positive(cell["numpy_ratio"])
@@ -321,6 +362,133 @@ def test_numpy_comparator_matches_bpcore_xent(rng):
         np.testing.assert_allclose(d.b, b, rtol=1e-10, atol=1e-13)
 
 
+def test_step_bytes():
+    """The bytes floor's count: parameters and the arrays beside them (gradient, velocity;
+    gradient, two moments) read and written once, plus the batch."""
+    assert bench.STATE_ARRAYS == {"sgd": 2, "adam": 3}
+    assert bench.step_bytes(1000, 4, "sgd", 123) == 4 * 1000 * 6 + 123
+    assert bench.step_bytes(1000, 8, "adam", 0) == 8 * 1000 * 8
+
+
+def test_copy_bandwidth():
+    for threads in (1, 2):
+        assert positive(bench.copy_bandwidth_gbs(threads, 8, 1))
+
+
+def test_no_jax_option():
+    assert not bench.parse_args([]).no_jax and bench.parse_args(["--no-jax"]).no_jax
+
+
+def test_table_row_missing_peer():
+    """A peer absent from one cell (its thread count could not be honoured) shows a dash."""
+    cols = bench.table_columns(False, False, with_jax=True)
+    assert cols[-3:] == ["jax/bpcore", "best peer", "bpcore/best"]
+    cell = {"threads": 3, "batch": 8, "us_per_step": 10.0, "samples_per_s": 8e5, "gflops": 1.0,
+            "pct_peak": 10.0, "floor_ratio": 1.5, "flop_floor_ratio": 2.0,
+            "bytes_floor_ratio": 3.0}
+    assert bench.table_row(cell, cols).endswith("| 2.00 | 3.00 | – | – | – |")
+    cell.update(jax_ratio=0.5, best_peer="jax", best_peer_ratio=2.0)
+    assert bench.table_row(cell, cols).endswith("| 0.50 | jax | 2.00 |")
+
+
+def test_bench_without_jax_installed(monkeypatch, capsys):
+    """Without jax (find_spec finds neither package) the column is left out with a note."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("jax", "jaxlib") else real(name, *a))
+    res = bench.main(["--quick", "--batches", "4", "--threads", "1", "--sizes", "8,4,3",
+                      "--no-torch"])
+    (cell,) = res["cells"]
+    assert set(cell["median_us"]) == {"bpcore", "floor", "numpy"} and "jax_ratio" not in cell
+    assert cell["best_peer"] == "numpy"
+    cfg = res["config"]
+    assert cfg["jax"] is None and cfg["jax_skipped"] == "jax and jaxlib are not both installed"
+    out = capsys.readouterr().out
+    assert "jax not used" in out
+    assert "jax: left out (jax and jaxlib are not both installed)" in out
+    assert "jax/bpcore" not in out
+
+
+def test_bench_jax_worker_fails_to_start(monkeypatch, capsys):
+    """A worker that cannot start (a broken jax install) leaves JAX out with its reason."""
+    class Broken:
+        def __init__(self, threads, dtype):
+            raise bench.JaxWorkerError("Traceback ...\nImportError: jaxlib is broken\n")
+
+    monkeypatch.setattr(bench, "jax_version", lambda args: "0.0")
+    monkeypatch.setattr(bench, "JaxWorker", Broken)
+    res = bench.main(["--quick", "--batches", "4", "--threads", "1", "--sizes", "8,4,3",
+                      "--no-torch", "--no-numpy"])
+    assert set(res["cells"][0]["median_us"]) == {"bpcore", "floor"}
+    why = "its worker failed to start: ImportError: jaxlib is broken"
+    assert res["config"]["jax"] is None and res["config"]["jax_skipped"] == why
+    assert f"jax: left out ({why})" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def jax_worker64():
+    """One float64 JAX worker (1 thread) for the comparator tests: starting one takes seconds."""
+    pytest.importorskip("jax")
+    with bench.JaxWorker(1, "float64") as worker:
+        yield worker
+
+
+def test_jax_worker_setup(jax_worker64):
+    """x64 on for float64, the process confined to one core (where there are more)."""
+    info = jax_worker64.info
+    assert info["x64"] and info["device"].startswith("cpu")
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
+        assert info["cores"] == sorted(os.sched_getaffinity(0))[:1]
+    with pytest.raises(bench.JaxWorkerError, match="op: expected a request"):
+        jax_worker64.call("frobnicate")
+    assert jax_worker64.call("steps", []) == []  # still answering after a failed request
+
+
+def _relative_error(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("optimizer, loss, activation",
+                         [(opt, loss, "relu") for opt in ("sgd", "adam")
+                          for loss in ("mse", "xent", "bce", "poisson")]
+                         + [("adam", "mse", act) for act in sorted(bench.ACTIVATIONS)
+                            if act != "relu"])
+def test_jax_comparator_matches_bpcore(jax_worker64, optimizer, loss, activation):
+    """The JAX step in the table (one jitted function in the worker) is the same computation
+    as bpcore's and torch's: float64, 4 steps from the same weights, relative error <= 1e-10
+    in every weight, bias and loss."""
+    sizes = [7, 5, 4, 3]
+    model = bpcore.MLP(sizes, activation=activation, dtype="float64", seed=1)
+    batches = bench.make_batches(sizes, 6, "float64", loss=loss)
+    theirs = bench.JaxRemote(jax_worker64, model, batches, optimizer, activation, loss)
+    ref = (bench.TorchImpl(model, batches, torch, optimizer, activation, loss)
+           if torch is not None else None)
+    opt, objective = bench.bpcore_optimizer(optimizer, model), bench.bpcore_loss(loss)
+    order = [0, 1, 0, 1]
+    ours = [model.train_step(*batches[i], objective, opt) for i in order]
+    assert jax_worker64.call("steps", order) == pytest.approx(ours, rel=1e-10)
+    if ref is not None:
+        for i in order:
+            ref.step(i)
+    dense = [m for m in model.layers if isinstance(m, bpcore.Dense)]
+    for l, (d, (W, b)) in enumerate(zip(dense, theirs.params())):
+        assert not np.array_equal(d.W, model_w0(sizes, activation)[l])  # it did train
+        assert _relative_error(W, d.W) <= 1e-10 and _relative_error(b, d.b) <= 1e-10
+        if ref is not None:
+            tW, tb = ref.params[2 * l].detach().numpy().T, ref.params[2 * l + 1].detach().numpy()
+            assert _relative_error(W, tW) <= 1e-10 and _relative_error(b, tb) <= 1e-10
+    # reset: back to the initial weights, and the same steps give the same weights again
+    theirs.reset()
+    np.testing.assert_array_equal(theirs.params()[0][0], model_w0(sizes, activation)[0])
+    assert jax_worker64.call("steps", order) == pytest.approx(ours, rel=1e-10)
+
+
+def model_w0(sizes, activation):
+    """The initial weights of the comparator tests' network."""
+    net = bpcore.MLP(sizes, activation=activation, dtype="float64", seed=1)
+    return [m.W.copy() for m in net.layers if isinstance(m, bpcore.Dense)]
+
+
 def test_bench_epoch_small(tmp_path):
     path = tmp_path / "e.json"
     res = load_script("bench_epoch").main(["--n", "300", "--sizes", "16,8,3", "--repeats", "2",
@@ -345,16 +513,18 @@ def test_bench_memory_small(tmp_path):
     assert res["within_budget"], res
 
 
-def _assert_rows_without_numpy(res, torch):
-    """Cells of batch 1 and 8 timing bpcore, the floor and torch (where installed), and no
-    NumPy peer."""
-    impls = {"bpcore", "floor"} | ({"torch"} if torch is not None else set())
+def _assert_rows_without_numpy(res, torch, with_jax):
+    """Cells of batch 1 and 8 timing bpcore, the floor, torch (where installed) and JAX (where
+    with_jax), and no NumPy peer."""
+    impls = ({"bpcore", "floor"} | ({"torch"} if torch is not None else set())
+             | ({"jax"} if with_jax else set()))
     assert [c["batch"] for c in res["cells"]] == [1, 8]
     for c in res["cells"]:
         assert set(c["median_us"]) == impls
         assert all(positive(c["median_us"][name]) for name in impls)
         assert "numpy_ratio" not in c
         assert ("torch_ratio" in c) == (torch is not None)
+        assert ("jax_ratio" in c) == with_jax
 
 
 def test_bench_sklearn_quick(tmp_path, capsys):
