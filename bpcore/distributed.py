@@ -13,6 +13,8 @@ What this module owns (the engine knows nothing of MPI; bpcore.training asks thi
 - ``shard_range(n, comm)``, ``shard(X, y, comm)``: a rank's contiguous share of n rows (sizes
   differing by at most one); X may be an array, a ``numpy.memmap`` or the path of a ``.npy``
   file (memory-mapped: a rank reads only its rows).
+- ``global_orders(counts, batch_size, seed, epochs)``: the rows a data-parallel fit trains on,
+  in the order one process would take them to reproduce it.
 - ``Team``: one training run's view of the communicator: the agreement on arguments (an error
   on one rank is raised on all, never a hang in a collective), the broadcast of rank 0's
   weights, optimizer state and dropout streams, the seed of each rank's shuffle, each epoch's
@@ -43,8 +45,8 @@ from bpcore._validation import check_int
 from bpcore.errors import DistributedError
 from bpcore.params import as_generator, seed_value
 
-__all__ = ["shard_range", "shard", "Team", "install_abort_hook", "default_threads",
-           "check_replicas", "DistributedError"]
+__all__ = ["shard_range", "shard", "global_orders", "Team", "install_abort_hook",
+           "default_threads", "check_replicas", "DistributedError"]
 
 
 def _mpi():
@@ -187,6 +189,33 @@ def _mix(seed, rank):
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
     return z ^ (z >> 31)
+
+
+def global_orders(counts, batch_size, seed, epochs, shuffle=True):
+    """The rows that a data-parallel fit over ranks holding ``counts`` rows each (contiguous
+    shards in rank order, as shard() makes them) trains on, as one process would see them:
+    one array per epoch of indices into the ranks' rows concatenated, step after step, each
+    step rank 0's batch, then rank 1's, and so on. With equal shards,
+    ``fit(X[order], batch_size=len(counts) * batch_size, shuffle=False, epochs=1)`` per
+    epoch trains one process on the same batches (to round-off, the same weights). ``seed``
+    as given to fit (an integer: seed=None draws a fresh one)."""
+    counts = [check_int(c, "counts", low=0) for c in counts]
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    epochs = check_int(epochs, "epochs", low=0)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+    steps = -(-max(counts, default=0) // batch_size)
+    orders = [np.arange(n, dtype=np.intp) for n in counts]
+    rngs = [as_generator(_mix(seed_value(seed), r)) if shuffle else None
+            for r in range(len(counts))]
+    out = []
+    for _ in range(epochs):
+        for order, rng in zip(orders, rngs):
+            if rng is not None:
+                rng.shuffle(order)
+        out.append(np.concatenate(
+            [starts[r] + orders[r][k * batch_size:(k + 1) * batch_size]
+             for k in range(steps) for r in range(len(counts))]))
+    return out
 
 
 class Team:

@@ -54,30 +54,15 @@ def optimizer_for(name, model):
     return bpcore.AdamW(model.parameters(), lr=0.01, weight_decay=0.05, amsgrad=True)
 
 
-def rank_orders(counts, epochs, seed, shuffle):
-    """Every rank's order of its rows in each epoch, as fit draws them."""
-    orders = []
-    for r, n in enumerate(counts):
-        rng = bpcore.params.as_generator(distributed._mix(seed, r)) if shuffle else None
-        order, per_epoch = np.arange(n, dtype=np.intp), []
-        for _ in range(epochs):
-            if rng is not None:
-                rng.shuffle(order)
-            per_epoch.append(order.copy())
-        orders.append(per_epoch)
-    return orders
-
-
-def global_batches(n, counts, batch, epochs, seed, shuffle):
-    """The global rows of each step: step k is rank 0's k-th batch, then rank 1's, ..."""
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    orders = rank_orders(counts, epochs, seed, shuffle)
+def global_batches(counts, batch, epochs, seed, shuffle):
+    """The global rows of each step (global_orders cut into steps of the ranks' batches)."""
     steps = -(-max(counts) // batch)
     out = []
-    for e in range(epochs):
-        for k in range(steps):
-            rows = [starts[r] + orders[r][e][k * batch:(k + 1) * batch] for r in range(SIZE)]
-            out.append(np.concatenate(rows))
+    for order in distributed.global_orders(counts, batch, seed, epochs, shuffle):
+        taken = [int(np.clip(n - k * batch, 0, batch)) for k in range(steps) for n in counts]
+        ends = np.cumsum(taken)
+        per_step = ends.reshape(steps, len(counts))[:, -1]
+        out += np.split(order, per_step[:-1])
     return out
 
 
@@ -103,7 +88,7 @@ def case_exact():
                 ref = model_for(dtype, dropout)
                 ro = optimizer_for(opt, ref)
                 ref_losses, ref_w = [], []
-                batches = global_batches(n, counts, 8, 4, 11, shuffle)
+                batches = global_batches(counts, 8, 4, 11, shuffle)
                 per_epoch = len(batches) // 4
                 for i, rows in enumerate(batches):
                     value = ref.train_step(X[rows], labels[rows], loss, ro, max_grad_norm=clip,

@@ -124,3 +124,28 @@ def test_shard_range_splits_evenly_and_refuses_bad_counts():
 def test_check_replicas_on_one_rank():
     m = bpcore.MLP([5, 8, 3], dtype="float64", seed=1)
     bpcore.distributed.check_replicas(m, MPI.COMM_SELF)
+
+
+def test_global_orders_are_permutations_of_all_rows():
+    counts = [5, 4, 4]
+    orders = bpcore.distributed.global_orders(counts, 2, seed=3, epochs=3)
+    assert len(orders) == 3
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(13))
+        # step 0 is rank 0's first two rows, then rank 1's, then rank 2's
+        assert all(0 <= i < 5 for i in order[:2]) and all(5 <= i < 9 for i in order[2:4])
+    assert not np.array_equal(orders[0], orders[1])
+    plain = bpcore.distributed.global_orders(counts, 2, seed=3, epochs=1, shuffle=False)[0]
+    assert plain[:6].tolist() == [0, 1, 5, 6, 9, 10]
+
+
+def test_the_mnist_example_prints_the_same_accuracy_as_one_process():
+    env = dict(os.environ)
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable,
+                           os.path.join(HERE, "..", "examples", "mnist_mpi.py"), "--epochs", "2"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = re.findall(r"held-out accuracy (\d\.\d+)", done.stdout)
+    assert len(found) == 2 and found[0] == found[1], done.stdout
+    differ = float(re.search(r"largest weight difference ([-+.\de]+)\)", done.stdout).group(1))
+    assert differ <= 1e-12, done.stdout
