@@ -215,6 +215,16 @@ def check_init_scale(init, dtype, name="init"):
     return s
 
 
+def within_scale(a, s):
+    """Clip a (drawn from [-s, s] in double, stored in its dtype) to the dtype's values in
+    [-s, s]: rounding to the dtype can carry a draw past s where s has no exact value there
+    (a subnormal float32 scale, by up to half a step); elsewhere it changes nothing."""
+    bound = np.asarray(s, dtype=a.dtype)
+    if float(bound) > s:
+        bound = np.nextafter(bound, np.asarray(0, dtype=a.dtype))
+    np.clip(a, -bound, bound, out=a)
+
+
 def check_int(value, name, low=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")

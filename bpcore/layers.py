@@ -17,7 +17,7 @@ from bpcore import _layers
 from bpcore._claims import Claimed
 from bpcore._validation import (as_array, as_matrix, assign_array, check_choice,
                                 check_init_scale, check_int, check_real, float_dtype_of,
-                                resolve_dtype)
+                                resolve_dtype, within_scale)
 from bpcore.params import Parameter, as_generator, seed_value
 
 __all__ = ["Module", "Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "LeakyReLU",
@@ -170,6 +170,8 @@ class Dense(Module):
             s = check_init_scale(init, self.W.dtype)
             rng.uniform(self.W.reshape(-1), -s, s)
             rng.uniform(self.b, -s, s)
+            within_scale(self.W, s)
+            within_scale(self.b, s)
         if self.mask is not None:
             self.W *= self.mask
 

@@ -68,6 +68,14 @@ def test_initialisation_rules():
     assert paper.layers[0].b.any()  # the 1986 scheme draws the biases too
 
 
+@pytest.mark.parametrize("scale", [1.2e-44, 3e-45, 1e-40, 0.3])
+def test_a_scale_without_an_exact_float32_value_still_bounds_the_weights(scale):
+    # a subnormal float32 scale: a draw just below s rounds to the next subnormal above it
+    model = bpcore.MLP([30, 40, 20], dtype="float32", init=scale, seed=1)
+    assert np.abs(model.flat_params.astype(np.float64)).max() <= scale
+    assert np.abs(model.flat_params).max() > 0
+
+
 def test_dtype_float64_everywhere(rng):
     model = bpcore.MLP([3, 4, 2], dtype="float64", seed=0)
     assert model.flat_params.dtype == np.float64
