@@ -1,8 +1,21 @@
 # cython: language_level=3
-"""Row-major BLAS wrappers, and Python-callable twins that the tests compare with NumPy."""
+"""Row-major BLAS wrappers, the products the engine calls (bpcore's own kernels for a few rows,
+BLAS above), and Python-callable twins that the tests compare with NumPy."""
 from libc.limits cimport INT_MAX
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from bpcore._simd cimport bp_gemm_epilogue, bp_simd_table, simd
+
+cdef bp_simd_table *K = simd()
+
+# The crossover: products whose batch has at most this many rows (C's rows for nn and nt, the
+# summed dimension for tn) run on bpcore's kernels (csrc/bp_gemm.c), larger ones on BLAS.
+# MEASURED: see SMALL_ROWS_NOTE below and the README.
+cdef enum:
+    SMALL_ROWS = 64
+
+cdef int small_rows = SMALL_ROWS
 
 
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -38,10 +51,62 @@ cdef inline void _split(int total, int part, int nparts, int align, int *lo, int
     hi[0] = min(lo[0] + step, total)
 
 
-cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
-                     floating alpha, const floating *A, int lda,
-                     const floating *B, int ldb,
-                     floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil:
+cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alpha,
+                       floating beta) noexcept nogil:
+    """Whether bpcore's kernels take this product (they do alpha = 1, beta = 0 or 1)."""
+    if alpha != 1 or (beta != 0 and beta != 1):
+        return False
+    if ta == NoTrans:
+        return m <= small_rows
+    return tb == NoTrans and k <= small_rows
+
+
+cdef void matmul(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                 floating alpha, const floating *A, int lda,
+                 const floating *B, int ldb,
+                 floating beta, floating *C, int ldc) noexcept nogil:
+    cdef int acc = beta != 0
+    if m == 0 or n == 0:
+        return
+    if not _small(ta, tb, m, k, alpha, beta):
+        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    elif floating is float:
+        if ta == Trans:
+            K.gemm_tn_f32(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+        elif tb == Trans:
+            K.gemm_nt_f32(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+        else:
+            K.gemm_nn_f32(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+    else:
+        if ta == Trans:
+            K.gemm_tn_f64(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+        elif tb == Trans:
+            K.gemm_nt_f64(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+        else:
+            K.gemm_nn_f64(m, n, k, A, lda, B, ldb, acc, C, ldc, NULL)
+
+
+cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floating *B, int ldb,
+                     floating *C, int ldc, const floating *bias, floating *keep,
+                     const bp_act *act) noexcept nogil:
+    cdef bp_gemm_epilogue epi
+    if m > small_rows:
+        return False
+    if m == 0 or n == 0:
+        return True
+    epi.bias, epi.keep, epi.act = bias, keep, act
+    if floating is float:
+        K.gemm_nn_f32(m, n, k, A, lda, B, ldb, 0, C, ldc, &epi)
+    else:
+        K.gemm_nn_f64(m, n, k, A, lda, B, ldb, 0, C, ldc, &epi)
+    return True
+
+
+cdef inline Block _part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                        floating alpha, const floating *A, int lda,
+                        const floating *B, int ldb,
+                        floating beta, floating *C, int ldc, int part, int nparts,
+                        bint own) noexcept nogil:
     cdef Block blk
     blk.r0, blk.r1, blk.c0, blk.c1 = 0, m, 0, n
     if nparts > 1 and (m >= 16 * nparts or m >= n):
@@ -55,8 +120,26 @@ cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
         B = B + (blk.c0 if tb == NoTrans else <Py_ssize_t>blk.c0 * ldb)
         C = C + blk.c0
     if blk.r1 > blk.r0 and blk.c1 > blk.c0:
-        gemm(ta, tb, blk.r1 - blk.r0, blk.c1 - blk.c0, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        if own:
+            matmul(ta, tb, blk.r1 - blk.r0, blk.c1 - blk.c0, k, alpha, A, lda, B, ldb, beta, C,
+                   ldc)
+        else:
+            gemm(ta, tb, blk.r1 - blk.r0, blk.c1 - blk.c0, k, alpha, A, lda, B, ldb, beta, C, ldc)
     return blk
+
+
+cdef Block gemm_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                     floating alpha, const floating *A, int lda,
+                     const floating *B, int ldb,
+                     floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil:
+    return _part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, part, nparts, False)
+
+
+cdef Block matmul_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                       floating alpha, const floating *A, int lda,
+                       const floating *B, int ldb,
+                       floating beta, floating *C, int ldc, int part, int nparts) noexcept nogil:
+    return _part(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, part, nparts, True)
 
 
 # ---- Python-callable twins: same arguments as the cdef wrappers, shapes read off the arrays ----
@@ -103,3 +186,34 @@ def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floati
     cdef floating *pC = _p2(C)
     with nogil:
         gemm(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
+
+
+def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
+              double beta, floating[:, ::1] C):
+    """The engine's product: C = alpha * op(A) @ op(B) + beta * C, in place, row-major, by
+    bpcore's kernels below the crossover and BLAS above (as py_gemm)."""
+    cdef BLAS_Trans a = _trans(ta, "ta"), b = _trans(tb, "tb")
+    cdef Py_ssize_t m = A.shape[1] if a == Trans else A.shape[0]
+    cdef Py_ssize_t k = A.shape[0] if a == Trans else A.shape[1]
+    cdef Py_ssize_t kb = B.shape[1] if b == Trans else B.shape[0]
+    cdef Py_ssize_t n = B.shape[0] if b == Trans else B.shape[1]
+    if kb != k:
+        raise ValueError(f"B: expected {k} rows in op(B) to match op(A), got {kb}")
+    if C.shape[0] != m or C.shape[1] != n:
+        raise ValueError(f"C: expected shape ({m}, {n}), got ({C.shape[0]}, {C.shape[1]})")
+    cdef int im = _as_int(m, "m"), in_ = _as_int(n, "n"), ik = _as_int(k, "k")
+    cdef int lda = _as_int(max(A.shape[1], 1), "lda"), ldb = _as_int(max(B.shape[1], 1), "ldb")
+    cdef int ldc = _as_int(max(n, 1), "ldc")
+    cdef const floating *pA = _cp2(A)
+    cdef const floating *pB = _cp2(B)
+    cdef floating *pC = _p2(C)
+    with nogil:
+        matmul(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
+
+
+def _set_small_rows(int rows):
+    """Move the crossover (0: BLAS for every product); returns the previous value. For the
+    benchmark that measures it and for the tests, not an option: set it between steps only."""
+    global small_rows
+    previous, small_rows = small_rows, max(rows, 0)
+    return previous

@@ -22,7 +22,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
+from bpcore._blas cimport Block, NoTrans, Trans, matmul, matmul_act, matmul_part
 from bpcore._layers cimport (ActSpec, CSR, DenseLayer, DropSpec, SOFTMAX, activation_backward,
                              act_rows, begin_drop, colsum_rows, csr_backward, csr_forward,
                              csr_forward_rows, csr_gradient_rows, dact_rows, dense_backward,
@@ -173,9 +173,9 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
                                    const floating *X) noexcept nogil:
     """dn = (d @ W_l.T) * act'(A_{l-1}): the delta of the layer below, this part's block."""
     cdef int fi = net.sizes[l], fo = net.sizes[l + 1]
-    cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
-                               <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
-                               part, nparts)
+    cdef Block blk = matmul_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
+                                 <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
+                                 part, nparts)
     _through(net, ws, l - 1, blk, fi, dn, X)
 
 
@@ -215,8 +215,8 @@ cdef inline void _update_part(int part, int nparts, const Net *net, const Worksp
         even_share(fi, part, nparts, &r0, &r1)
         _sparse_update_rows(net, ws, opt, r0, r1, d)
     else:
-        blk = gemm_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1, _A(net, ws, l - 1, X), fi,
-                        d, fo, <floating>0, G, fo, part, nparts)
+        blk = matmul_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1, _A(net, ws, l - 1, X),
+                          fi, d, fo, <floating>0, G, fo, part, nparts)
         for r in range(blk.r0, blk.r1):
             at = r * fo + blk.c0
             if mask != NULL:
@@ -297,11 +297,20 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
             csr_forward_rows(&layer, r0, r1, ws.xcsr, _A(net, ws, l, X))
             bp_omp_barrier()
             continue
+        # one part: the product, bias and activation in one pass of bpcore's kernels (at
+        # most the crossover's rows), straight into the activation's output
+        if parts == 1 and matmul_act(n, fo, fi, _A(net, ws, l - 1, X), fi, W, fo,
+                                     _U(net, ws, l, X), fo, W + <Py_ssize_t>fi * fo,
+                                     _Z(net, ws, l, X), &net.act[l]):
+            if _drops(net, ws, l):
+                drop_rows(_block(0, n, 0, fo), fo, _U(net, ws, l, X), _A(net, ws, l, X),
+                          ws.masks + ws.doff[l], &net.drop[l])
+            continue
         p = tid
         while p < parts:
             even_share(fi, p, parts, &r0, &r1)
-            gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0, fi,
-                 W + <Py_ssize_t>r0 * fo, fo, <floating>0, first + p * ws.pstride, fo)
+            matmul(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0,
+                   fi, W + <Py_ssize_t>r0 * fo, fo, <floating>0, first + p * ws.pstride, fo)
             p += nt
         bp_omp_barrier()
         even_share(fo, tid, nt, &c0, &c1)
@@ -350,8 +359,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
             even_share(fi, p, parts, &r0, &r1)
             p += nt
             if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
-                gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
-                     W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
+                matmul(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
+                       W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
                 _through(net, ws, l - 1, _block(0, n, r0, r1), fi, dn, X)
             if _sparse_input(ws, l):
                 _sparse_update_rows(net, ws, opt, r0, r1, d)
@@ -362,8 +371,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                     outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src,
                                      W + i * fo, mask + i * fo if mask != NULL else NULL)
             elif r1 > r0:
-                gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo,
-                     <floating>0, G + <Py_ssize_t>r0 * fo, fo)
+                matmul(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo,
+                       <floating>0, G + <Py_ssize_t>r0 * fo, fo)
                 if mask != NULL:
                     for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
                         G[i] *= mask[i]
