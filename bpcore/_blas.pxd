@@ -51,3 +51,6 @@ cdef Block matmul_part(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
 cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floating *B, int ldb,
                      floating *C, int ldc, const floating *bias, floating *keep,
                      const bp_act *act) noexcept nogil
+
+# whether a batch of this many rows is at most the crossover (its products on bpcore's kernels)
+cdef bint small_batch(int rows) noexcept nogil

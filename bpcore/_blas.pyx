@@ -51,6 +51,10 @@ cdef inline void _split(int total, int part, int nparts, int align, int *lo, int
     hi[0] = min(lo[0] + step, total)
 
 
+cdef bint small_batch(int rows) noexcept nogil:
+    return rows <= small_rows
+
+
 cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alpha,
                        floating beta) noexcept nogil:
     """Whether bpcore's kernels take this product (they do alpha = 1, beta = 0 or 1)."""

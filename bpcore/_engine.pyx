@@ -22,7 +22,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from bpcore._blas cimport Block, NoTrans, Trans, matmul, matmul_act, matmul_part
+from bpcore._blas cimport (Block, NoTrans, Trans, matmul, matmul_act, matmul_part,
+                           small_batch)
 from bpcore._layers cimport (ActSpec, CSR, DenseLayer, DropSpec, SOFTMAX, activation_backward,
                              act_rows, begin_drop, colsum_rows, csr_backward, csr_forward,
                              csr_forward_rows, csr_gradient_rows, dact_rows, dense_backward,
@@ -52,6 +53,9 @@ cdef enum:
     PREDICT_CHUNK = 1024
     CHECK_BLOCK = 65536
     CHECK_PARALLEL_MIN = 1 << 21
+    # the row-split step's gradient rows formed and updated at a time on bpcore's kernels:
+    # half of a 32 KiB L1
+    GRADIENT_CHUNK_BYTES = 16384
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,9 +338,9 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
     """For each of its parts of W's rows (as in the forward pass), a thread takes the columns
     of dX that belong to them (with the layer below's activation derivative), then updates
     those rows; then its share of the bias. The gradient is formed a block at a time inside
-    the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and one pass
-    of the update over them."""
-    cdef int l, p, fi, fo, r0, r1, c0, c1, n = ws.rows, parts = ws.small_threads
+    the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and the
+    update over them (a chunk of rows at a time on bpcore's kernels)."""
+    cdef int l, p, fi, fo, r0, r1, c0, c1, q0, q1, chunk, n = ws.rows, parts = ws.small_threads
     cdef Py_ssize_t i, nw, woff
     cdef const floating *Xl
     cdef const floating *mask
@@ -370,15 +374,24 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                     src.x = Xl + i
                     outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src,
                                      W + i * fo, mask + i * fo if mask != NULL else NULL)
-            elif r1 > r0:
-                matmul(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo,
-                       <floating>0, G + <Py_ssize_t>r0 * fo, fo)
-                if mask != NULL:
-                    for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
-                        G[i] *= mask[i]
-                update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>r0 * fo,
-                             <Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
-                             G + <Py_ssize_t>r0 * fo)
+            else:
+                # on bpcore's kernels, a few rows of the gradient at a time, each updated while
+                # it is in L1 (one BLAS call per chunk would cost more than it saves)
+                chunk = r1 - r0
+                if small_batch(n):
+                    chunk = max(1, GRADIENT_CHUNK_BYTES // (fo * <int>sizeof(floating)))
+                q0 = r0
+                while q0 < r1:
+                    q1 = min(q0 + chunk, r1)
+                    matmul(Trans, NoTrans, q1 - q0, fo, n, <floating>1, Xl + q0, fi, d, fo,
+                           <floating>0, G + <Py_ssize_t>q0 * fo, fo)
+                    if mask != NULL:
+                        for i in range(<Py_ssize_t>q0 * fo, <Py_ssize_t>q1 * fo):
+                            G[i] *= mask[i]
+                    update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>q0 * fo,
+                                 <Py_ssize_t>(q1 - q0) * fo, W + <Py_ssize_t>q0 * fo,
+                                 G + <Py_ssize_t>q0 * fo)
+                    q0 = q1
         even_share(fo, tid, nt, &c0, &c1)
         if c1 > c0:  # the bias: its input is 1 in every row
             src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo

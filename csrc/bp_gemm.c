@@ -93,6 +93,15 @@ BP_ATTR_AVX512 BP_INLINE double hsum_v8d(bp_v8d v) {
 #endif
 #endif
 
+/* Whether nt copies B transposed, a block at a time, and runs nn's tiles instead of dot
+ * products: for a short k (the dot products' lane sums and k's tail cost more than their
+ * multiply-adds) or many rows (the copy, once per element of B, is shared by all of them).
+ * Measured on AVX2 (float32 and float64, C 256 or 784 wide): the copy wins for k within a
+ * vector at any m; from m = 16 for k within 4 vectors, m = 40 within 8; m = 64 beyond */
+static int bp_nt_packs(int m, int k, int vl) {
+    return k <= vl || m >= 64 || (m >= 16 && k <= 4 * vl) || (m >= 40 && k <= 8 * vl);
+}
+
 /* ---- the tiles, once per vector type V of VL lanes of T (VS names it) ---- */
 
 #define BP_GEMM_TILES(ATTR, T, V, VS, VL)                                                       \
@@ -215,9 +224,10 @@ ATTR static void dot_##SUF##_##NAME(int mr, int nr, ptrdiff_t kv, int rem, const
                                     const T *bt, int acc, T *C, ptrdiff_t ldc) {                \
     BP_SELECT(BP_DOT_CALL_##VS, TMR, TNC, TNC1, TNC2)                                           \
 }                                                                                               \
-/* C (m x n) (+)= A @ B, A's element (r, p) at A[r * sr + p * sp]; B (k x n) */                 \
+/* C (m x n) (+)= A @ B, A's element (r, p) at A[r * sr + p * sp]; B (k x n), or if bt B.T    \
+ * with B (n x k), each block of it then copied transposed into the buffer */                   \
 ATTR static void mm_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t sr, ptrdiff_t sp, \
-                                   const T *B, ptrdiff_t ldb, int accumulate, T *C,             \
+                                   const T *B, ptrdiff_t ldb, int bt, int accumulate, T *C,     \
                                    ptrdiff_t ldc, const bp_gemm_epilogue *epi) {                \
     T pack[BP_PACK_BYTES / sizeof(T)];                                                          \
     /* one or two rows: wider tiles, for enough independent sums */                            \
@@ -240,7 +250,17 @@ ATTR static void mm_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t sr
             const T *Bs = B + k0 * ldb + j0;                                                    \
             ptrdiff_t ldbs = ldb;                                                               \
             kk = k - k0 < kc ? k - k0 : kc;                                                     \
-            if (partial) { /* whole vectors of the last columns, zero-padded */                 \
+            if (bt) { /* B's rows j0.. become the block's columns, zero-padded to nr vectors */ \
+                const ptrdiff_t w = (ptrdiff_t)nr * VL;                                         \
+                for (l = 0; l < cw; l++) {                                                      \
+                    const T *src = B + (ptrdiff_t)(j0 + l) * ldb + k0;                          \
+                    for (p = 0; p < kk; p++) pack[p * w + l] = src[p];                          \
+                }                                                                               \
+                for (; l < w; l++)                                                              \
+                    for (p = 0; p < kk; p++) pack[p * w + l] = 0;                               \
+                Bs = pack;                                                                      \
+                ldbs = w;                                                                       \
+            } else if (partial) { /* whole vectors of the last columns, zero-padded */          \
                 for (p = 0; p < kk; p++) {                                                      \
                     for (l = 0; l < width; l++) pack[p * VL + l] = Bs[p * ldb + l];             \
                     for (; l < VL; l++) pack[p * VL + l] = 0;                                   \
@@ -261,12 +281,12 @@ ATTR static void mm_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t sr
 ATTR static void gemm_nn_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
                                         ptrdiff_t ldc, const bp_gemm_epilogue *epi) {           \
-    mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, accumulate, C, ldc, epi);                     \
+    mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, 0, accumulate, C, ldc, epi);                     \
 }                                                                                               \
 ATTR static void gemm_tn_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
                                         ptrdiff_t ldc, const bp_gemm_epilogue *epi) {           \
-    mm_##SUF##_##NAME(m, n, k, A, 1, lda, B, ldb, accumulate, C, ldc, epi);                     \
+    mm_##SUF##_##NAME(m, n, k, A, 1, lda, B, ldb, 0, accumulate, C, ldc, epi);                     \
 }                                                                                               \
 ATTR static void gemm_nt_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
@@ -277,6 +297,10 @@ ATTR static void gemm_nt_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff
     const int rem = k > 0 ? k - (int)kv : 0;                                                    \
     int i0, i1, ic, j0, nc, mr, q, l;                                                           \
     if (m <= 0 || n <= 0) return;                                                               \
+    if (bp_nt_packs(m, k, VL)) {                                                                \
+        mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, 1, accumulate, C, ldc, epi);              \
+        return;                                                                                 \
+    }                                                                                           \
     for (i1 = 0; i1 < m; i1 += BP_NT_ROWS) {                                                    \
         ic = m - i1 < BP_NT_ROWS ? m - i1 : BP_NT_ROWS;                                         \
         for (q = 0; q < ic && rem; q++) {                                                       \

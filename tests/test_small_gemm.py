@@ -11,7 +11,7 @@ from bpcore import _blas, _layers, _simd
 
 LEVELS = list(range(_simd.best_level() + 1))
 DTYPES = [np.float32, np.float64]
-ROWS = [1, 3, 17, 31, 33]
+ROWS = [1, 3, 17, 31, 33, 65]
 # (summed, other) dimension pairs: fan-in and fan-out of a layer, odd and around vector widths
 WIDTHS = [(1, 1), (3, 17), (17, 3), (31, 33), (33, 257), (257, 31), (1000, 17), (17, 1000),
           (257, 10), (1000, 3)]
@@ -240,3 +240,21 @@ def test_training_steps_on_either_path_agree(crossover, dtype, batch):
     rtol = 1e-4 if dtype == np.float32 else 1e-11
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=rtol)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=rtol, atol=rtol)
+
+
+def test_the_crossover_benchmark_runs_and_restores_the_crossover(crossover, capsys):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_small_gemm.py"
+    spec = importlib.util.spec_from_file_location("bench_small_gemm", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = bpcore.get_num_threads()
+    try:
+        bench.main(["--sizes", "7,5,3", "--batches", "1,4", "--rounds", "2", "--block-s",
+                    "0.001", "--ops"])
+    finally:
+        bpcore.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "own/blas" in out and "n=4" in out
+    assert _blas._set_small_rows(crossover) == crossover
