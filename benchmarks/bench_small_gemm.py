@@ -1,8 +1,9 @@
-"""Measure the crossover of bpcore's small-batch kernels (csrc/bp_gemm.c): full training steps
+"""Measure the crossovers of bpcore's small-batch kernels (csrc/bp_gemm.c): full training steps
 (model.train_step, MLP 784-256-128-10, MSE, SGD with momentum, as python -m bpcore.bench) with
-the engine's products on the kernels ("own": _blas._set_small_rows(large)) and on BLAS
-("blas": _set_small_rows(0)), interleaved block by block in one process; medians of the blocks'
-microseconds per step, and the op-level times of the three products per layer.
+every product on the kernels ("own": _blas._set_small_rows(large)), on BLAS ("blas":
+_set_small_rows(0)) and as shipped ("auto": the crossovers in _blas.pyx), interleaved block by
+block in one process; medians of the blocks' microseconds per step; with --ops the three
+products of each layer alone on either path (the per-product crossovers).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_small_gemm.py \
         --threads 1 --batches 1,8,32,64,128 --dtype float32
@@ -31,17 +32,16 @@ def _block(impl, steps):
     return (time.perf_counter() - t) / steps * 1e6
 
 
-def step_times(sizes, n, dtype, rounds, block_s):
-    """Median microseconds per step of each path: {"own": ..., "blas": ...}."""
+def step_times(sizes, n, dtype, rounds, block_s, shipped):
+    """Median microseconds per step of each path: {"own": ..., "blas": ..., "auto": ...}."""
     rng = np.random.default_rng(n)
     batches = []
     for _ in range(4):
         X = rng.uniform(-1, 1, (n, sizes[0])).astype(dtype)
         Y = bpcore.one_hot(rng.integers(0, sizes[-1], n), sizes[-1], dtype)
         batches.append((X, Y))
-    impls = {"own": BpcoreImpl(build_model(sizes, dtype=dtype), batches),
-             "blas": BpcoreImpl(build_model(sizes, dtype=dtype), batches)}
-    rows = {"own": 1 << 20, "blas": 0}
+    rows = {"own": 1 << 20, "blas": 0, "auto": shipped}
+    impls = {name: BpcoreImpl(build_model(sizes, dtype=dtype), batches) for name in rows}
     probe = {}
     for name, impl in impls.items():
         _blas._set_small_rows(rows[name])
@@ -49,7 +49,7 @@ def step_times(sizes, n, dtype, rounds, block_s):
     steps = {k: max(1, min(256, int(block_s * 1e6 / v))) for k, v in probe.items()}
     samples = {k: [] for k in impls}
     for r in range(rounds):
-        order = list(impls) if r % 2 == 0 else list(impls)[::-1]
+        order = list(impls)[r % 3:] + list(impls)[:r % 3]
         for name in order:
             _blas._set_small_rows(rows[name])
             samples[name].append(_block(impls[name], steps[name]))
@@ -98,19 +98,25 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--block-s", type=float, default=0.03)
     ap.add_argument("--ops", action="store_true", help="also time each product alone")
+    ap.add_argument("--auto", default=None,
+                    help="nn,nt,tn: crossovers to try as 'auto' instead of the shipped ones")
     args = ap.parse_args(argv)
     sizes = tuple(int(v) for v in args.sizes.split(","))
     bpcore.set_num_threads(args.threads)
     dtype = np.dtype(args.dtype).type
     previous = _blas._set_small_rows(0)
+    _blas._set_small_rows(previous)
     print(f"SIMD level {_simd.level()} ({_simd.LEVEL_NAMES[_simd.level()]}), threads "
           f"{args.threads}, {args.dtype}, MLP {'-'.join(map(str, sizes))}, MSE, SGD momentum")
-    print(f"{'batch':>5} {'own µs':>9} {'blas µs':>9} {'own/blas':>9}")
+    auto = tuple(int(v) for v in args.auto.split(",")) if args.auto else previous
+    print(f"crossovers (nn, nt, tn): shipped {previous}, 'auto' runs {auto}")
+    print(f"{'batch':>5} {'own µs':>9} {'blas µs':>9} {'auto µs':>9} {'own/blas':>9} "
+          f"{'auto/blas':>9}")
     try:
         for n in map(int, args.batches.split(",")):
-            t = step_times(sizes, n, dtype, args.rounds, args.block_s)
-            print(f"{n:>5} {t['own']:>9.1f} {t['blas']:>9.1f} {t['own'] / t['blas']:>9.3f}",
-                  flush=True)
+            t = step_times(sizes, n, dtype, args.rounds, args.block_s, auto)
+            print(f"{n:>5} {t['own']:>9.1f} {t['blas']:>9.1f} {t['auto']:>9.1f} "
+                  f"{t['own'] / t['blas']:>9.3f} {t['auto'] / t['blas']:>9.3f}", flush=True)
         if args.ops:
             for n in map(int, args.batches.split(",")):
                 for (fi, fo), row in op_times(sizes, n, dtype):

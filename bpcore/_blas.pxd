@@ -52,5 +52,6 @@ cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floa
                      floating *C, int ldc, const floating *bias, floating *keep,
                      const bp_act *act) noexcept nogil
 
-# whether a batch of this many rows is at most the crossover (its products on bpcore's kernels)
+# whether a batch of this many rows is at most tn's crossover (the weights' gradient on
+# bpcore's kernels)
 cdef bint small_batch(int rows) noexcept nogil

@@ -9,13 +9,30 @@ from bpcore._simd cimport bp_gemm_epilogue, bp_simd_table, simd
 
 cdef bp_simd_table *K = simd()
 
-# The crossover: products whose batch has at most this many rows (C's rows for nn and nt, the
-# summed dimension for tn) run on bpcore's kernels (csrc/bp_gemm.c), larger ones on BLAS.
-# MEASURED: see SMALL_ROWS_NOTE below and the README.
+# The crossovers: products whose batch has at most this many rows run on bpcore's kernels
+# (csrc/bp_gemm.c), larger ones on BLAS; per product, as the batch is C's rows in nn (forward)
+# and nt (the delta below), the summed dimension in tn (the weights' gradient).
+#
+# CROSSOVER, measured (benchmarks/bench_small_gemm.py, full train_step of the MLP
+# 784-256-128-10, float32, MSE, SGD momentum, 1 thread, kernels on / off / these values
+# interleaved in one process, medians of 31 blocks; AMD EPYC, AVX2+FMA (no AVX-512), scipy's
+# OpenBLAS 0.3.31 on its Haswell kernels; load average 1.1-1.2, the benchmark's own core):
+#   step time, every product on the kernels / every product on BLAS, two runs:
+#   batch 1: 0.39, 0.39; 8: 0.59, 0.61; 32: 0.79, 0.80; 48: 0.90, 0.88; 64: 0.93, 0.90;
+#   80: 1.04, 1.00; 96: 1.01, 0.99; 128: 1.07, 1.02
+#   with nn and nt up to 96 rows and tn up to 48, over BLAS: 64: 0.95, 0.90; 80: 0.98, 0.98;
+#   96: 0.97, 0.98; 128: 1.01, 1.00
+# Each product alone (the same script's --ops): nn and nt win on the 256x128 layer up to 128
+# rows and on 784x256 up to 96; tn loses on 784x256 from 48 rows as a bare product (-6 % at
+# 48, -20 % at 64) but wins in the step up to 64, where the row-split step updates its gradient
+# rows a chunk at a time while they are in L1. So: nn and nt up to 96 rows, tn up to 64; from
+# 128 rows BLAS (its packed kernels run these shapes faster than the register tiles).
 cdef enum:
-    SMALL_ROWS = 64
+    SMALL_NN = 96
+    SMALL_NT = 96
+    SMALL_TN = 64
 
-cdef int small_rows = SMALL_ROWS
+cdef int small_nn = SMALL_NN, small_nt = SMALL_NT, small_tn = SMALL_TN
 
 
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -52,7 +69,7 @@ cdef inline void _split(int total, int part, int nparts, int align, int *lo, int
 
 
 cdef bint small_batch(int rows) noexcept nogil:
-    return rows <= small_rows
+    return rows <= small_tn
 
 
 cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alpha,
@@ -61,8 +78,8 @@ cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alp
     if alpha != 1 or (beta != 0 and beta != 1):
         return False
     if ta == NoTrans:
-        return m <= small_rows
-    return tb == NoTrans and k <= small_rows
+        return m <= (small_nt if tb == Trans else small_nn)
+    return tb == NoTrans and k <= small_tn
 
 
 cdef void matmul(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -94,7 +111,7 @@ cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floa
                      floating *C, int ldc, const floating *bias, floating *keep,
                      const bp_act *act) noexcept nogil:
     cdef bp_gemm_epilogue epi
-    if m > small_rows:
+    if m > small_nn:
         return False
     if m == 0 or n == 0:
         return True
@@ -215,9 +232,12 @@ def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floa
         matmul(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
 
 
-def _set_small_rows(int rows):
-    """Move the crossover (0: BLAS for every product); returns the previous value. For the
-    benchmark that measures it and for the tests, not an option: set it between steps only."""
-    global small_rows
-    previous, small_rows = small_rows, max(rows, 0)
+def _set_small_rows(rows):
+    """Move the crossovers: one count for every product, or (nn, nt, tn); 0 puts every
+    product on BLAS. Returns the previous (nn, nt, tn). For the benchmark that measures them and
+    for the tests, not an option: set it between steps only."""
+    global small_nn, small_nt, small_tn
+    previous = (small_nn, small_nt, small_tn)
+    nn, nt, tn = (rows, rows, rows) if isinstance(rows, int) else rows
+    small_nn, small_nt, small_tn = max(int(nn), 0), max(int(nt), 0), max(int(tn), 0)
     return previous

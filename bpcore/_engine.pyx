@@ -56,6 +56,7 @@ cdef enum:
     # the row-split step's gradient rows formed and updated at a time on bpcore's kernels:
     # half of a 32 KiB L1
     GRADIENT_CHUNK_BYTES = 16384
+    GRADIENT_CHUNK_ROWS = 24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,8 +379,9 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                 # on bpcore's kernels, a few rows of the gradient at a time, each updated while
                 # it is in L1 (one BLAS call per chunk would cost more than it saves)
                 chunk = r1 - r0
-                if small_batch(n):
-                    chunk = max(1, GRADIENT_CHUNK_BYTES // (fo * <int>sizeof(floating)))
+                if small_batch(n):  # whole tiles of rows at every level (4, 6 or 8 rows)
+                    chunk = GRADIENT_CHUNK_BYTES // (fo * <int>sizeof(floating))
+                    chunk = max(GRADIENT_CHUNK_ROWS, chunk - chunk % GRADIENT_CHUNK_ROWS)
                 q0 = r0
                 while q0 < r1:
                     q1 = min(q0 + chunk, r1)
@@ -868,6 +870,27 @@ cdef ActSpec _act_spec(object act, str name) except *:
     return spec
 
 
+# Each buffer of the workspace, and each matrix in it, starts on a cache line: bpcore's
+# small-batch kernels load and store whole vectors of their rows (see bpcore.params'
+# BUFFER_ALIGN, the same for the weights)
+cdef enum:
+    WORKSPACE_ALIGN = 64
+
+
+cdef inline Py_ssize_t _lines(Py_ssize_t count, Py_ssize_t item) noexcept:
+    """count elements of item bytes, rounded up to whole WORKSPACE_ALIGN-byte lines."""
+    cdef Py_ssize_t per = WORKSPACE_ALIGN // item
+    return (count + per - 1) // per * per
+
+
+cdef object _aligned_empty(Py_ssize_t size, dtype):
+    """An empty 1-d array of size elements of dtype starting on a WORKSPACE_ALIGN boundary."""
+    cdef Py_ssize_t item = np.dtype(dtype).itemsize
+    raw = np.empty(size * item + WORKSPACE_ALIGN, np.uint8)
+    cdef Py_ssize_t start = -raw.ctypes.data % WORKSPACE_ALIGN
+    return raw[start:start + size * item].view(dtype)
+
+
 cdef class CSRMatrix:
     """A sparse X (n, cols) in compressed sparse row form, as the engine takes it: ``data``
     (the values, float32 or float64), ``indices`` (their columns, int32) and ``indptr`` (intp,
@@ -1065,30 +1088,30 @@ cdef class Engine:
         offsets, keep_offsets, drop_offsets = [], [], []
         for l in range(L):
             offsets.append(off)
-            off += n * self.net.sizes[l + 1]
+            off += _lines(n * self.net.sizes[l + 1], item)
             widest = max(widest, self.net.sizes[l + 1])
             # the inputs of the activations whose derivative needs them: one more (n, width)
             # each (GELU, SiLU, ELU, Softplus; LeakyReLU with a negative slope)
             keep_offsets.append(kept if bp_act_needs_input(&self.net.act[l]) else -1)
             if keep_offsets[l] >= 0:
-                kept += n * self.net.sizes[l + 1]
+                kept += _lines(n * self.net.sizes[l + 1], item)
             # a dropout layer's undropped output and its mask (a byte per element)
             drop_offsets.append(dropped if self.net.drop[l].p > 0 else -1)
             if drop_offsets[l] >= 0:
-                dropped += n * self.net.sizes[l + 1]
+                dropped += _lines(n * self.net.sizes[l + 1], item)
         rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
         # all allocated before any is swapped in: a failure leaves the old set whole (the
         # struct's pointers never outlive their arrays)
         try:
-            acts = np.empty(off, self.dtype)
-            keeps = np.empty(max(kept, 1), self.dtype)
-            undropped = np.empty(max(dropped, 1), self.dtype)
+            acts = _aligned_empty(off, self.dtype)
+            keeps = _aligned_empty(max(kept, 1), self.dtype)
+            undropped = _aligned_empty(max(dropped, 1), self.dtype)
             drop_masks = np.empty(max(dropped, 1), np.uint8)
-            deltas = np.empty(2 * n * widest, self.dtype)
+            deltas = _aligned_empty(2 * _lines(n * widest, item), self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
             wbuf = np.empty(n, self.dtype)
-            parts = np.empty(max(nt * rows * widest, 1), self.dtype)
+            parts = _aligned_empty(max(nt * _lines(rows * widest, item), 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
             need = dropped + (off + kept + dropped + 2 * n * widest  # the masks: a byte each
                               + n * (self.net.sizes[L] + 1)
@@ -1109,12 +1132,12 @@ cdef class Engine:
         self.ws.undropped = _data(self.undropped_ws)
         self.ws.masks = <unsigned char *>_data(self.mask_ws)
         self.ws.d0 = _data(self.delta_ws)
-        self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
+        self.ws.d1 = <void *>((<char *>self.ws.d0) + _lines(n * widest, item) * item)
         self.ws.tb = _data(self.tbuf)
         self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
         self.ws.wb = _data(self.wbuf)
         self.ws.partials = _data(self.part_ws)
-        self.ws.pstride = rows * widest
+        self.ws.pstride = _lines(rows * widest, item)
         self.part_threads = nt
         self.ws.capacity = <int>n
         return 0

@@ -183,7 +183,7 @@ def test_bad_arguments_name_what_is_wrong():
 
 @pytest.fixture
 def crossover():
-    """Restores the crossover a test moves."""
+    """The crossovers (nn, nt, tn), restored after the test moves them."""
     previous = _blas._set_small_rows(0)
     _blas._set_small_rows(previous)
     yield previous
@@ -194,9 +194,9 @@ def crossover():
 def test_the_engine_products_take_blas_above_the_crossover_and_the_kernels_below(crossover,
                                                                                   dtype):
     rng = np.random.default_rng(4)
-    rows = crossover
-    assert rows > 0
-    for ta, tb, op in [("n", "n", "nn"), ("n", "t", "nt"), ("t", "n", "tn")]:
+    assert min(crossover) > 0
+    for (ta, tb, op), rows in zip([("n", "n", "nn"), ("n", "t", "nt"), ("t", "n", "tn")],
+                                  crossover):
         for batch in (rows, rows + 1):
             # the batch is C's rows in nn (forward) and nt (the delta below), the summed
             # dimension in tn (the weights' gradient)
@@ -214,16 +214,18 @@ def test_the_engine_products_take_blas_above_the_crossover_and_the_kernels_below
         _blas.py_matmul(ta, tb, 2.0, A, B, 0.0, got)
         _blas.py_gemm(ta, tb, 2.0, A, B, 0.0, want)
         np.testing.assert_array_equal(got, want)
-    _blas._set_small_rows(0)
+    assert _blas._set_small_rows(0) == crossover
     A, B, _, _ = _operands(rng, "nn", 3, 17, 5, dtype)
     got, blas = np.empty((3, 5), dtype), np.empty((3, 5), dtype)
     _blas.py_matmul("n", "n", 1.0, A, B, 0.0, got)
     _blas.py_gemm("n", "n", 1.0, A, B, 0.0, blas)
     np.testing.assert_array_equal(got, blas)
+    assert _blas._set_small_rows((1, 2, 3)) == (0, 0, 0)
+    assert _blas._set_small_rows(crossover) == (1, 2, 3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [1, 3, 17, 33])
+@pytest.mark.parametrize("batch", [1, 3, 17, 33, 130])
 def test_training_steps_on_either_path_agree(crossover, dtype, batch):
     """The row-split step (fused forward epilogue, dX and dW on the kernels) against the same
     steps with BLAS for every product."""
@@ -231,7 +233,7 @@ def test_training_steps_on_either_path_agree(crossover, dtype, batch):
     X = rng.standard_normal((batch, 31)).astype(dtype)
     Y = rng.standard_normal((batch, 3)).astype(dtype)
     results = []
-    for rows in (crossover, 0):
+    for rows in (1 << 20, 0):  # every product on the kernels, then on BLAS
         _blas._set_small_rows(rows)
         model = bpcore.MLP([31, 17, 33, 3], activation="tanh", dtype=dtype, seed=0)
         opt = bpcore.SGD(model.parameters(), lr=0.05, momentum=0.9)
