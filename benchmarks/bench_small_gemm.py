@@ -99,7 +99,8 @@ def main(argv=None):
     ap.add_argument("--block-s", type=float, default=0.03)
     ap.add_argument("--ops", action="store_true", help="also time each product alone")
     ap.add_argument("--auto", default=None,
-                    help="nn,nt,tn: crossovers to try as 'auto' instead of the shipped ones")
+                    help="nn,nt,tn: crossovers of --dtype to try as 'auto' instead of the "
+                         "shipped ones")
     args = ap.parse_args(argv)
     sizes = tuple(int(v) for v in args.sizes.split(","))
     bpcore.set_num_threads(args.threads)
@@ -108,8 +109,11 @@ def main(argv=None):
     _blas._set_small_rows(previous)
     print(f"SIMD level {_simd.level()} ({_simd.LEVEL_NAMES[_simd.level()]}), threads "
           f"{args.threads}, {args.dtype}, MLP {'-'.join(map(str, sizes))}, MSE, SGD momentum")
-    auto = tuple(int(v) for v in args.auto.split(",")) if args.auto else previous
-    print(f"crossovers (nn, nt, tn): shipped {previous}, 'auto' runs {auto}")
+    auto = dict(previous)
+    if args.auto:
+        auto[np.dtype(dtype).name] = tuple(int(v) for v in args.auto.split(","))
+    print(f"crossovers (nn, nt, tn) for {args.dtype}: shipped {previous[np.dtype(dtype).name]}, "
+          f"'auto' runs {auto[np.dtype(dtype).name]}")
     print(f"{'batch':>5} {'own µs':>9} {'blas µs':>9} {'auto µs':>9} {'own/blas':>9} "
           f"{'auto/blas':>9}")
     try:

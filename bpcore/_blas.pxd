@@ -54,4 +54,4 @@ cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floa
 
 # whether a batch of this many rows is at most tn's crossover (the weights' gradient on
 # bpcore's kernels)
-cdef bint small_batch(int rows) noexcept nogil
+cdef bint small_batch(int rows, int itemsize) noexcept nogil

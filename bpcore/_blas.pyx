@@ -14,25 +14,36 @@ cdef bp_simd_table *K = simd()
 # and nt (the delta below), the summed dimension in tn (the weights' gradient).
 #
 # CROSSOVER, measured (benchmarks/bench_small_gemm.py, full train_step of the MLP
-# 784-256-128-10, float32, MSE, SGD momentum, 1 thread, kernels on / off / these values
-# interleaved in one process, medians of 31 blocks; AMD EPYC, AVX2+FMA (no AVX-512), scipy's
-# OpenBLAS 0.3.31 on its Haswell kernels; load average 1.1-1.2, the benchmark's own core):
-#   step time, every product on the kernels / every product on BLAS, two runs:
+# 784-256-128-10, MSE, SGD momentum, 1 thread, kernels on / off / these values interleaved in
+# one process, medians of 21-41 blocks; AMD EPYC, AVX2+FMA (no AVX-512), scipy's OpenBLAS
+# 0.3.31 on its Haswell kernels; load average 0.7-1.2, the benchmark's own core).
+# float32, step time with every product on the kernels over every product on BLAS, two runs:
 #   batch 1: 0.39, 0.39; 8: 0.59, 0.61; 32: 0.79, 0.80; 48: 0.90, 0.88; 64: 0.93, 0.90;
 #   80: 1.04, 1.00; 96: 1.01, 0.99; 128: 1.07, 1.02
-#   with nn and nt up to 96 rows and tn up to 48, over BLAS: 64: 0.95, 0.90; 80: 0.98, 0.98;
-#   96: 0.97, 0.98; 128: 1.01, 1.00
-# Each product alone (the same script's --ops): nn and nt win on the 256x128 layer up to 128
-# rows and on 784x256 up to 96; tn loses on 784x256 from 48 rows as a bare product (-6 % at
-# 48, -20 % at 64) but wins in the step up to 64, where the row-split step updates its gradient
-# rows a chunk at a time while they are in L1. So: nn and nt up to 96 rows, tn up to 64; from
-# 128 rows BLAS (its packed kernels run these shapes faster than the register tiles).
+#   with the values below, over BLAS: 1: 0.42; 8: 0.59; 32: 0.86; 48: 0.87; 64: 0.98;
+#   80: 0.94; 96: 0.97; 112: 1.00; 128: 1.00 (both on BLAS). On 2 threads: 1: 0.41; 8: 0.62;
+#   32: 0.79; 64: 0.87; 96: 0.93; 128: 0.99.
+#   Each product alone (--ops): nn and nt win on the 256x128 layer up to 128 rows and on
+#   784x256 up to 96; tn loses on 784x256 from 48 rows as a bare product (-6 % at 48, -20 % at
+#   64) but not in the step up to 64, where the row-split step updates its gradient rows a
+#   chunk at a time while they are in L1.
+# float64, every product on the kernels over BLAS: batch 1: 0.72; 8: 0.85, 0.86; 16: 0.90;
+#   24: 1.01; 32: 1.05-1.14; 64: 1.21 (OpenBLAS's dgemm runs these shapes at 73 % of the peak,
+#   the register tiles at about 55 %, as in float32, where sgemm is slower at small batch).
+# So float32: nn and nt up to 96 rows, tn up to 64; float64: every product up to 16.
 cdef enum:
-    SMALL_NN = 96
-    SMALL_NT = 96
-    SMALL_TN = 64
+    PRODUCT_NN = 0
+    PRODUCT_NT = 1
+    PRODUCT_TN = 2
 
-cdef int small_nn = SMALL_NN, small_nt = SMALL_NT, small_tn = SMALL_TN
+# [dtype: float32, float64][product]
+cdef int small_rows[2][3]
+small_rows[0] = [96, 96, 64]
+small_rows[1] = [16, 16, 16]
+
+
+cdef inline int _rows_of(int product, bint wide) noexcept nogil:
+    return small_rows[1 if wide else 0][product]
 
 
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -68,8 +79,8 @@ cdef inline void _split(int total, int part, int nparts, int align, int *lo, int
     hi[0] = min(lo[0] + step, total)
 
 
-cdef bint small_batch(int rows) noexcept nogil:
-    return rows <= small_tn
+cdef bint small_batch(int rows, int itemsize) noexcept nogil:
+    return rows <= _rows_of(PRODUCT_TN, itemsize == 8)
 
 
 cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alpha,
@@ -77,9 +88,10 @@ cdef inline bint _small(BLAS_Trans ta, BLAS_Trans tb, int m, int k, floating alp
     """Whether bpcore's kernels take this product (they do alpha = 1, beta = 0 or 1)."""
     if alpha != 1 or (beta != 0 and beta != 1):
         return False
+    cdef bint wide = sizeof(floating) == 8
     if ta == NoTrans:
-        return m <= (small_nt if tb == Trans else small_nn)
-    return tb == NoTrans and k <= small_tn
+        return m <= _rows_of(PRODUCT_NT if tb == Trans else PRODUCT_NN, wide)
+    return tb == NoTrans and k <= _rows_of(PRODUCT_TN, wide)
 
 
 cdef void matmul(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -111,7 +123,7 @@ cdef bint matmul_act(int m, int n, int k, const floating *A, int lda, const floa
                      floating *C, int ldc, const floating *bias, floating *keep,
                      const bp_act *act) noexcept nogil:
     cdef bp_gemm_epilogue epi
-    if m > small_nn:
+    if m > _rows_of(PRODUCT_NN, sizeof(floating) == 8):
         return False
     if m == 0 or n == 0:
         return True
@@ -233,11 +245,15 @@ def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floa
 
 
 def _set_small_rows(rows):
-    """Move the crossovers: one count for every product, or (nn, nt, tn); 0 puts every
-    product on BLAS. Returns the previous (nn, nt, tn). For the benchmark that measures them and
-    for the tests, not an option: set it between steps only."""
-    global small_nn, small_nt, small_tn
-    previous = (small_nn, small_nt, small_tn)
-    nn, nt, tn = (rows, rows, rows) if isinstance(rows, int) else rows
-    small_nn, small_nt, small_tn = max(int(nn), 0), max(int(nt), 0), max(int(tn), 0)
+    """Move the crossovers: one count for every product and dtype (0 puts every product on
+    BLAS, a large count on the kernels), or {"float32": (nn, nt, tn), "float64": (...)}, as
+    returned (the previous values). For the benchmark that measures them and for the tests,
+    not an option: set it between steps only."""
+    previous = {"float32": tuple(small_rows[0]), "float64": tuple(small_rows[1])}
+    if isinstance(rows, int):
+        rows = {"float32": (rows,) * 3, "float64": (rows,) * 3}
+    for name, values in rows.items():
+        d = ("float32", "float64").index(name)
+        for p in range(3):
+            small_rows[d][p] = max(int(values[p]), 0)
     return previous

@@ -379,7 +379,7 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                 # on bpcore's kernels, a few rows of the gradient at a time, each updated while
                 # it is in L1 (one BLAS call per chunk would cost more than it saves)
                 chunk = r1 - r0
-                if small_batch(n):  # whole tiles of rows at every level (4, 6 or 8 rows)
+                if small_batch(n, sizeof(floating)):  # whole tiles at every level (4, 6, 8 rows)
                     chunk = GRADIENT_CHUNK_BYTES // (fo * <int>sizeof(floating))
                     chunk = max(GRADIENT_CHUNK_ROWS, chunk - chunk % GRADIENT_CHUNK_ROWS)
                 q0 = r0

@@ -183,7 +183,7 @@ def test_bad_arguments_name_what_is_wrong():
 
 @pytest.fixture
 def crossover():
-    """The crossovers (nn, nt, tn), restored after the test moves them."""
+    """The crossovers ({dtype name: (nn, nt, tn)}), restored after the test moves them."""
     previous = _blas._set_small_rows(0)
     _blas._set_small_rows(previous)
     yield previous
@@ -194,9 +194,10 @@ def crossover():
 def test_the_engine_products_take_blas_above_the_crossover_and_the_kernels_below(crossover,
                                                                                   dtype):
     rng = np.random.default_rng(4)
-    assert min(crossover) > 0
+    shipped = crossover[np.dtype(dtype).name]
+    assert min(shipped) > 0
     for (ta, tb, op), rows in zip([("n", "n", "nn"), ("n", "t", "nt"), ("t", "n", "tn")],
-                                  crossover):
+                                  shipped):
         for batch in (rows, rows + 1):
             # the batch is C's rows in nn (forward) and nt (the delta below), the summed
             # dimension in tn (the weights' gradient)
@@ -220,8 +221,9 @@ def test_the_engine_products_take_blas_above_the_crossover_and_the_kernels_below
     _blas.py_matmul("n", "n", 1.0, A, B, 0.0, got)
     _blas.py_gemm("n", "n", 1.0, A, B, 0.0, blas)
     np.testing.assert_array_equal(got, blas)
-    assert _blas._set_small_rows((1, 2, 3)) == (0, 0, 0)
-    assert _blas._set_small_rows(crossover) == (1, 2, 3)
+    moved = {"float32": (1, 2, 3), "float64": (4, 5, 6)}
+    assert _blas._set_small_rows(moved) == {"float32": (0, 0, 0), "float64": (0, 0, 0)}
+    assert _blas._set_small_rows(crossover) == moved
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
