@@ -119,7 +119,7 @@ ATTR BP_INLINE void tile_##VS(const int mr, const int nr, ptrdiff_t k, const T *
     BP_UNROLL for (r = 0; r < mr; r++) {                                                        \
         BP_UNROLL for (v = 0; v < nr; v++) {                                                    \
             if (!acc) {                                                                         \
-                c[r][v] = (V){0};                                                               \
+                memset(&c[r][v], 0, sizeof(V));                                                \
             } else if (whole) {                                                                 \
                 memcpy(&c[r][v], C + r * ldc + v * VL, sizeof(V));                              \
             } else {                                                                            \
@@ -159,7 +159,7 @@ ATTR BP_INLINE void dot_##VS(const int mr, const int nc, ptrdiff_t kv, int rem, 
     ptrdiff_t p;                                                                                \
     int r, q;                                                                                   \
     BP_UNROLL for (r = 0; r < mr; r++) {                                                        \
-        BP_UNROLL for (q = 0; q < nc; q++) s[r][q] = (V){0};                                    \
+        BP_UNROLL for (q = 0; q < nc; q++) memset(&s[r][q], 0, sizeof(V));                      \
     }                                                                                           \
     for (p = 0; p < kv; p += VL) {                                                              \
         BP_UNROLL for (r = 0; r < mr; r++) memcpy(&a[r], A + r * lda + p, sizeof(V));           \
