@@ -38,9 +38,13 @@ typedef float bp_v16f __attribute__((vector_size(64)));
 typedef double bp_v2d __attribute__((vector_size(16)));
 typedef double bp_v4d __attribute__((vector_size(32)));
 typedef double bp_v8d __attribute__((vector_size(64)));
+/* a vector of zeros as a compound literal: GCC keeps it in a register (a memset of the
+ * accumulators made the tn tile 25 % slower at 8 rows, measured) */
+#define BP_ZERO(V, x) ((x) = (V){0})
 #else
 #define BP_UNROLL
 #define BP_HAS_VECTORS 0
+#define BP_ZERO(V, x) memset(&(x), 0, sizeof(V))
 #endif
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -119,7 +123,7 @@ ATTR BP_INLINE void tile_##VS(const int mr, const int nr, ptrdiff_t k, const T *
     BP_UNROLL for (r = 0; r < mr; r++) {                                                        \
         BP_UNROLL for (v = 0; v < nr; v++) {                                                    \
             if (!acc) {                                                                         \
-                memset(&c[r][v], 0, sizeof(V));                                                \
+                BP_ZERO(V, c[r][v]);                                                            \
             } else if (whole) {                                                                 \
                 memcpy(&c[r][v], C + r * ldc + v * VL, sizeof(V));                              \
             } else {                                                                            \
@@ -159,7 +163,7 @@ ATTR BP_INLINE void dot_##VS(const int mr, const int nc, ptrdiff_t kv, int rem, 
     ptrdiff_t p;                                                                                \
     int r, q;                                                                                   \
     BP_UNROLL for (r = 0; r < mr; r++) {                                                        \
-        BP_UNROLL for (q = 0; q < nc; q++) memset(&s[r][q], 0, sizeof(V));                      \
+        BP_UNROLL for (q = 0; q < nc; q++) BP_ZERO(V, s[r][q]);                                 \
     }                                                                                           \
     for (p = 0; p < kv; p += VL) {                                                              \
         BP_UNROLL for (r = 0; r < mr; r++) memcpy(&a[r], A + r * lda + p, sizeof(V));           \
