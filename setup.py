@@ -24,7 +24,7 @@ MODULES = ["_spin", "_threads", "_simd", "_blas", "_layers", "_losses", "_optim"
 # compiled without OpenMP: _spin runs before the OpenMP runtime is loaded (it sizes its wait)
 NO_OPENMP = {"_spin"}
 # plain C compiled into a module beside its .pyx
-C_SOURCES = {"_simd": ["csrc/bp_simd.c"]}
+C_SOURCES = {"_simd": ["csrc/bp_simd.c", "csrc/bp_gemm.c"]}
 # GCC and Clang: sqrt without errno, so the optimizers' loops vectorise, and no floating-point
 # traps assumed (bpcore never enables them), so a select between two computed values (LeakyReLU
 # and its derivative) vectorises instead of branching; IEEE results unchanged, no -ffast-math

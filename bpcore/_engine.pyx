@@ -22,7 +22,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from bpcore._blas cimport Block, gemm, gemm_part, NoTrans, Trans
+from bpcore._blas cimport (Block, NoTrans, Trans, matmul, matmul_act, matmul_part,
+                           small_batch)
 from bpcore._layers cimport (ActSpec, CSR, DenseLayer, DropSpec, SOFTMAX, activation_backward,
                              act_rows, begin_drop, colsum_rows, csr_backward, csr_forward,
                              csr_forward_rows, csr_gradient_rows, dact_rows, dense_backward,
@@ -52,6 +53,10 @@ cdef enum:
     PREDICT_CHUNK = 1024
     CHECK_BLOCK = 65536
     CHECK_PARALLEL_MIN = 1 << 21
+    # the row-split step's gradient rows formed and updated at a time on bpcore's kernels:
+    # half of a 32 KiB L1
+    GRADIENT_CHUNK_BYTES = 16384
+    GRADIENT_CHUNK_ROWS = 24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,9 +178,9 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
                                    const floating *X) noexcept nogil:
     """dn = (d @ W_l.T) * act'(A_{l-1}): the delta of the layer below, this part's block."""
     cdef int fi = net.sizes[l], fo = net.sizes[l + 1]
-    cdef Block blk = gemm_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
-                               <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
-                               part, nparts)
+    cdef Block blk = matmul_part(NoTrans, Trans, ws.rows, fi, fo, <floating>1, d, fo,
+                                 <const floating *>net.P + net.woff[l], fo, <floating>0, dn, fi,
+                                 part, nparts)
     _through(net, ws, l - 1, blk, fi, dn, X)
 
 
@@ -215,8 +220,8 @@ cdef inline void _update_part(int part, int nparts, const Net *net, const Worksp
         even_share(fi, part, nparts, &r0, &r1)
         _sparse_update_rows(net, ws, opt, r0, r1, d)
     else:
-        blk = gemm_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1, _A(net, ws, l - 1, X), fi,
-                        d, fo, <floating>0, G, fo, part, nparts)
+        blk = matmul_part(Trans, NoTrans, fi, fo, ws.rows, <floating>1, _A(net, ws, l - 1, X),
+                          fi, d, fo, <floating>0, G, fo, part, nparts)
         for r in range(blk.r0, blk.r1):
             at = r * fo + blk.c0
             if mask != NULL:
@@ -297,11 +302,20 @@ cdef void _rowsplit_forward(int tid, int nt, const Net *net, const Workspace *ws
             csr_forward_rows(&layer, r0, r1, ws.xcsr, _A(net, ws, l, X))
             bp_omp_barrier()
             continue
+        # one part: the product, bias and activation in one pass of bpcore's kernels (at
+        # most the crossover's rows), straight into the activation's output
+        if parts == 1 and matmul_act(n, fo, fi, _A(net, ws, l - 1, X), fi, W, fo,
+                                     _U(net, ws, l, X), fo, W + <Py_ssize_t>fi * fo,
+                                     _Z(net, ws, l, X), &net.act[l]):
+            if _drops(net, ws, l):
+                drop_rows(_block(0, n, 0, fo), fo, _U(net, ws, l, X), _A(net, ws, l, X),
+                          ws.masks + ws.doff[l], &net.drop[l])
+            continue
         p = tid
         while p < parts:
             even_share(fi, p, parts, &r0, &r1)
-            gemm(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0, fi,
-                 W + <Py_ssize_t>r0 * fo, fo, <floating>0, first + p * ws.pstride, fo)
+            matmul(NoTrans, NoTrans, n, fo, r1 - r0, <floating>1, _A(net, ws, l - 1, X) + r0,
+                   fi, W + <Py_ssize_t>r0 * fo, fo, <floating>0, first + p * ws.pstride, fo)
             p += nt
         bp_omp_barrier()
         even_share(fo, tid, nt, &c0, &c1)
@@ -325,9 +339,9 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
     """For each of its parts of W's rows (as in the forward pass), a thread takes the columns
     of dX that belong to them (with the layer below's activation derivative), then updates
     those rows; then its share of the bias. The gradient is formed a block at a time inside
-    the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and one pass
-    of the update over them."""
-    cdef int l, p, fi, fo, r0, r1, c0, c1, n = ws.rows, parts = ws.small_threads
+    the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and the
+    update over them (a chunk of rows at a time on bpcore's kernels)."""
+    cdef int l, p, fi, fo, r0, r1, c0, c1, q0, q1, chunk, n = ws.rows, parts = ws.small_threads
     cdef Py_ssize_t i, nw, woff
     cdef const floating *Xl
     cdef const floating *mask
@@ -350,8 +364,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
             even_share(fi, p, parts, &r0, &r1)
             p += nt
             if l > 0 and r1 > r0:  # dX[:, rows] = dZ @ W[rows].T, before those rows move
-                gemm(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
-                     W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
+                matmul(NoTrans, Trans, n, r1 - r0, fo, <floating>1, d, fo,
+                       W + <Py_ssize_t>r0 * fo, fo, <floating>0, dn + r0, fi)
                 _through(net, ws, l - 1, _block(0, n, r0, r1), fi, dn, X)
             if _sparse_input(ws, l):
                 _sparse_update_rows(net, ws, opt, r0, r1, d)
@@ -361,15 +375,25 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                     src.x = Xl + i
                     outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src,
                                      W + i * fo, mask + i * fo if mask != NULL else NULL)
-            elif r1 > r0:
-                gemm(Trans, NoTrans, r1 - r0, fo, n, <floating>1, Xl + r0, fi, d, fo,
-                     <floating>0, G + <Py_ssize_t>r0 * fo, fo)
-                if mask != NULL:
-                    for i in range(<Py_ssize_t>r0 * fo, <Py_ssize_t>r1 * fo):
-                        G[i] *= mask[i]
-                update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>r0 * fo,
-                             <Py_ssize_t>(r1 - r0) * fo, W + <Py_ssize_t>r0 * fo,
-                             G + <Py_ssize_t>r0 * fo)
+            else:
+                # on bpcore's kernels, a few rows of the gradient at a time, each updated while
+                # it is in L1 (one BLAS call per chunk would cost more than it saves)
+                chunk = r1 - r0
+                if small_batch(n, sizeof(floating)):  # whole tiles at every level (4, 6, 8 rows)
+                    chunk = GRADIENT_CHUNK_BYTES // (fo * <int>sizeof(floating))
+                    chunk = max(GRADIENT_CHUNK_ROWS, chunk - chunk % GRADIENT_CHUNK_ROWS)
+                q0 = r0
+                while q0 < r1:
+                    q1 = min(q0 + chunk, r1)
+                    matmul(Trans, NoTrans, q1 - q0, fo, n, <floating>1, Xl + q0, fi, d, fo,
+                           <floating>0, G + <Py_ssize_t>q0 * fo, fo)
+                    if mask != NULL:
+                        for i in range(<Py_ssize_t>q0 * fo, <Py_ssize_t>q1 * fo):
+                            G[i] *= mask[i]
+                    update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>q0 * fo,
+                                 <Py_ssize_t>(q1 - q0) * fo, W + <Py_ssize_t>q0 * fo,
+                                 G + <Py_ssize_t>q0 * fo)
+                    q0 = q1
         even_share(fo, tid, nt, &c0, &c1)
         if c1 > c0:  # the bias: its input is 1 in every row
             src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
@@ -846,6 +870,27 @@ cdef ActSpec _act_spec(object act, str name) except *:
     return spec
 
 
+# Each buffer of the workspace, and each matrix in it, starts on a cache line: bpcore's
+# small-batch kernels load and store whole vectors of their rows (see bpcore.params'
+# BUFFER_ALIGN, the same for the weights)
+cdef enum:
+    WORKSPACE_ALIGN = 64
+
+
+cdef inline Py_ssize_t _lines(Py_ssize_t count, Py_ssize_t item) noexcept:
+    """count elements of item bytes, rounded up to whole WORKSPACE_ALIGN-byte lines."""
+    cdef Py_ssize_t per = WORKSPACE_ALIGN // item
+    return (count + per - 1) // per * per
+
+
+cdef object _aligned_empty(Py_ssize_t size, dtype):
+    """An empty 1-d array of size elements of dtype starting on a WORKSPACE_ALIGN boundary."""
+    cdef Py_ssize_t item = np.dtype(dtype).itemsize
+    raw = np.empty(size * item + WORKSPACE_ALIGN, np.uint8)
+    cdef Py_ssize_t start = -raw.ctypes.data % WORKSPACE_ALIGN
+    return raw[start:start + size * item].view(dtype)
+
+
 cdef class CSRMatrix:
     """A sparse X (n, cols) in compressed sparse row form, as the engine takes it: ``data``
     (the values, float32 or float64), ``indices`` (their columns, int32) and ``indptr`` (intp,
@@ -1043,30 +1088,30 @@ cdef class Engine:
         offsets, keep_offsets, drop_offsets = [], [], []
         for l in range(L):
             offsets.append(off)
-            off += n * self.net.sizes[l + 1]
+            off += _lines(n * self.net.sizes[l + 1], item)
             widest = max(widest, self.net.sizes[l + 1])
             # the inputs of the activations whose derivative needs them: one more (n, width)
             # each (GELU, SiLU, ELU, Softplus; LeakyReLU with a negative slope)
             keep_offsets.append(kept if bp_act_needs_input(&self.net.act[l]) else -1)
             if keep_offsets[l] >= 0:
-                kept += n * self.net.sizes[l + 1]
+                kept += _lines(n * self.net.sizes[l + 1], item)
             # a dropout layer's undropped output and its mask (a byte per element)
             drop_offsets.append(dropped if self.net.drop[l].p > 0 else -1)
             if drop_offsets[l] >= 0:
-                dropped += n * self.net.sizes[l + 1]
+                dropped += _lines(n * self.net.sizes[l + 1], item)
         rows = min(n, <Py_ssize_t>self.ws.rowsplit_max_batch)
         # all allocated before any is swapped in: a failure leaves the old set whole (the
         # struct's pointers never outlive their arrays)
         try:
-            acts = np.empty(off, self.dtype)
-            keeps = np.empty(max(kept, 1), self.dtype)
-            undropped = np.empty(max(dropped, 1), self.dtype)
+            acts = _aligned_empty(off, self.dtype)
+            keeps = _aligned_empty(max(kept, 1), self.dtype)
+            undropped = _aligned_empty(max(dropped, 1), self.dtype)
             drop_masks = np.empty(max(dropped, 1), np.uint8)
-            deltas = np.empty(2 * n * widest, self.dtype)
+            deltas = _aligned_empty(2 * _lines(n * widest, item), self.dtype)
             tbuf = np.empty(n * self.net.sizes[L], self.dtype)
             lbuf = np.empty(n, np.intp)
             wbuf = np.empty(n, self.dtype)
-            parts = np.empty(max(nt * rows * widest, 1), self.dtype)
+            parts = _aligned_empty(max(nt * _lines(rows * widest, item), 1), self.dtype)
         except MemoryError:  # the sizes grow with the batch and the threads: say which
             need = dropped + (off + kept + dropped + 2 * n * widest  # the masks: a byte each
                               + n * (self.net.sizes[L] + 1)
@@ -1087,12 +1132,12 @@ cdef class Engine:
         self.ws.undropped = _data(self.undropped_ws)
         self.ws.masks = <unsigned char *>_data(self.mask_ws)
         self.ws.d0 = _data(self.delta_ws)
-        self.ws.d1 = <void *>((<char *>self.ws.d0) + n * widest * item)
+        self.ws.d1 = <void *>((<char *>self.ws.d0) + _lines(n * widest, item) * item)
         self.ws.tb = _data(self.tbuf)
         self.ws.lb = <Py_ssize_t *>_data(self.lbuf)
         self.ws.wb = _data(self.wbuf)
         self.ws.partials = _data(self.part_ws)
-        self.ws.pstride = rows * widest
+        self.ws.pstride = _lines(rows * widest, item)
         self.part_threads = nt
         self.ws.capacity = <int>n
         return 0

@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memset
 
-from bpcore._blas cimport Block, gemm_part, NoTrans, Trans
+from bpcore._blas cimport Block, NoTrans, Trans, matmul_part
 from bpcore._simd cimport BP_DROP_STEP, bp_act_needs_input, bp_drop_hash, bp_simd_table, simd
 from bpcore._checks cimport require
 from bpcore._losses cimport softmax_row
@@ -115,8 +115,8 @@ cdef inline void _forward_epilogue(Block blk, const DenseLayer *layer,
 cdef inline void _forward_part(int part, int nparts, const DenseLayer *layer, int n,
                                const floating *X, floating *Z) noexcept nogil:
     cdef int fi = layer.fan_in, fo = layer.fan_out
-    cdef Block blk = gemm_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
-                               <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
+    cdef Block blk = matmul_part(NoTrans, NoTrans, n, fo, fi, <floating>1, X, fi,
+                                 <const floating *>layer.W, fo, <floating>0, Z, fo, part, nparts)
     _forward_epilogue(blk, layer, Z)
 
 
@@ -144,8 +144,8 @@ cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, i
     cdef const floating *mask = <const floating *>layer.mask
     cdef Py_ssize_t r, j
     # each part writes its own rows of dW, its own columns of db and its own block of dX
-    cdef Block blk = gemm_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo,
-                               <floating>1, dW, fo, part, nparts)
+    cdef Block blk = matmul_part(Trans, NoTrans, fi, fo, n, <floating>1, X, fi, dZ, fo,
+                                 <floating>1, dW, fo, part, nparts)
     if mask != NULL:
         for r in range(blk.r0, blk.r1):
             for j in range(blk.c0, blk.c1):
@@ -153,8 +153,8 @@ cdef inline void _backward_part(int part, int nparts, const DenseLayer *layer, i
     even_share(fo, part, nparts, &c0, &c1)
     colsum_rows(n, c0, c1, fo, dZ, <floating *>layer.db)
     if dX != NULL:
-        gemm_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, <const floating *>layer.W, fo,
-                  <floating>0, dX, fi, part, nparts)
+        matmul_part(NoTrans, Trans, n, fi, fo, <floating>1, dZ, fo, <const floating *>layer.W,
+                    fo, <floating>0, dX, fi, part, nparts)
 
 
 cdef void dense_backward(const DenseLayer *layer, int n, const floating *X,

@@ -15,6 +15,10 @@ cdef extern from "bp_simd.h":
     ctypedef struct bp_adam_args:
         double step, inv_sqrt_bc2, beta1, beta2, eps, weight_decay, keep
         int amsgrad
+    ctypedef struct bp_gemm_epilogue:
+        const void *bias
+        void *keep
+        const bp_act *act
     ctypedef struct bp_simd_table:
         int level
         int (*sgd_f32)(Py_ssize_t n, float *w, const float *g, float *v,
@@ -59,5 +63,25 @@ cdef extern from "bp_simd.h":
                            double *d) noexcept nogil
         int (*nonfinite_f32)(Py_ssize_t n, const float *x) noexcept nogil
         int (*nonfinite_f64)(Py_ssize_t n, const double *x) noexcept nogil
+        # bpcore's GEMMs for a few rows (csrc/bp_gemm.c): nn C = A @ B, nt C = A @ B.T,
+        # tn C = A.T @ B, plus C if accumulate, then the epilogue (NULL for none)
+        void (*gemm_nn_f32)(int m, int n, int k, const float *A, Py_ssize_t lda, const float *B,
+                            Py_ssize_t ldb, int accumulate, float *C, Py_ssize_t ldc,
+                            const bp_gemm_epilogue *epi) noexcept nogil
+        void (*gemm_nn_f64)(int m, int n, int k, const double *A, Py_ssize_t lda,
+                            const double *B, Py_ssize_t ldb, int accumulate, double *C,
+                            Py_ssize_t ldc, const bp_gemm_epilogue *epi) noexcept nogil
+        void (*gemm_nt_f32)(int m, int n, int k, const float *A, Py_ssize_t lda, const float *B,
+                            Py_ssize_t ldb, int accumulate, float *C, Py_ssize_t ldc,
+                            const bp_gemm_epilogue *epi) noexcept nogil
+        void (*gemm_nt_f64)(int m, int n, int k, const double *A, Py_ssize_t lda,
+                            const double *B, Py_ssize_t ldb, int accumulate, double *C,
+                            Py_ssize_t ldc, const bp_gemm_epilogue *epi) noexcept nogil
+        void (*gemm_tn_f32)(int m, int n, int k, const float *A, Py_ssize_t lda, const float *B,
+                            Py_ssize_t ldb, int accumulate, float *C, Py_ssize_t ldc,
+                            const bp_gemm_epilogue *epi) noexcept nogil
+        void (*gemm_tn_f64)(int m, int n, int k, const double *A, Py_ssize_t lda,
+                            const double *B, Py_ssize_t ldb, int accumulate, double *C,
+                            Py_ssize_t ldc, const bp_gemm_epilogue *epi) noexcept nogil
 
 cdef bp_simd_table *simd() noexcept nogil

@@ -15,7 +15,7 @@ from bpcore._validation import (as_matrix, assign_array, check_choice, check_ini
                                 check_int, resolve_dtype)
 from bpcore.layers import ACTIVATIONS, GELU, NAMED_LAYERS, Activation, Dense, Dropout, Module
 from bpcore.optim import Optimizer
-from bpcore.params import as_generator
+from bpcore.params import aligned_zeros, as_generator
 
 __all__ = ["Sequential", "MLP", "load", "load_optimizer", "load_extra", "activation_layer"]
 
@@ -61,8 +61,8 @@ class Sequential(Module):
         self.n_inputs = dense[0].fan_in
         self.n_outputs = dense[-1].fan_out
         total = sum(m.size for m in dense)
-        self._flat_params = np.zeros(total, self.dtype)
-        self._flat_grads = np.zeros(total, self.dtype)
+        self._flat_params = aligned_zeros(total, self.dtype)
+        self._flat_grads = aligned_zeros(total, self.dtype)
         offset = 0
         for m in dense:
             m.bind(self._flat_params, self._flat_grads, offset)

@@ -58,7 +58,26 @@ typedef struct {
     int amsgrad;
 } bp_adam_args;
 
+/* What the small-batch GEMMs (csrc/bp_gemm.c) do to each output row segment once its sum is
+ * complete, while it is in cache: C = act(C + bias), with C + bias kept in `keep` (its rows ldc
+ * apart, like C's) unless it is NULL; bias NULL for none, act NULL for the identity. Pointers of
+ * the GEMM's dtype. */
+typedef struct {
+    const void *bias;
+    void *keep;
+    const bp_act *act;
+} bp_gemm_epilogue;
+
 #define BP_KERNEL_TYPES(T, SUF)                                                                 \
+    /* bpcore's own GEMMs for a few rows (csrc/bp_gemm.c), row-major, rows ld apart:          \
+     *   nn: C (m, n) = A (m, k) @ B (k, n)       (A a batch, B a layer's W)                   \
+     *   nt: C (m, n) = A (m, k) @ B (n, k).T     (the delta below: dZ @ W.T)                  \
+     *   tn: C (m, n) = A (k, m).T @ B (k, n)     (W's gradient rows: X.T @ dZ)                \
+     * plus C if accumulate, then the epilogue (NULL for none). Register-blocked per SIMD      \
+     * level; the sums' order depends on the level and the shapes, never on the threads */    \
+    typedef void (*bp_gemm_##SUF##_fn)(int m, int n, int k, const T *A, ptrdiff_t lda,        \
+                                       const T *B, ptrdiff_t ldb, int accumulate, T *C,         \
+                                       ptrdiff_t ldc, const bp_gemm_epilogue *epi);             \
     /* the SGD update of w (n) from gradient g, velocity v (NULL if momentum is 0); results    \
      * below the smallest normal number become 0, NaN stays NaN. The updates return nonzero   \
      * if any value they wrote is NaN or infinite */                                           \
@@ -124,11 +143,16 @@ typedef struct {
     bp_nonfinite_f32_fn nonfinite_f32; bp_nonfinite_f64_fn nonfinite_f64;
     bp_drop_f32_fn drop_f32;        bp_drop_f64_fn drop_f64;
     bp_undrop_f32_fn undrop_f32;    bp_undrop_f64_fn undrop_f64;
+    bp_gemm_f32_fn gemm_nn_f32;     bp_gemm_f64_fn gemm_nn_f64;
+    bp_gemm_f32_fn gemm_nt_f32;     bp_gemm_f64_fn gemm_nt_f64;
+    bp_gemm_f32_fn gemm_tn_f32;     bp_gemm_f64_fn gemm_tn_f64;
 } bp_simd_table;
 
 /* the widest level this CPU runs */
 int bp_simd_best_level(void);
 /* fill table with `level`'s loops (clamped to what the CPU runs); returns the level used */
 int bp_simd_fill(bp_simd_table *table, int level);
+/* the GEMMs' part of bp_simd_fill: `level` as bp_simd_fill has clamped it (csrc/bp_gemm.c) */
+void bp_gemm_fill(bp_simd_table *table, int level);
 
 #endif /* BP_SIMD_H */

@@ -1,0 +1,308 @@
+/* The bodies of bp_simd.h's loops, each an always-inline function written once, for the files
+ * that compile them per target (csrc/bp_simd.c, csrc/bp_gemm.c: the GEMM epilogue runs the
+ * activation loop on each output tile while it is in cache). Internal to the native sources. */
+#ifndef BP_SIMD_BODIES_H
+#define BP_SIMD_BODIES_H
+
+#include "bp_simd.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define BP_INLINE static inline __attribute__((always_inline))
+#else
+#define BP_INLINE static inline
+#endif
+
+/* Results below the smallest normal number are flushed to zero: a weight whose gradient stays
+ * zero (a pixel that is always blank) has its velocity decay geometrically into subnormals,
+ * which x86 processes about a hundred times slower. Branch-free, so the loops vectorise; the
+ * test is written so that NaN (every comparison false) stays NaN. */
+#define FLUSH_f32(x) (fabsf(x) < FLT_MIN ? 0.0f : (x))
+#define FLUSH_f64(x) (fabs(x) < DBL_MIN ? 0.0 : (x))
+#define SQRT_f32(x) sqrtf(x)
+#define SQRT_f64(x) sqrt(x)
+#define EXP_f32(x) expf(x)
+#define EXP_f64(x) exp(x)
+#define TANH_f32(x) tanhf(x)
+#define TANH_f64(x) tanh(x)
+/* the constants of torch's GELU, as it forms them (in double): sqrt(2) * (2 / sqrt(pi)) / 2
+ * and (2 / sqrt(pi)) / sqrt(2) / 2 */
+#define BP_SQRT1_2 0.70710678118654752440
+#define BP_SQRT_2_OVER_PI (1.41421356237309504880 * 1.12837916709551257390 * 0.5)
+#define BP_1_OVER_SQRT_2PI (1.12837916709551257390 * 0.70710678118654752440 * 0.5)
+#define EXPM1_f32(x) expm1f(x)
+#define EXPM1_f64(x) expm1(x)
+#define ERF_f32(x) erff(x)
+#define ERF_f64(x) erf(x)
+#define LOG1P_f32(x) log1pf(x)
+#define LOG1P_f64(x) log1p(x)
+
+#define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
+BP_INLINE UINT expbits_##SUF(T x) {                                                            \
+    /* x's exponent bits: all ones (EXPMASK) exactly for NaN and infinity. The updates keep  \
+     * the largest they wrote, an integer max that vectorises with the loop, and report     \
+     * whether any value they wrote is non-finite: the check costs no pass of its own */     \
+    UINT bits;                                                                                 \
+    memcpy(&bits, &x, sizeof bits);                                                            \
+    return bits & EXPMASK;                                                                     \
+}                                                                                              \
+BP_INLINE UINT max_##SUF(UINT a, UINT b) { return a > b ? a : b; }                             \
+BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {    \
+    ptrdiff_t i;                                                                               \
+    const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;  \
+    UINT top = 0;                                                                              \
+    /* one loop per mode, each branch-free */                                                  \
+    if (mom == 0) {                                                                            \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T wi = (w[i] - lr * gi) * keep;                                                    \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        }                                                                                      \
+    } else if (a->nesterov) {                                                                  \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T vi = mom * v[i] - lr * gi;                                                       \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = (w[i] + mom * vi - lr * gi) * keep;                                         \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        }                                                                                      \
+    } else if (wd == 0 && keep == 1) {                                                         \
+        /* the common case, with no decay: w cannot shrink geometrically, only v can */       \
+        for (i = 0; i < n; i++) {                                                              \
+            T vi = mom * v[i] - lr * g[i];                                                     \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = w[i] + vi;                                                                  \
+            w[i] = wi;                                                                         \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        }                                                                                      \
+    } else {                                                                                   \
+        for (i = 0; i < n; i++) {                                                              \
+            T gi = g[i] + wd * w[i];                                                           \
+            T vi = mom * v[i] - lr * gi;                                                       \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = (w[i] + vi) * keep;                                                         \
+            w[i] = FLUSH_##SUF(wi);                                                            \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        }                                                                                      \
+    }                                                                                          \
+    /* a non-finite v makes w non-finite in the same update: checking w covers both */       \
+    return top == EXPMASK;                                                                     \
+}                                                                                              \
+BP_INLINE int sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,                      \
+                               const bp_sgd_args *a) {                                          \
+    /* the update for a batch of one: the gradient row is x * d, formed in registers */       \
+    ptrdiff_t i;                                                                               \
+    const T c = (T)a->lr * x, mom = (T)a->momentum;                                            \
+    UINT top = 0;                                                                              \
+    int bad = 0;                                                                               \
+    if (mom != 0 && !a->nesterov && a->weight_decay == 0 && a->keep == 1) {                    \
+        for (i = 0; i < n; i++) {                                                              \
+            T vi = mom * v[i] - c * d[i];                                                      \
+            vi = FLUSH_##SUF(vi);                                                              \
+            v[i] = vi;                                                                         \
+            T wi = w[i] + vi;                                                                  \
+            w[i] = wi;                                                                         \
+            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        }                                                                                      \
+        bad = top == EXPMASK;                                                                  \
+    } else {                                                                                   \
+        T g[256];                                                                              \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
+            ptrdiff_t m = n - j0 < 256 ? n - j0 : 256;                                         \
+            for (i = 0; i < m; i++) g[i] = x * d[j0 + i];                                      \
+            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, a);                            \
+        }                                                                                      \
+    }                                                                                          \
+    return bad;                                                                                \
+}                                                                                              \
+BP_INLINE int adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a, const int decay, const int ams) {         \
+    const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
+    const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
+    const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;           \
+    ptrdiff_t i;                                                                               \
+    UINT top = 0;                                                                              \
+    for (i = 0; i < n; i++) {                                                                  \
+        T gi = decay ? g[i] + wd * w[i] : g[i];                                                \
+        T mi = FLUSH_##SUF(b1 * m[i] + c1 * gi);                                               \
+        T vi = FLUSH_##SUF(b2 * v[i] + c2 * gi * gi);                                          \
+        m[i] = mi;                                                                             \
+        v[i] = vi;                                                                             \
+        if (ams) {                                                                             \
+            vi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */          \
+            vmax[i] = vi;                                                                      \
+        }                                                                                      \
+        T wi = (decay ? w[i] * keep : w[i]) - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);\
+        /* only a decay can shrink w geometrically into subnormals */                          \
+        w[i] = decay ? FLUSH_##SUF(wi) : wi;                                                   \
+        /* (w only: checking v too cost 14% more on AVX2; an infinite v, from |g| > 1e19 in   \
+         * float32, stops its weight, which stays finite, as in torch.optim) */               \
+        top = max_##SUF(top, expbits_##SUF(wi));                                               \
+    }                                                                                          \
+    return top == EXPMASK;                                                                     \
+}                                                                                              \
+BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
+                               const bp_adam_args *a) {                                         \
+    /* one loop per mode, the mode's tests constants there, so that each vectorises (without  \
+     * relying on the compiler to unswitch a loop grown past its limits) */                   \
+    const int decay = a->weight_decay != 0 || a->keep != 1;                                    \
+    if (vmax)                                                                                  \
+        return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 1)                           \
+                     : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 1);                          \
+    return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 0)                               \
+                 : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 0);                              \
+}                                                                                              \
+BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
+    double s = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];                        \
+    return s;                                                                                  \
+}                                                                                              \
+BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,             \
+                                const T *D, ptrdiff_t ld, T *g) {                              \
+    for (int r = 0; r < k; r++) {                                                              \
+        const T xr = x[r * stride];                                                            \
+        const T *d = D + r * ld;                                                               \
+        for (ptrdiff_t j = 0; j < n; j++) g[j] += xr * d[j];                                   \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE T gelu_tanh_inner_##SUF(T x) {                                                       \
+    /* sqrt(2 / pi) * (x + 0.044715 x^3), as torch writes it */                                \
+    return (T)(BP_SQRT_2_OVER_PI) * (x + (T)0.044715 * (x * x * x));                           \
+}                                                                                              \
+BP_INLINE T act1_##SUF(T x, int kind, T p0, T p1) {                                            \
+    /* the activations that call the math library, one element (torch.nn.functional's          \
+     * formulas, so that results agree to round-off) */                                        \
+    switch (kind) {                                                                            \
+    case BP_ELU: return x > 0 ? x : p0 * EXPM1_##SUF(x);                                       \
+    case BP_GELU: return x * (T)0.5 * (1 + ERF_##SUF(x * (T)BP_SQRT1_2));                      \
+    case BP_GELU_TANH: return (T)0.5 * x * (1 + TANH_##SUF(gelu_tanh_inner_##SUF(x)));         \
+    case BP_SILU: return x / (1 + EXP_##SUF(-x));                                              \
+    case BP_SOFTPLUS: return x * p0 > p1 ? x : LOG1P_##SUF(EXP_##SUF(x * p0)) / p0;            \
+    default: return x;                                                                         \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE T dact1_##SUF(T x, int kind, T p0, T p1) {                                           \
+    /* their derivatives at the input x */                                                     \
+    switch (kind) {                                                                            \
+    case BP_ELU: return x > 0 ? 1 : p0 * EXP_##SUF(x);                                         \
+    case BP_GELU: {                                                                            \
+        T cdf = (T)0.5 * (1 + ERF_##SUF(x * (T)BP_SQRT1_2));                                   \
+        T pdf = (T)(BP_1_OVER_SQRT_2PI) * EXP_##SUF(x * x * (T)-0.5);                          \
+        return cdf + x * pdf;                                                                  \
+    }                                                                                          \
+    case BP_GELU_TANH: {                                                                       \
+        T t = TANH_##SUF(gelu_tanh_inner_##SUF(x));                                            \
+        T slope = (T)(BP_SQRT_2_OVER_PI) * (1 + 3 * (T)0.044715 * x * x);                      \
+        return (T)0.5 * (1 + t) + (T)0.5 * x * (1 - t * t) * slope;                            \
+    }                                                                                          \
+    case BP_SILU: { T s = 1 / (1 + EXP_##SUF(-x)); return s * (1 + x * (1 - s)); }             \
+    case BP_SOFTPLUS: { T e = EXP_##SUF(x * p0); return x * p0 > p1 ? 1 : e / (e + 1); }       \
+    default: return 1;                                                                         \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *keep,           \
+                              const bp_act *act) {                                             \
+    /* ReLU is written z < 0 ? 0 : z, and its derivative NaN at NaN, so that NaN stays NaN */ \
+    ptrdiff_t j;                                                                               \
+    const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
+    if (keep) {                                                                                \
+        for (j = 0; j < n; j++) keep[j] = b ? in[j] + b[j] : in[j];                            \
+        in = keep;                                                                             \
+        b = NULL;                                                                              \
+    }                                                                                          \
+    if (b) {                                                                                   \
+        switch (act->kind) {                                                                   \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z < 0 ? 0 : z; }  \
+            break;                                                                             \
+        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
+            break;                                                                             \
+        case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j] + b[j]); break;        \
+        case BP_LEAKY_RELU: /* the product formed whatever the sign: the select vectorises */  \
+            for (j = 0; j < n; j++) { T z = in[j] + b[j], m = z * p0; out[j] = z > 0 ? z : m; }\
+            break;                                                                             \
+        case BP_IDENTITY: case BP_SOFTMAX: for (j = 0; j < n; j++) out[j] = in[j] + b[j]; break;\
+        default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j] + b[j], act->kind, p0, p1); \
+        }                                                                                      \
+    } else {                                                                                   \
+        switch (act->kind) {                                                                   \
+        case BP_RELU: for (j = 0; j < n; j++) { T z = in[j]; out[j] = z < 0 ? 0 : z; } break;  \
+        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
+        case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
+        case BP_LEAKY_RELU:                                                                    \
+            for (j = 0; j < n; j++) { T z = in[j], m = z * p0; out[j] = z > 0 ? z : m; } break;\
+        case BP_IDENTITY: case BP_SOFTMAX:                                                     \
+            if (out != in) memmove(out, in, (size_t)n * sizeof(T));                            \
+            break;                                                                             \
+        default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j], act->kind, p0, p1);        \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *z, const T *d, T *out,        \
+                               const bp_act *act) {                                            \
+    ptrdiff_t j;                                                                               \
+    const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
+    switch (act->kind) {                                                                       \
+    case BP_RELU: for (j = 0; j < n; j++) { T aj = a[j]; out[j] = aj > 0 ? d[j] : aj <= 0 ? 0 : aj; }\
+        break;                                                                                 \
+    case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = d[j] * a[j] * (1 - a[j]); break;         \
+    case BP_TANH: for (j = 0; j < n; j++) out[j] = d[j] * (1 - a[j] * a[j]); break;            \
+    case BP_LEAKY_RELU: {                                                                      \
+        /* the sign of the input; with a slope >= 0 the output's sign is the same */           \
+        const T *x = z ? z : a;                                                                \
+        for (j = 0; j < n; j++) {                                                              \
+            T xj = x[j], dj = d[j], dm = dj * p0;                                              \
+            out[j] = xj > 0 ? dj : xj <= 0 ? dm : xj;                                          \
+        }                                                                                      \
+        break;                                                                                 \
+    }                                                                                          \
+    case BP_IDENTITY: case BP_SOFTMAX:                                                         \
+        if (out != d) memmove(out, d, (size_t)n * sizeof(T));                                  \
+        break;                                                                                 \
+    default: for (j = 0; j < n; j++) out[j] = d[j] * dact1_##SUF(z[j], act->kind, p0, p1);     \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,       \
+                                 T *out) {                                                     \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
+        const T *d = D + r * ld;                                                               \
+        for (ptrdiff_t j = 0; j < n; j++) out[j] += d[j];                                      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void drop_body_##SUF(ptrdiff_t n, const T *u, T *out, unsigned char *mask,          \
+                               uint64_t key, uint64_t first, uint32_t threshold, T scale) {    \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+        uint64_t h = bp_drop_hash(key + (first + (uint64_t)j) * BP_DROP_STEP);                 \
+        unsigned char keep = (uint32_t)(h >> 32) >= threshold;                                 \
+        mask[j] = keep;                                                                        \
+        out[j] = u[j] * (keep ? scale : 0); /* a product, as torch's: NaN * 0 stays NaN */      \
+    }                                                                                          \
+}                                                                                              \
+BP_INLINE void undrop_body_##SUF(ptrdiff_t n, const unsigned char *mask, T scale, T *d) {     \
+    for (ptrdiff_t j = 0; j < n; j++) d[j] *= mask[j] ? scale : 0;                             \
+}                                                                                              \
+BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                                  \
+    /* the exponent bits are all ones exactly for NaN and infinity: an integer max over the  \
+     * masked exponents vectorises, where an early-exit isfinite() loop does not */           \
+    UINT top = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                        \
+        UINT bits;                                                                             \
+        memcpy(&bits, &x[i], sizeof bits);                                                     \
+        bits &= EXPMASK;                                                                       \
+        top = bits > top ? bits : top;                                                         \
+    }                                                                                          \
+    return top == EXPMASK;                                                                     \
+}
+
+BP_BODIES(float, f32, uint32_t, UINT32_C(0x7f800000))
+BP_BODIES(double, f64, uint64_t, UINT64_C(0x7ff0000000000000))
+
+#endif /* BP_SIMD_BODIES_H */
