@@ -626,3 +626,97 @@ def test_bench_idle_pieces():
     assert positive(wall) and others >= 0 and nfev > 1
     assert positive(idle.user_lbfgs_seconds())
     assert positive(idle.step_us(1, 4, steps=3))
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/bench_mpi.py: the scaling model's arithmetic, and a tiny run under mpiexec
+
+def test_ring_allreduce_model():
+    mpi = load_script("bench_mpi")
+    # 2(p-1)/p · bytes/bandwidth + 2(p-1) · latency, by hand
+    assert mpi.ring_allreduce_seconds(1e6, 1, 1e9, 1e-5) == 0.0
+    assert mpi.ring_allreduce_seconds(1e6, 2, 1e9, 1e-5) == pytest.approx(1e-3 + 2e-5)
+    assert mpi.ring_allreduce_seconds(1e6, 4, 1e9, 1e-5) == pytest.approx(1.5e-3 + 6e-5)
+    assert mpi.ring_allreduce_seconds(4e6, 64, 25e9, 1e-6) == pytest.approx(
+        2 * 63 / 64 * 4e6 / 25e9 + 126e-6)
+
+
+def test_smallest_batch_at_target_efficiency():
+    mpi = load_script("bench_mpi")
+    steps = {b: 1e-4 + 1e-6 * b for b in (16, 64, 256, 512)}  # affine: exact interpolation
+    # efficiency 0.8 needs step >= 4 × allreduce: 1e-4 + 1e-6 b >= 4e-4 at b = 300
+    assert mpi.smallest_batch(steps, 1e-4) == (300, "interpolated")
+    assert mpi.smallest_batch(steps, 1e-6) == (16, "measured")
+    # past the largest batch, along the last segment: 1e-4 + 1e-6 b >= 4e-3 at b = 3900
+    assert mpi.smallest_batch(steps, 1e-3) == (3900, "extrapolated")
+    assert mpi.smallest_batch({16: 2e-4, 64: 2e-4}, 1e-3) == (None, "never")
+    # with the data-parallel path 100 µs dearer: step >= 0.8 (step + 1e-4 + allreduce), i.e.
+    # 0.2 step >= 0.8e-4 + 0.8e-4: step >= 8e-4 at b = 700
+    path = {b: s + 1e-4 for b, s in steps.items()}
+    assert mpi.smallest_batch(steps, 1e-4, 0.8, path) == (700, "extrapolated")
+    # the threshold batch does reach the target, one batch less does not
+    for allreduce in (3e-5, 1e-4, 2e-4):
+        b, _ = mpi.smallest_batch(steps, allreduce)
+        if b > 16:
+            assert mpi.efficiency(1e-4 + 1e-6 * b, allreduce) >= 0.8 - 1e-12
+            assert mpi.efficiency(1e-4 + 1e-6 * (b - 1), allreduce) < 0.8
+
+
+def test_scaling_model_cells():
+    mpi = load_script("bench_mpi")
+    steps = {16: 3e-4, 64: 6e-4, 1024: 1e-2}
+    path = {b: 1.5 * s for b, s in steps.items()}
+    model = mpi.scaling_model(steps, 940_584, path_steps=path)
+    assert len(model["allreduce"]) == len(mpi.NETWORKS) * len(mpi.MACHINES)
+    assert len(model["cells"]) == len(model["allreduce"]) * len(steps)
+    nets = {name: (bw, lat) for name, bw, lat in mpi.NETWORKS}
+    for c in model["cells"]:
+        reduce_s = mpi.ring_allreduce_seconds(940_584, c["machines"], *nets[c["network"]])
+        assert c["allreduce_s"] == reduce_s
+        step, p, b = steps[c["batch"]], c["machines"], c["batch"]
+        assert c["efficiency"] == pytest.approx(step / (step + reduce_s))
+        assert c["samples_per_s"] == pytest.approx(p * b / (step + reduce_s))
+        assert c["speedup"] == pytest.approx(p * c["efficiency"])
+        assert c["efficiency_path"] == pytest.approx(step / (1.5 * step + reduce_s))
+        assert c["efficiency_path"] < c["efficiency"]
+    for t in model["threshold"]:
+        reduce_s = mpi.ring_allreduce_seconds(940_584, t["machines"], *nets[t["network"]])
+        assert (t["batch"], t["how"]) == mpi.smallest_batch(steps, reduce_s)
+        assert (t["batch_path"], t["how_path"]) == mpi.smallest_batch(steps, reduce_s, 0.8, path)
+
+
+def test_bench_mpi_driver_tiny(tmp_path, capsys):
+    pytest.importorskip("mpi4py.MPI")
+    mpi = load_script("bench_mpi")
+    try:
+        mpi.find_mpiexec()
+    except SystemExit:
+        pytest.skip("no mpiexec (pip install 'bpcore[mpi]' brings one)")
+    path = tmp_path / "mpi.json"
+    mpi.main(["--ranks", "1,2", "--rounds", "2", "--batches", "256", "--epochs", "1",
+              "--step-seconds", "0.02",
+              "--allreduce-reps", "3", "--model-batches", "256,512", "--model-rounds", "1",
+              "--json", str(path)])
+    out = capsys.readouterr().out
+    saved = json.loads(path.read_text())
+    assert sorted(saved["runs"]) == ["1", "2"]
+    for run in saved["runs"].values():  # two runs per rank count, their epochs pooled
+        assert len(run["rounds"]) == 2
+        assert [len(c["epoch_s_all"]) for c in run["cells"]] == [2] * len(run["cells"])
+    one = {c["batch"]: c for c in saved["cells"] if c["ranks"] == 1}
+    two = [c for c in saved["cells"] if c["ranks"] == 2]
+    assert sorted(one) == [256, 512]  # the 1-rank run covers the 2-rank run's global batch
+    assert [(c["batch"], c["global_batch"]) for c in two] == [(256, 512)]
+    for c in saved["cells"]:
+        assert all(positive(c[k]) for k in ("samples_per_s", "step_s", "epoch_s"))
+        assert c["steps_per_epoch"] == -(-8192 // c["ranks"] // c["batch"])
+    c = two[0]
+    assert c["speedup_same_batch"] == pytest.approx(c["samples_per_s"] / one[256]["samples_per_s"])
+    assert c["speedup_same_global_batch"] == pytest.approx(
+        c["samples_per_s"] / one[512]["samples_per_s"])
+    assert positive(c["allreduce_s"])
+    steps = saved["runs"]["1"]["model_steps"]["batches"]
+    assert sorted(steps) == ["256", "512"]
+    assert all(positive(m[k]) for m in steps.values() for k in ("fit_s", "path_s", "train_step_s"))
+    assert len(saved["scaling_model"]["threshold"]) == len(mpi.NETWORKS) * len(mpi.MACHINES)
+    assert "| 2 | 1 | 256 | 512 |" in out and "smallest batch per machine" in out
