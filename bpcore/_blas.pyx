@@ -199,26 +199,36 @@ cdef BLAS_Trans _trans(str flag, str name) except *:
     raise ValueError(f"{name}: expected 'n' or 't', got {flag!r}")
 
 
+cdef int _product_dims(BLAS_Trans a, BLAS_Trans b, const Py_ssize_t *A, const Py_ssize_t *B,
+                       const Py_ssize_t *C, int *dims) except -1:
+    """dims = (m, n, k, lda, ldb, ldc) of C = op(A) @ op(B) for row-major A, B, C of these
+    shapes; ValueError naming B or C when they do not fit."""
+    cdef Py_ssize_t m = A[1] if a == Trans else A[0]
+    cdef Py_ssize_t k = A[0] if a == Trans else A[1]
+    cdef Py_ssize_t kb = B[1] if b == Trans else B[0]
+    cdef Py_ssize_t n = B[0] if b == Trans else B[1]
+    if kb != k:
+        raise ValueError(f"B: expected {k} rows in op(B) to match op(A), got {kb}")
+    if C[0] != m or C[1] != n:
+        raise ValueError(f"C: expected shape ({m}, {n}), got ({C[0]}, {C[1]})")
+    dims[0], dims[1], dims[2] = _as_int(m, "m"), _as_int(n, "n"), _as_int(k, "k")
+    dims[3], dims[4] = _as_int(max(A[1], 1), "lda"), _as_int(max(B[1], 1), "ldb")
+    dims[5] = _as_int(max(n, 1), "ldc")
+    return 0
+
+
 def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
             double beta, floating[:, ::1] C):
     """C = alpha * op(A) @ op(B) + beta * C, in place, row-major."""
     cdef BLAS_Trans a = _trans(ta, "ta"), b = _trans(tb, "tb")
-    cdef Py_ssize_t m = A.shape[1] if a == Trans else A.shape[0]
-    cdef Py_ssize_t k = A.shape[0] if a == Trans else A.shape[1]
-    cdef Py_ssize_t kb = B.shape[1] if b == Trans else B.shape[0]
-    cdef Py_ssize_t n = B.shape[0] if b == Trans else B.shape[1]
-    if kb != k:
-        raise ValueError(f"B: expected {k} rows in op(B) to match op(A), got {kb}")
-    if C.shape[0] != m or C.shape[1] != n:
-        raise ValueError(f"C: expected shape ({m}, {n}), got ({C.shape[0]}, {C.shape[1]})")
-    cdef int im = _as_int(m, "m"), in_ = _as_int(n, "n"), ik = _as_int(k, "k")
-    cdef int lda = _as_int(max(A.shape[1], 1), "lda"), ldb = _as_int(max(B.shape[1], 1), "ldb")
-    cdef int ldc = _as_int(max(n, 1), "ldc")
+    cdef int d[6]
+    _product_dims(a, b, &A.shape[0], &B.shape[0], &C.shape[0], d)
     cdef const floating *pA = _cp2(A)
     cdef const floating *pB = _cp2(B)
     cdef floating *pC = _p2(C)
     with nogil:
-        gemm(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
+        gemm(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta, pC,
+             d[5])
 
 
 def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
@@ -226,22 +236,14 @@ def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floa
     """The engine's product: C = alpha * op(A) @ op(B) + beta * C, in place, row-major, by
     bpcore's kernels below the crossover and BLAS above (as py_gemm)."""
     cdef BLAS_Trans a = _trans(ta, "ta"), b = _trans(tb, "tb")
-    cdef Py_ssize_t m = A.shape[1] if a == Trans else A.shape[0]
-    cdef Py_ssize_t k = A.shape[0] if a == Trans else A.shape[1]
-    cdef Py_ssize_t kb = B.shape[1] if b == Trans else B.shape[0]
-    cdef Py_ssize_t n = B.shape[0] if b == Trans else B.shape[1]
-    if kb != k:
-        raise ValueError(f"B: expected {k} rows in op(B) to match op(A), got {kb}")
-    if C.shape[0] != m or C.shape[1] != n:
-        raise ValueError(f"C: expected shape ({m}, {n}), got ({C.shape[0]}, {C.shape[1]})")
-    cdef int im = _as_int(m, "m"), in_ = _as_int(n, "n"), ik = _as_int(k, "k")
-    cdef int lda = _as_int(max(A.shape[1], 1), "lda"), ldb = _as_int(max(B.shape[1], 1), "ldb")
-    cdef int ldc = _as_int(max(n, 1), "ldc")
+    cdef int d[6]
+    _product_dims(a, b, &A.shape[0], &B.shape[0], &C.shape[0], d)
     cdef const floating *pA = _cp2(A)
     cdef const floating *pB = _cp2(B)
     cdef floating *pC = _p2(C)
     with nogil:
-        matmul(a, b, im, in_, ik, <floating>alpha, pA, lda, pB, ldb, <floating>beta, pC, ldc)
+        matmul(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta, pC,
+               d[5])
 
 
 def _set_small_rows(rows):
