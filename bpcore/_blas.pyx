@@ -217,9 +217,8 @@ cdef int _product_dims(BLAS_Trans a, BLAS_Trans b, const Py_ssize_t *A, const Py
     return 0
 
 
-def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
-            double beta, floating[:, ::1] C):
-    """C = alpha * op(A) @ op(B) + beta * C, in place, row-major."""
+cdef _py_product(str ta, str tb, double alpha, const floating[:, ::1] A,
+                 const floating[:, ::1] B, double beta, floating[:, ::1] C, bint blas):
     cdef BLAS_Trans a = _trans(ta, "ta"), b = _trans(tb, "tb")
     cdef int d[6]
     _product_dims(a, b, &A.shape[0], &B.shape[0], &C.shape[0], d)
@@ -227,23 +226,25 @@ def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floati
     cdef const floating *pB = _cp2(B)
     cdef floating *pC = _p2(C)
     with nogil:
-        gemm(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta, pC,
-             d[5])
+        if blas:
+            gemm(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta,
+                 pC, d[5])
+        else:
+            matmul(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta,
+                   pC, d[5])
+
+
+def py_gemm(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
+            double beta, floating[:, ::1] C):
+    """C = alpha * op(A) @ op(B) + beta * C, in place, row-major."""
+    _py_product(ta, tb, alpha, A, B, beta, C, True)
 
 
 def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floating[:, ::1] B,
               double beta, floating[:, ::1] C):
     """The engine's product: C = alpha * op(A) @ op(B) + beta * C, in place, row-major, by
     bpcore's kernels below the crossover and BLAS above (as py_gemm)."""
-    cdef BLAS_Trans a = _trans(ta, "ta"), b = _trans(tb, "tb")
-    cdef int d[6]
-    _product_dims(a, b, &A.shape[0], &B.shape[0], &C.shape[0], d)
-    cdef const floating *pA = _cp2(A)
-    cdef const floating *pB = _cp2(B)
-    cdef floating *pC = _p2(C)
-    with nogil:
-        matmul(a, b, d[0], d[1], d[2], <floating>alpha, pA, d[3], pB, d[4], <floating>beta, pC,
-               d[5])
+    _py_product(ta, tb, alpha, A, B, beta, C, False)
 
 
 def _set_small_rows(rows):

@@ -165,29 +165,40 @@ def train_step(model, X, y, loss, optimizer, max_grad_norm=None, sample_weight=N
     """
     keys = claim((model.flat_params, model.flat_grads), "train_step")
     try:
-        team = _team(model, comm)
-        with _agreement(team):
-            eng = engine_for(model)
-            X = engine_input(model, X)
-            kind, T, pw = _target(model, loss, y, X.shape[0])
-            w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
-            native = _optimizer(optimizer)
-            max_norm = _max_norm(max_grad_norm)
-            if team is not None:  # else the step checks: a rank must not fail after planning
-                eng.check_data(X, T, kind)
-        if team is not None:
-            team.plan_step(X.shape[0], weight_total(w, X.shape[0]),
-                           loss.elements_per_row(model.n_outputs))
-        value = eng.train_step(X, T, kind, loss.reduction_code, native, max_norm, pw, w,
-                               team=team)
+        if comm is not None:
+            return _team_step(model, X, y, loss, optimizer, max_grad_norm, sample_weight, comm)
+        eng, X, kind, T, pw, w = _step_inputs(model, X, y, loss, sample_weight)
+        value = eng.train_step(X, T, kind, loss.reduction_code, _optimizer(optimizer),
+                               _max_norm(max_grad_norm), pw, w)
         if eng.failure is not None:
-            raise _failure(eng.failure[0], "train_step: the batch's", team)
-        if team is not None:
-            value = float(team.sum(value)[0])
+            raise _nonfinite(eng.failure[0], "train_step: the batch's")
         return value
-
     finally:
         release(keys)
+
+
+def _step_inputs(model, X, y, loss, sample_weight):
+    """(engine, X, loss kind, target, pos_weight, sample weights) of one batch, checked as the
+    engine takes them."""
+    eng = engine_for(model)
+    X = engine_input(model, X)
+    kind, T, pw = _target(model, loss, y, X.shape[0])
+    return eng, X, kind, T, pw, check_sample_weight(sample_weight, X.shape[0], model.dtype)
+
+
+def _team_step(model, X, y, loss, optimizer, max_grad_norm, sample_weight, comm):
+    """train_step's data-parallel step (the caller holds the model's buffers)."""
+    team = _team(model, comm)
+    with team.agreement():  # a rank must not fail after the others have started to plan
+        eng, X, kind, T, pw, w = _step_inputs(model, X, y, loss, sample_weight)
+        native, max_norm = _optimizer(optimizer), _max_norm(max_grad_norm)
+        eng.check_data(X, T, kind)
+    team.plan_step(X.shape[0], weight_total(w, X.shape[0]),
+                   loss.elements_per_row(model.n_outputs))
+    value = eng.train_step(X, T, kind, loss.reduction_code, native, max_norm, pw, w, team=team)
+    if eng.failure is not None:
+        raise _failure(eng.failure[0], "train_step: the batch's", team)
+    return float(team.sum(value)[0])
 
 # what each kind of failure means for the weights (the engine reports "loss", "gradient" or
 # "update"; a loss or gradient that is not finite stops the step before it changes anything)
