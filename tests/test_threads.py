@@ -500,7 +500,7 @@ X, y = rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64
 for _ in range(3):  # the first step of a batch size times one thread (pacing's reference)
     model.train_step(X, y, loss, opt)
 cpu = []
-for _ in range(3):
+for _ in range(5):
     model.train_step(X, y, loss, opt)
     start = time.process_time()  # every thread of the process, while the main one sleeps
     time.sleep(0.2)
@@ -521,15 +521,21 @@ def _idle_child(tmp_path, **wait_vars):
 
 @pytest.mark.skipif(not _threads.openmp_enabled(), reason="built without OpenMP: no threads")
 def test_idle_threads_stop_spinning_soon_after_a_call(tmp_path):
-    """libgomp's default keeps each idle thread spinning 300,000 PAUSEs after a region (9 ms on
-    the machine this was written on, burned while the caller does its own work); bpcore sizes
-    the spin to about BUDGET_SECONDS, so a process sleeping right after a 2-thread step uses
-    almost no CPU (0.2 ms; with libgomp's default, GOMP_SPINCOUNT=300000, 4 to 9 ms)."""
+    """libgomp's default keeps each idle thread spinning 300,000 PAUSEs after a region (about
+    8 ms here, burned while the caller does its own work); bpcore sizes the spin to about
+    BUDGET_SECONDS. The same child with libgomp's default (GOMP_SPINCOUNT=300000, the user's
+    setting, left alone) is the yardstick: the idle CPU after a step is compared on this machine,
+    in this run, rather than against a fixed time, because a spin's step costs more than its
+    calibration says on a virtual machine now and then (0.15 ms budgeted, up to 3 ms measured
+    here under ASan: the hypervisor's pause-loop exits) while the default's spin costs its
+    300,000 steps at the least."""
     child = _idle_child(tmp_path)
     if child["setting"]["source"] != "bpcore":
         pytest.fail(f"bpcore did not size the spin in a clean child: {child['setting']}")
     assert child["env"] == {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None}  # put back
-    assert child["cpu"] < max(0.002, 10 * child["setting"]["budget_seconds"]), child
+    default = _idle_child(tmp_path, GOMP_SPINCOUNT="300000")
+    assert default["setting"] == {"source": "user", "GOMP_SPINCOUNT": "300000"}
+    assert child["cpu"] < 0.5 * default["cpu"], (child, default)
 
 
 @pytest.mark.skipif(not _threads.openmp_enabled(), reason="built without OpenMP: no threads")
