@@ -11,7 +11,8 @@ from bpcore import _blas, _layers, _simd
 
 LEVELS = list(range(_simd.best_level() + 1))
 DTYPES = [np.float32, np.float64]
-ROWS = [1, 3, 17, 31, 33, 65]
+# 8, 12, 13: split into two balanced tiles, MR-row tiles, B copied contiguously (AVX2, MR 6)
+ROWS = [1, 3, 8, 12, 13, 17, 31, 33, 65]
 # (summed, other) dimension pairs: fan-in and fan-out of a layer, odd and around vector widths
 WIDTHS = [(1, 1), (3, 17), (17, 3), (31, 33), (33, 257), (257, 31), (1000, 17), (17, 1000),
           (257, 10), (1000, 3)]
