@@ -6,6 +6,8 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -720,3 +722,26 @@ def test_bench_mpi_driver_tiny(tmp_path, capsys):
     assert all(positive(m[k]) for m in steps.values() for k in ("fit_s", "path_s", "train_step_s"))
     assert len(saved["scaling_model"]["threshold"]) == len(mpi.NETWORKS) * len(mpi.MACHINES)
     assert "| 2 | 1 | 256 | 512 |" in out and "smallest batch per machine" in out
+
+
+CSRC = BENCHMARKS.parent / "csrc"
+
+
+@pytest.mark.skipif(not (CSRC / "bp_simd.c").is_file(),
+                    reason="benchmarks/update_loop.c builds against csrc/, not beside these tests")
+@pytest.mark.skipif(os.name != "posix" or shutil.which("cc") is None, reason="no C compiler (cc)")
+def test_update_loop_builds_and_times_every_level(tmp_path):
+    """benchmarks/update_loop.c, built with its own command line, prints SGD's and Adam's ns per
+    weight at each SIMD level this CPU runs, for the L1 block and the whole network."""
+    from bpcore import _simd
+    exe = tmp_path / "update_loop"
+    subprocess.run(["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", f"-I{CSRC}",
+                    str(BENCHMARKS / "update_loop.c"), str(CSRC / "bp_gemm.c"), "-lm", "-o",
+                    str(exe)], check=True, capture_output=True, timeout=300)
+    out = subprocess.run([str(exe), "0.01"], check=True, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stderr == ""  # no update wrote a non-finite weight
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    levels = ["portable", "AVX2+FMA", "AVX-512"][:_simd.best_level() + 1]
+    assert [(r[0], r[1]) for r in rows] == [(lv, n) for lv in levels for n in ("6144", "235146")]
+    assert all(positive(float(x)) for r in rows for x in r[2:])
