@@ -71,10 +71,25 @@ def as_matrix(a, name, dtype, cols=None, what="n_features", allow_empty=False, f
     if arr.shape[0] > _INT_MAX or arr.shape[1] > _INT_MAX:
         raise ValueError(f"{name}: expected at most {_INT_MAX} rows and columns "
                          f"(BLAS dimensions are 32-bit), got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return _converted(arr, name, dtype, finite)
+
+
+def _converted(values, name, dtype, finite):
+    """values as a C-contiguous array of dtype, checked finite if `finite`: a finite value too
+    large for dtype (float64 data for a float32 model) is refused as out of range, by name,
+    rather than becoming the infinity a later check would report."""
+    try:
+        with np.errstate(over="raise"):  # only a finite value beyond dtype's range overflows
+            out = np.ascontiguousarray(values, dtype=dtype)
+    except FloatingPointError:
+        with np.errstate(invalid="ignore"):
+            big = float(np.nanmax(np.where(np.isfinite(values), np.abs(values), 0)))
+        raise ValueError(f"{name}: expected values within {np.dtype(dtype).name}'s range "
+                         f"(magnitude at most {float(np.finfo(dtype).max):.4g}), got "
+                         f"{big:.4g}") from None
     if finite:
-        check_finite(arr, name)
-    return arr
+        check_finite(out, name)
+    return out
 
 
 def is_sparse(a):
@@ -115,14 +130,12 @@ def as_sparse_matrix(a, name, dtype, cols=None, what="n_features", finite=True):
             raise ValueError(f"{name}: expected column indices in [0, {m}), got "
                              f"{indices.min()} to {indices.max()}")
         indices = indices.astype(np.int32)
-    data = np.ascontiguousarray(csr.data[:nnz], dtype=dtype)
+    data = _converted(csr.data[:nnz], name, dtype, finite)
     try:
         X = CSRMatrix(data, np.ascontiguousarray(indices),
                       np.ascontiguousarray(csr.indptr, dtype=np.intp), m)
     except ValueError as exc:  # a structure scipy would not build itself (edited arrays)
         raise ValueError(f"{name}: expected a valid CSR structure, got {exc}") from None
-    if finite:
-        check_finite(X.data, name)
     return X
 
 

@@ -10,8 +10,10 @@ Every ``match=`` below checks the argument's name and, where there is one, the r
 shape. A failing test here is a bpcore bug, not a test to relax.
 """
 import re
+import warnings
 
 import numpy as np
+import scipy.sparse
 import pytest
 
 import bpcore
@@ -122,12 +124,29 @@ def test_bad_X_is_rejected_by_name(entry, dtype, make, exc, pattern):
 
 
 def test_float64_X_that_overflows_float32_is_rejected_not_passed_on_as_inf():
+    """A finite value beyond float32's range is refused as out of range, naming the argument
+    and the value, with no RuntimeWarning from the conversion (before: NumPy's "overflow
+    encountered in cast" and then "expected finite values", for a finite value)."""
     X = np.ones((2, N_IN))
     X[0, 0] = 1e39  # finite in float64, inf once converted to the model's float32
-    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"X: expected finite"):
-        _mlp("float32").forward(X)
+    out_of_range = r"X: expected values within float32's range .*got 1e\+39"
+    model = _mlp("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (model.forward, model.predict):
+            with pytest.raises(ValueError, match=out_of_range):
+                call(X)
+        with pytest.raises(ValueError, match=out_of_range):
+            model.predict(scipy.sparse.csr_matrix(X))
+        T = np.zeros((2, model.n_outputs))
+        T[1, 0] = -1e300
+        with pytest.raises(ValueError, match=r"target: expected values within float32's range"):
+            model.train_step(np.ones((2, N_IN)), T, MSELoss(), SGD(model, lr=0.1))
+        X[1, 1] = np.inf  # an infinity of the caller's is not an overflow, but still refused
+        with pytest.raises(ValueError, match=r"X: expected"):
+            model.predict(X)
     # the same value is fine for a float64 model
-    assert np.isfinite(_mlp("float64").predict(X / 1e30)).all()
+    assert np.isfinite(_mlp("float64").predict(X[:1] / 1e30)).all()
 
 
 def test_bad_X_leaves_the_last_forward_usable():
@@ -429,8 +448,10 @@ def test_mse_non_finite_output(bad):
 def test_mse_target_that_overflows_float32_output():
     T = np.ones((2, 2))
     T[0, 0] = 1e39
-    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="target: expected finite"):
-        MSELoss()(np.ones((2, 2), np.float32), T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from the conversion
+        with pytest.raises(ValueError, match="target: expected values within float32's range"):
+            MSELoss()(np.ones((2, 2), np.float32), T)
 
 
 def test_mse_empty_batch():
