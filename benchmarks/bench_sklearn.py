@@ -30,7 +30,10 @@ number of epochs. The implementations of a row, timed on the same data and threa
 
 Method: per row, a warm-up fit of each (a slice of the data, one epoch, for the large rows),
 then ``--repeats`` rounds in one process, the implementations in turn (the order rotating each
-round), a pause (untimed) before each so that the previous thread pool has parked; medians.
+round; the estimator and the bare fit side by side, their order alternating), a pause
+(untimed) before each so that the previous thread pool has parked; medians. The estimator's
+overhead over the bare fit is the median of the rounds' ratios of the two (adjacent fits: the
+machine's drift, which moves a cell's median by 10-20 % here, cancels out).
 The FLOP floor is the run's GEMM flops (per epoch ``bpcore.bench.step_flops`` over the
 training rows, plus early stopping's forward pass over the held-out rows; for L-BFGS the
 function evaluations of the bare run times the same) over the peak GEMM rate measured in the
@@ -324,8 +327,7 @@ def time_row(row, impls, repeats, pause, warm_rows):
     samples = {name: [] for name in names}
     infos = {name: [] for name in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
+        for name in round_order(names, r):
             run = impls[name](row, row.X, row.y, row.epochs)
             if pause:
                 time.sleep(pause)
@@ -334,6 +336,15 @@ def time_row(row, impls, repeats, pause, warm_rows):
             samples[name].append(time.perf_counter() - t0)
             infos[name].append(info)
     return samples, infos
+
+
+def round_order(names, r):
+    """Round r's order: `names` rotated by r, with "bare" moved beside "bpcore" (before it in
+    odd rounds), so that each round's ratio of the two compares neighbouring fits."""
+    units = [n for n in names if n != "bare"]
+    units = units[r % len(units):] + units[:r % len(units)]
+    pair = ["bpcore", "bare"] if r % 2 == 0 else ["bare", "bpcore"]
+    return [m for n in units for m in (pair if n == "bpcore" and "bare" in names else [n])]
 
 
 def check_targets(kinds, cell):
@@ -374,11 +385,12 @@ def measure_row(row, impls, settings):
         "floor_ratio": med["bpcore"] / floor_s,
         "bare_floor_ratio": med["bare"] / floor_s if "bare" in med else None,
     }
-    for other in ("sklearn", "torch", "bare"):
-        cell[f"{other}_ratio"] = None
-        if other in med:  # bare's is the estimator over the bare engine: overhead
-            cell[f"{other}_ratio"] = (med["bpcore"] / med[other] if other == "bare"
-                                      else med[other] / med["bpcore"])
+    for other in ("sklearn", "torch"):
+        cell[f"{other}_ratio"] = med[other] / med["bpcore"] if other in med else None
+    # the estimator over the bare engine (its overhead): the median of the rounds' ratios
+    cell["bare_ratio"] = (statistics.median(a / b for a, b in zip(samples["bpcore"],
+                                                                  samples["bare"]))
+                          if "bare" in samples else None)
     kinds = ["all"]
     if row.solver == "lbfgs":
         kinds.append("lbfgs")

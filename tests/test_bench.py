@@ -7,6 +7,7 @@ import math
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 
 import numpy as np
@@ -582,7 +583,8 @@ def test_bench_sklearn_quick(tmp_path, capsys):
         med = c["median_s"]
         assert math.isclose(c["floor_ratio"], med["bpcore"] / c["floor_s"])
         assert math.isclose(c["sklearn_ratio"], med["sklearn"] / med["bpcore"])
-        assert math.isclose(c["bare_ratio"], med["bpcore"] / med["bare"])
+        ratios = [a / b for a, b in zip(c["samples_s"]["bpcore"], c["samples_s"]["bare"])]
+        assert math.isclose(c["bare_ratio"], statistics.median(ratios))
         assert (c["torch_ratio"] is None) == (torch is None)
         bounds = {t["what"]: (t["op"], t["bound"]) for t in c["targets"]}
         assert bounds["bare_ratio"] == ("<=", 1.05)
@@ -616,6 +618,21 @@ def test_bench_sklearn_options(capsys):
             mod.parse_args(argv)
         assert e.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_bench_sklearn_times_the_estimator_beside_the_bare_fit():
+    """Each round holds every implementation once, the estimator ("bpcore") and the bare fit
+    next to each other in alternating order (their per-round ratio is the overhead), the
+    others rotating."""
+    mod = load_script("bench_sklearn")
+    names = ["bpcore", "sklearn", "torch", "bare"]
+    orders = [mod.round_order(names, r) for r in range(6)]
+    for r, order in enumerate(orders):
+        assert sorted(order) == sorted(names)
+        i = order.index("bpcore")
+        assert order[i + 1 if r % 2 == 0 else i - 1] == "bare"
+    assert {order[0] for order in orders} == {"bpcore", "bare", "sklearn", "torch"}
+    assert mod.round_order(["bpcore", "sklearn"], 1) == ["sklearn", "bpcore"]
 
 
 def test_bench_idle_pieces():
