@@ -25,6 +25,8 @@ MODULES = ["_spin", "_threads", "_simd", "_blas", "_layers", "_losses", "_optim"
 NO_OPENMP = {"_spin"}
 # plain C compiled into a module beside its .pyx
 C_SOURCES = {"_simd": ["csrc/bp_simd.c", "csrc/bp_gemm.c"]}
+C_HEADERS = sorted(os.path.join("csrc", f) for f in os.listdir(os.path.join(HERE, "csrc"))
+                   if f.endswith(".h"))
 # GCC and Clang: sqrt without errno, so the optimizers' loops vectorise, and no floating-point
 # traps assumed (bpcore never enables them), so a select between two computed values (LeakyReLU
 # and its derivative) vectorises instead of branching; IEEE results unchanged, no -ffast-math
@@ -168,6 +170,8 @@ def extensions():
             [os.path.join("bpcore", f"{name}.pyx")] + C_SOURCES.get(name, []),
             include_dirs=[os.path.join(HERE, "csrc"), numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            # an in-place rebuild recompiles a module when a header it may include changed
+            depends=C_HEADERS,
         )
         for name in MODULES
     ]

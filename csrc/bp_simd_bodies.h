@@ -41,6 +41,9 @@
 #define LOG1P_f32(x) log1pf(x)
 #define LOG1P_f64(x) log1p(x)
 
+/* the running sums of sumsq_body: two AVX-512 registers of doubles */
+#define BP_SUMSQ_LANES 16
+
 #define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
 BP_INLINE UINT expbits_##SUF(T x) {                                                            \
     /* x's exponent bits: all ones (EXPMASK) exactly for NaN and infinity. The updates keep  \
@@ -162,8 +165,18 @@ BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax
                  : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 0);                              \
 }                                                                                              \
 BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
-    double s = 0;                                                                              \
-    for (ptrdiff_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];                        \
+    /* BP_SUMSQ_LANES running sums, element i in lane i % BP_SUMSQ_LANES, added up in lane   \
+     * order at the end: one sum would wait on each addition's latency (measured 270 us for  \
+     * 235,146 float32 values, against 12 for NumPy's dot); the order is fixed, so the result \
+     * is the same at every SIMD level for float32 (whose squares are exact in double) */    \
+    double lane[BP_SUMSQ_LANES] = {0}, s = 0;                                                  \
+    ptrdiff_t i = 0;                                                                           \
+    for (; i + BP_SUMSQ_LANES <= n; i += BP_SUMSQ_LANES)                                       \
+        for (int j = 0; j < BP_SUMSQ_LANES; j++)                                               \
+            lane[j] += (double)x[i + j] * (double)x[i + j];                                    \
+    for (int j = 0; i + j < n; j++)                                                            \
+        lane[j] += (double)x[i + j] * (double)x[i + j];                                        \
+    for (int j = 0; j < BP_SUMSQ_LANES; j++) s += lane[j];                                     \
     return s;                                                                                  \
 }                                                                                              \
 BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,             \

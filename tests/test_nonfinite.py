@@ -193,6 +193,31 @@ def test_nonfinite_error_is_a_floating_point_error():
     assert issubclass(bpcore.NonFiniteError, FloatingPointError)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_norm_against_an_exact_sum_at_every_simd_level(dtype):
+    # the sum of squares runs in 16 lanes added up in a fixed order: whole lanes, tails of
+    # every length, the threads' chunks; float32's squares are exact in double, so every level
+    # gives the same bits there
+    import math
+    from bpcore import _optim, _simd
+    rng = np.random.default_rng(8)
+    best = _simd.best_level()
+    for n in (0, 1, 15, 16, 17, 33, 1000, 235_146):
+        x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)).astype(dtype)
+        exact = math.sqrt(math.fsum(float(v) * float(v) for v in x))
+        norms = []
+        try:
+            for level in range(best + 1):
+                _simd.set_level(level)
+                norms.append(_optim.py_global_norm(x))
+        finally:
+            _simd.set_level(best)
+        for norm in norms:
+            assert norm == pytest.approx(exact, rel=1e-14, abs=0), (n, norms, exact)
+        if dtype == np.float32:
+            assert len(set(norms)) == 1, (n, norms)
+
+
 def test_global_norm_does_not_overflow_for_finite_gradients():
     from bpcore import _optim
     g = np.array([1e200, -1e200, 3.0])
