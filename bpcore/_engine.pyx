@@ -187,7 +187,7 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
 cdef void _sparse_update_rows(const Net *net, const Workspace *ws, const Optimizer *opt,
                              int r0, int r1, const floating *d) noexcept nogil:
     """Rows r0..r1-1 of the first layer's dW = X.T @ d (X the batch's sparse rows) into G,
-    masked, then the update of those rows of W_0. The gradient is dense: a row of W whose
+    masked, then (given an optimizer) the update of those rows of W_0. The gradient is dense: a row of W whose
     feature no row of the batch has gets a zero gradient, and its update still runs (weight
     decay, momentum, Adam's moments), as in the dense path."""
     cdef int fo = net.sizes[1]
@@ -202,7 +202,8 @@ cdef void _sparse_update_rows(const Net *net, const Workspace *ws, const Optimiz
     if mask != NULL:
         for i in range(at, at + count):
             G[i] *= mask[i]
-    update_block(opt, _group(opt, 0, False), net.woff[0] + at, count, W + at, G + at)
+    if opt != NULL:
+        update_block(opt, _group(opt, 0, False), net.woff[0] + at, count, W + at, G + at)
 
 
 cdef inline void _update_part(int part, int nparts, const Net *net, const Workspace *ws,
@@ -340,7 +341,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
     of dX that belong to them (with the layer below's activation derivative), then updates
     those rows; then its share of the bias. The gradient is formed a block at a time inside
     the update for the smallest batches, else dW[rows] = X[:, rows].T @ dZ into G and the
-    update over them (a chunk of rows at a time on bpcore's kernels)."""
+    update over them (a chunk of rows at a time on bpcore's kernels). Without an optimizer
+    (opt NULL) the whole gradient is written into G and nothing is updated."""
     cdef int l, p, fi, fo, r0, r1, c0, c1, q0, q1, chunk, n = ws.rows, parts = ws.small_threads
     cdef Py_ssize_t i, nw, woff
     cdef const floating *Xl
@@ -352,7 +354,7 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
     cdef floating *tmp
     cdef floating one = 1
     cdef OuterRow src
-    cdef bint fused = n <= ws.fused_max_batch
+    cdef bint fused = n <= ws.fused_max_batch and opt != NULL
     for l in range(net.L - 1, -1, -1):
         fi, fo = net.sizes[l], net.sizes[l + 1]
         nw, woff = <Py_ssize_t>fi * fo, net.woff[l]
@@ -390,12 +392,16 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                     if mask != NULL:
                         for i in range(<Py_ssize_t>q0 * fo, <Py_ssize_t>q1 * fo):
                             G[i] *= mask[i]
-                    update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>q0 * fo,
-                                 <Py_ssize_t>(q1 - q0) * fo, W + <Py_ssize_t>q0 * fo,
-                                 G + <Py_ssize_t>q0 * fo)
+                    if opt != NULL:
+                        update_block(opt, _group(opt, l, False), woff + <Py_ssize_t>q0 * fo,
+                                     <Py_ssize_t>(q1 - q0) * fo, W + <Py_ssize_t>q0 * fo,
+                                     G + <Py_ssize_t>q0 * fo)
                     q0 = q1
         even_share(fo, tid, nt, &c0, &c1)
-        if c1 > c0:  # the bias: its input is 1 in every row
+        if c1 > c0 and opt == NULL:
+            memset(G + nw + c0, 0, (c1 - c0) * sizeof(floating))
+            colsum_rows(n, c0, c1, fo, d, G + nw)
+        elif c1 > c0:  # the bias: its input is 1 in every row
             src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
             outer_row_update(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, src,
                              W + nw + c0, NULL)
@@ -411,27 +417,34 @@ cdef double step_rowsplit(const Net *net, Workspace *ws, const Optimizer *opt, L
     split by rows among the threads for the whole step, so each thread keeps its rows of W and
     their optimizer state in its own cache (splitting W one way for the forward pass and
     another for the update would move half of it between cores every step)."""
+    cdef double value = _rowsplit_pass(net, ws, opt, loss, b, X, 1)
+    if not isfinite(value):
+        ws.failure = LOSS_NONFINITE
+    return value
+
+
+cdef double _rowsplit_pass(const Net *net, Workspace *ws, const Optimizer *opt, LossSpec loss,
+                           Batch b, const floating *X, double scale) noexcept nogil:
+    """The row-split forward pass, the loss and its delta times scale, and (the loss finite)
+    the row-split backward pass: with opt, the step's update; with opt NULL, the gradient
+    into G. Returns scale times the loss."""
     cdef double value = 0
     cdef double *out = &value  # written by thread 0 inside the parallel region
     cdef int tid = 0, nt = team_for(ws.small_threads)  # pacing may run the parts on fewer
     if nt == 1:
         _rowsplit_forward(0, 1, net, ws, X)
-        value = output_delta(net, ws, loss, b, X)
+        value = _scaled_delta(net, ws, loss, b, X, scale)
         if isfinite(value):
             _rowsplit_backward(0, 1, net, ws, opt, X)
-        else:
-            ws.failure = LOSS_NONFINITE
         return value
     with parallel(num_threads=nt):
         tid, nt = threadid(), bp_omp_team_size()
         _rowsplit_forward(tid, nt, net, ws, X)
         if tid == 0:
-            out[0] = output_delta(net, ws, loss, b, X)
+            out[0] = _scaled_delta(net, ws, loss, b, X, scale)
         bp_omp_barrier()
         if isfinite(out[0]):  # every thread reads the loss thread 0 wrote before the barrier
             _rowsplit_backward(tid, nt, net, ws, opt, X)
-    if not isfinite(value):
-        ws.failure = LOSS_NONFINITE
     return value
 
 
@@ -446,13 +459,10 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     cdef floating *d = <floating *>ws.d0
     cdef floating *dn = <floating *>ws.d1
     cdef floating *tmp
-    cdef double value
     cdef DenseLayer layer
+    cdef double value
     forward(net, ws, X)
-    value = output_delta(net, ws, loss, b, X)
-    if scale != 1:  # on the output's delta: a pass over rows x outputs, not over G
-        scale_run(<Py_ssize_t>ws.rows * net.sizes[net.L], d, scale)
-        value = value * scale
+    value = _scaled_delta(net, ws, loss, b, X, scale)
     for l in range(net.L - 1, -1, -1):
         layer = _layer(net, ws, l)
         if _sparse_input(ws, l):
@@ -467,6 +477,32 @@ cdef double add_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     return value
 
 
+cdef double _scaled_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
+                          const floating *X, double scale) noexcept nogil:
+    """output_delta, its delta and loss times scale (on the output's delta: a pass over rows x
+    outputs, not over G)."""
+    cdef double value = output_delta(net, ws, loss, b, X)
+    cdef floating *d = <floating *>ws.d0
+    cdef floating s = <floating>scale
+    cdef Py_ssize_t i
+    if scale != 1:
+        for i in range(<Py_ssize_t>ws.rows * net.sizes[net.L]):
+            d[i] = d[i] * s
+        value = value * scale
+    return value
+
+
+cdef double whole_gradient(const Net *net, Workspace *ws, LossSpec loss, Batch b,
+                           const floating *X, double scale) noexcept nogil:
+    """G = scale times the gradient of the batch's loss (ws.rows > 0), by the strategy the
+    plain step takes at this batch; returns scale times the loss (not finite: G is left
+    undefined)."""
+    if ws.rows <= ws.rowsplit_max_batch:
+        return _rowsplit_pass(net, ws, <const Optimizer *>NULL, loss, b, X, scale)
+    memset(net.G, 0, net.size * sizeof(floating))
+    return add_gradient(net, ws, loss, b, X, scale)
+
+
 cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, LossSpec loss,
                          Batch b, const floating *X, double max_norm) noexcept nogil:
     """The whole gradient, scaled to a global norm of at most max_norm (as
@@ -474,8 +510,7 @@ cdef double step_clipped(const Net *net, Workspace *ws, const Optimizer *opt, Lo
     cdef Py_ssize_t size = net.size
     cdef floating *G = <floating *>net.G
     cdef double value, norm
-    memset(G, 0, size * sizeof(floating))
-    value = add_gradient(net, ws, loss, b, X, 1)
+    value = whole_gradient(net, ws, loss, b, X, 1)
     if not isfinite(value):
         ws.failure = LOSS_NONFINITE
         return value
@@ -516,13 +551,15 @@ cdef double step_reduced(const Net *net, Workspace *ws, const Optimizer *opt, St
     cdef LossSpec summed = sc.loss
     cdef double value = 0, norm, scale = 1
     cdef bint bad
-    memset(G, 0, net.size * sizeof(floating))
     if sc.loss.reduction == MEAN:
         summed.reduction, scale = SUM, sc.team.per[sc.team.step]
     if ws.rows > 0:
-        value = add_gradient(net, ws, summed, b, X, scale)
-        if not isfinite(value):
+        value = whole_gradient(net, ws, summed, b, X, scale)
+        if not isfinite(value):  # G is undefined: it must still sum to something not finite
+            memset(G, 0, net.size * sizeof(floating))
             G[0] = NAN
+    else:
+        memset(G, 0, net.size * sizeof(floating))
     if sc.team.reduce(sc.team.ctx) != 0:
         ws.failure = REDUCE_FAILED
         return value

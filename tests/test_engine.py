@@ -321,3 +321,30 @@ def test_a_workspace_too_big_says_so_and_leaves_the_engine_whole(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert "workspace for batches of 160000 rows on" in lines[0] and "threads" in lines[0]
     assert lines[-1] == "(3, 10)"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_clip_that_does_not_bind_gives_the_plain_step(dtype, sparse):
+    # the clipped (and the data-parallel) step forms the whole gradient first, by the row-split
+    # strategy up to its batch limit and the layer-by-layer one above it; the plain step fuses
+    # the update into the backward pass: with a clip that never binds both are the same update
+    import scipy.sparse as sps
+    rng = np.random.default_rng(1)
+    for n, drop, threads in [(1, 0.0, 1), (3, 0.3, 2), (40, 0.0, 2), (129, 0.3, 1), (300, 0.0, 2)]:
+        X = rng.standard_normal((n, 30))
+        X[X < 0.5] = 0
+        y = rng.integers(0, 4, n)
+        runs = []
+        for clip in (None, 1e30):
+            layers = [bpcore.Dense(30, 20, dtype=dtype, seed=1), bpcore.ReLU()]
+            layers += [bpcore.Dropout(drop, seed=5)] if drop else []
+            model = bpcore.Sequential(*layers, bpcore.Dense(20, 4, dtype=dtype, seed=2))
+            opt = bpcore.Adam(model.parameters(), lr=0.01)
+            with bpcore.num_threads(threads):
+                for _ in range(3):
+                    model.train_step(sps.csr_matrix(X) if sparse else X, y,
+                                     bpcore.SoftmaxCrossEntropyLoss(), opt, max_grad_norm=clip)
+            runs.append(model.flat_params.copy())
+        np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12 if dtype == "float64" else 1e-5,
+                                   atol=0, err_msg=f"n={n}, dropout={drop}, threads={threads}")
