@@ -187,9 +187,9 @@ cdef inline void _delta_below_part(int part, int nparts, const Net *net, const W
 cdef void _sparse_update_rows(const Net *net, const Workspace *ws, const Optimizer *opt,
                              int r0, int r1, const floating *d) noexcept nogil:
     """Rows r0..r1-1 of the first layer's dW = X.T @ d (X the batch's sparse rows) into G,
-    masked, then (given an optimizer) the update of those rows of W_0. The gradient is dense: a row of W whose
-    feature no row of the batch has gets a zero gradient, and its update still runs (weight
-    decay, momentum, Adam's moments), as in the dense path."""
+    masked, then (given an optimizer) the update of those rows of W_0. The gradient is dense:
+    a row of W whose feature no row of the batch has gets a zero gradient, and its update
+    still runs (weight decay, momentum, Adam's moments), as in the dense path."""
     cdef int fo = net.sizes[1]
     cdef Py_ssize_t i, at = <Py_ssize_t>r0 * fo, count = <Py_ssize_t>(r1 - r0) * fo
     cdef floating *W = <floating *>net.P + net.woff[0]
@@ -398,13 +398,14 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                                      G + <Py_ssize_t>q0 * fo)
                     q0 = q1
         even_share(fo, tid, nt, &c0, &c1)
-        if c1 > c0 and opt == NULL:
-            memset(G + nw + c0, 0, (c1 - c0) * sizeof(floating))
-            colsum_rows(n, c0, c1, fo, d, G + nw)
-        elif c1 > c0:  # the bias: its input is 1 in every row
-            src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
-            outer_row_update(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, src,
-                             W + nw + c0, NULL)
+        if c1 > c0:  # the bias: its input is 1 in every row
+            if opt == NULL:
+                memset(G + nw + c0, 0, (c1 - c0) * sizeof(floating))
+                colsum_rows(n, c0, c1, fo, d, G + nw)
+            else:
+                src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
+                outer_row_update(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, src,
+                                 W + nw + c0, NULL)
         bp_omp_barrier()
         tmp = d
         d = dn
@@ -482,12 +483,8 @@ cdef double _scaled_delta(const Net *net, Workspace *ws, LossSpec loss, Batch b,
     """output_delta, its delta and loss times scale (on the output's delta: a pass over rows x
     outputs, not over G)."""
     cdef double value = output_delta(net, ws, loss, b, X)
-    cdef floating *d = <floating *>ws.d0
-    cdef floating s = <floating>scale
-    cdef Py_ssize_t i
     if scale != 1:
-        for i in range(<Py_ssize_t>ws.rows * net.sizes[net.L]):
-            d[i] = d[i] * s
+        scale_run(<Py_ssize_t>ws.rows * net.sizes[net.L], <floating *>ws.d0, scale)
         value = value * scale
     return value
 
@@ -555,8 +552,7 @@ cdef double step_reduced(const Net *net, Workspace *ws, const Optimizer *opt, St
         summed.reduction, scale = SUM, sc.team.per[sc.team.step]
     if ws.rows > 0:
         value = whole_gradient(net, ws, summed, b, X, scale)
-        if not isfinite(value):  # G is undefined: it must still sum to something not finite
-            memset(G, 0, net.size * sizeof(floating))
+        if not isfinite(value):  # whatever else G holds, its sum over the ranks is then NaN
             G[0] = NAN
     else:
         memset(G, 0, net.size * sizeof(floating))
