@@ -16,6 +16,9 @@ def default_num_threads() -> int:
     """What the OpenMP runtime would use: OMP_NUM_THREADS if set, else the number of cores."""
 
 def num_procs() -> int: ...
+def loaded_objects() -> int:
+    """How many shared objects the process has loaded (-1 where the platform does not say)."""
+
 def get_omp_threads() -> int: ...
 def set_omp_threads(n: int) -> None: ...
 

@@ -58,6 +58,30 @@ cdef extern from "bp_omp.h":
     int bp_omp_num_procs() noexcept nogil
     int bp_omp_version() noexcept nogil
 
+# the number of shared objects the process has loaded, or -1 where this is not known
+cdef extern from *:
+    """
+    #if defined(__linux__) || defined(__FreeBSD__)
+    #include <link.h>
+    static int bp_count_object(struct dl_phdr_info *info, size_t size, void *count) {
+        (void)info; (void)size;
+        ++*(long *)count;
+        return 0;
+    }
+    static long bp_loaded_objects(void) {
+        long count = 0;
+        dl_iterate_phdr(bp_count_object, &count);
+        return count;
+    }
+    #elif defined(__APPLE__)
+    #include <mach-o/dyld.h>
+    static long bp_loaded_objects(void) { return (long)_dyld_image_count(); }
+    #else
+    static long bp_loaded_objects(void) { return -1; }
+    #endif
+    """
+    long bp_loaded_objects() noexcept nogil
+
 ctypedef void (*blas_set_fn)(int) noexcept nogil
 ctypedef int (*blas_get_fn)() noexcept nogil
 
@@ -251,6 +275,12 @@ def default_num_threads():
 
 def num_procs():
     return bp_omp_num_procs()
+
+
+def loaded_objects():
+    """How many shared objects the process has loaded (-1 where the platform does not say): a
+    BLAS loaded since threadpoolctl's last scan changes it."""
+    return bp_loaded_objects()
 
 
 def get_omp_threads():

@@ -266,6 +266,44 @@ def test_threadpoolctl_limits_bpcore_too():
         assert bpcore.get_num_threads() == 2
 
 
+_LATE_BLAS = r"""
+import ctypes, os, shutil, sys
+import bpcore, scipy.linalg.cython_blas
+from threadpoolctl import threadpool_info, threadpool_limits
+with bpcore.num_threads(1):  # bpcore has found the BLAS libraries loaded so far
+    pass
+source = [lib["filepath"] for lib in threadpool_info() if lib["internal_api"] == "openblas"][0]
+late = os.path.join(sys.argv[1], "libscipy_openblas-late.so")
+shutil.copy(source, late)
+ctypes.CDLL(late)  # a BLAS loaded afterwards, without an import
+threadpool_limits(1, user_api="blas")  # every BLAS, the late one included, on 1 thread
+def late_threads():
+    return [lib["num_threads"] for lib in threadpool_info()
+            if os.path.basename(lib["filepath"]) == os.path.basename(late)]
+print(late_threads())
+with bpcore.num_threads(2):
+    print(late_threads())
+print(late_threads())
+"""
+
+
+def test_the_blas_scan_is_kept_while_no_library_loads():
+    """threadpoolctl's scan (milliseconds) is not repeated on every num_threads() call."""
+    first = bpcore.threads._blas_controller()
+    with bpcore.num_threads(1):
+        pass
+    assert bpcore.threads._blas_controller() is first
+
+
+def test_num_threads_limits_a_blas_loaded_after_an_earlier_call(tmp_path):
+    """bpcore keeps threadpoolctl's scan of the loaded libraries between calls; a BLAS loaded
+    since (here by ctypes, with no module imported) must still be limited, and restored."""
+    done = subprocess.run([sys.executable, "-c", _LATE_BLAS, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1]", "[2]", "[1]"]
+
+
 # ---------------------------------------------------------------------------------------------
 # fork, concurrent calls
 
