@@ -557,6 +557,13 @@ class LBFGS:
                 f"history={self.history})")
 
 
+def squared_norm(arrays):
+    """The sum of the squares of the elements of arrays (float32 or float64), taken natively in
+    double: an L2 penalty's |W|^2 between epochs, without NumPy's BLAS (whose own thread pool
+    would start between bpcore's calls) or a NumPy call per array's overhead."""
+    return sum(_optim.py_sum_of_squares(np.ascontiguousarray(a).reshape(-1)) for a in arrays)
+
+
 def clip_grad_norm(params, max_norm):
     """Scale the gradients of params (a model or its Parameters) so that their global L2 norm
     is at most max_norm, as torch.nn.utils.clip_grad_norm_; returns the norm before scaling.

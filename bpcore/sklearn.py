@@ -39,7 +39,7 @@ from bpcore import io, training
 from bpcore.layers import Dense, Dropout
 from bpcore.losses import BCEWithLogitsLoss, MSELoss, PoissonLoss, SoftmaxCrossEntropyLoss
 from bpcore.model import MLP, Sequential, activation_layer, load as load_network
-from bpcore.optim import SGD, Adam
+from bpcore.optim import SGD, Adam, squared_norm
 from bpcore.threads import blas_pinned, num_threads
 
 __all__ = ["MLPClassifier", "MLPRegressor", "load"]
@@ -347,9 +347,7 @@ class _BaseMLP(BaseEstimator):
         dense = _dense(model)
 
         def squares():
-            with np.errstate(over="ignore", invalid="ignore"):  # diverged: fit then raises
-                # einsum, not np.dot: NumPy's BLAS would start its own threads between epochs
-                return sum(float(np.einsum("i,i->", d.W.ravel(), d.W.ravel())) for d in dense)
+            return squared_norm(d.W for d in dense)
 
         state = {"stopped": False, "squares": squares()}
         self.n_iter_ = 0

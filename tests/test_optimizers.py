@@ -15,6 +15,7 @@ Tolerances (TOL): elementwise |actual - expected| <= rtol * |expected| + atol, f
 rtol 1e-12 / atol 1e-14, float32 rtol 1e-5 / atol 1e-6. Set BPCORE_TOL_REPORT=1 (with -s) to
 print the worst differences seen per family.
 """
+import math
 import os
 
 import numpy as np
@@ -514,6 +515,19 @@ def test_clip_grad_norm_matches_torch(dtype, max_norm):
     else:
         np.testing.assert_array_equal(model.flat_grads, before)  # untouched
     assert (norm > max_norm) == (max_norm < 1e3)  # the cases cover both branches
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_squared_norm_against_an_exact_sum(dtype):
+    # the L2 penalty's |W|^2 (bpcore.sklearn's loss_): 2-D, transposed and empty arrays
+    from bpcore.optim import squared_norm
+    rng = np.random.default_rng(34)
+    arrays = [rng.standard_normal((37, 19)).astype(dtype),
+              rng.standard_normal((5, 3)).astype(dtype).T, np.zeros((0, 4), dtype),
+              rng.standard_normal(1000).astype(dtype) * 1e3]
+    exact = math.fsum(float(x) ** 2 for a in arrays for x in a.ravel())
+    assert squared_norm(arrays) == pytest.approx(exact, rel=1e-13)
+    assert squared_norm([]) == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
