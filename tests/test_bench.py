@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import statistics
 import subprocess
@@ -759,7 +760,11 @@ def test_update_loop_builds_and_times_every_level(tmp_path):
     out = subprocess.run([str(exe), "0.01"], check=True, capture_output=True, text=True,
                          timeout=120)
     assert out.stderr == ""  # no update wrote a non-finite weight
-    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    table, floors = out.stdout.split("\n\n")
+    rows = [line.split() for line in table.splitlines()[1:]]
     levels = ["portable", "AVX2+FMA", "AVX-512"][:_simd.best_level() + 1]
     assert [(r[0], r[1]) for r in rows] == [(lv, n) for lv in levels for n in ("6144", "235146")]
     assert all(positive(float(x)) for r in rows for x in r[2:])
+    read, two, three, sgd, adam = map(float, re.findall(r"[0-9]+\.[0-9]", floors))
+    assert all(positive(x) for x in (read, two, three))
+    assert (sgd, adam) == (pytest.approx(read + two, abs=0.11), pytest.approx(read + three, abs=0.11))
