@@ -32,7 +32,8 @@ from bpcore._simd cimport bp_act_needs_input
 from bpcore._losses cimport (BCE_LOGITS, MSE, POISSON, XENT_LABELS, XENT_PROBS, MEAN, SUM,
                              loss_and_delta, weight_sum)
 from bpcore._optim cimport (OptimizerState, OuterRow, begin_step, cancel_step, clip_factor,
-                            global_norm, outer_row_update, scale_run, update_block, update_run)
+                            global_norm, outer_rows_update, scale_run, update_block,
+                            update_run)
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport (blas_pin, blas_unpin, bp_omp_barrier, bp_omp_max_threads,
                               bp_omp_set_threads, bp_omp_team_size, bp_omp_wtime, even_share,
@@ -372,11 +373,10 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
             if _sparse_input(ws, l):
                 _sparse_update_rows(net, ws, opt, r0, r1, d)
             elif fused:
-                src.rows, src.stride, src.D, src.ld = n, fi, d, fo
-                for i in range(r0, r1):
-                    src.x = Xl + i
-                    outer_row_update(opt, _group(opt, l, False), woff + i * fo, fo, src,
-                                     W + i * fo, mask + i * fo if mask != NULL else NULL)
+                src.rows, src.stride, src.x, src.D, src.ld = n, fi, Xl + r0, d, fo
+                i = <Py_ssize_t>r0 * fo
+                outer_rows_update(opt, _group(opt, l, False), woff + i, r1 - r0, fo, src, W + i,
+                                  mask + i if mask != NULL else NULL)
             else:
                 # on bpcore's kernels, a few rows of the gradient at a time, each updated while
                 # it is in L1 (one BLAS call per chunk would cost more than it saves)
@@ -404,8 +404,8 @@ cdef void _rowsplit_backward(int tid, int nt, const Net *net, const Workspace *w
                 colsum_rows(n, c0, c1, fo, d, G + nw)
             else:
                 src.rows, src.stride, src.x, src.D, src.ld = n, 0, &one, d + c0, fo
-                outer_row_update(opt, _group(opt, l, True), woff + nw + c0, c1 - c0, src,
-                                 W + nw + c0, NULL)
+                outer_rows_update(opt, _group(opt, l, True), woff + nw + c0, 1, c1 - c0, src,
+                                  W + nw + c0, NULL)
         bp_omp_barrier()
         tmp = d
         d = dn

@@ -64,9 +64,10 @@ cdef void update_block(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t 
 cdef void update_run(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n, floating *w,
                      const floating *g) noexcept nogil
 
-# update the weight row w (cols) from the gradient row of `src`, masked by mask (cols) or NULL
-cdef void outer_row_update(const Optimizer *o, int group, Py_ssize_t at, int cols,
-                           OuterRow src, floating *w, const floating *mask) noexcept nogil
+# update `rows` weight rows of cols, one after another from w (mask's and the state's alike; mask
+# NULL for none), from their gradient rows: row r's is that of `src` with x moved on by r
+cdef void outer_rows_update(const Optimizer *o, int group, Py_ssize_t at, int rows, int cols,
+                            OuterRow src, floating *w, const floating *mask) noexcept nogil
 
 # sum of squares of x (size), threaded, in a thread-count-free order; and x *= scale
 cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil

@@ -94,32 +94,36 @@ cdef void update_run(const Optimizer *o, int group, Py_ssize_t at, Py_ssize_t n,
                      g + start)
 
 
-cdef void outer_row_update(const Optimizer *o, int group, Py_ssize_t at, int cols,
-                           OuterRow src, floating *w, const floating *mask) noexcept nogil:
+cdef void outer_rows_update(const Optimizer *o, int group, Py_ssize_t at, int rows, int cols,
+                            OuterRow src, floating *w, const floating *mask) noexcept nogil:
     cdef floating g[BLOCK]
     cdef const floating *x = <const floating *>src.x
     cdef const floating *D = <const floating *>src.D
-    cdef int j0 = 0, jj, bw
+    cdef int r, j0, jj, bw
+    cdef Py_ssize_t row
     if o.rule == SGD_RULE and src.rows == 1 and mask == NULL:
-        # a batch of one: the gradient row x[0] * D formed in registers
+        # a batch of one: each row's gradient x[r] * D formed in registers, all rows in one call
         if floating is float:
-            _flag(o, K.sgd1_f32(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group]))
+            _flag(o, K.sgd1_f32(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group]))
         else:
-            _flag(o, K.sgd1_f64(cols, w, x[0], D, _state(o.s0, at, w), &o.sgd[group]))
+            _flag(o, K.sgd1_f64(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group]))
         return
-    while j0 < cols:
-        bw = min(<int>BLOCK, cols - j0)
-        for jj in range(bw):
-            g[jj] = 0
-        if floating is float:
-            K.outer_f32(bw, src.rows, src.stride, x, D + j0, src.ld, g)
-        else:
-            K.outer_f64(bw, src.rows, src.stride, x, D + j0, src.ld, g)
-        if mask != NULL:
+    for r in range(rows):
+        row = <Py_ssize_t>r * cols
+        j0 = 0
+        while j0 < cols:
+            bw = min(<int>BLOCK, cols - j0)
             for jj in range(bw):
-                g[jj] *= mask[j0 + jj]
-        update_block(o, group, at + j0, bw, w + j0, g)
-        j0 += BLOCK
+                g[jj] = 0
+            if floating is float:
+                K.outer_f32(bw, src.rows, src.stride, x + r, D + j0, src.ld, g)
+            else:
+                K.outer_f64(bw, src.rows, src.stride, x + r, D + j0, src.ld, g)
+            if mask != NULL:
+                for jj in range(bw):
+                    g[jj] *= mask[row + j0 + jj]
+            update_block(o, group, at + row + j0, bw, w + row + j0, g)
+            j0 += BLOCK
 
 
 cdef double sum_of_squares(Py_ssize_t size, const floating *x) noexcept nogil:

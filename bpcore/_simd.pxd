@@ -25,10 +25,10 @@ cdef extern from "bp_simd.h":
                         const bp_sgd_args *a) noexcept nogil
         int (*sgd_f64)(Py_ssize_t n, double *w, const double *g, double *v,
                         const bp_sgd_args *a) noexcept nogil
-        int (*sgd1_f32)(Py_ssize_t n, float *w, float x, const float *d, float *v,
-                         const bp_sgd_args *a) noexcept nogil
-        int (*sgd1_f64)(Py_ssize_t n, double *w, double x, const double *d, double *v,
-                         const bp_sgd_args *a) noexcept nogil
+        int (*sgd1_f32)(Py_ssize_t rows, Py_ssize_t n, float *w, const float *x,
+                         const float *d, float *v, const bp_sgd_args *a) noexcept nogil
+        int (*sgd1_f64)(Py_ssize_t rows, Py_ssize_t n, double *w, const double *x,
+                         const double *d, double *v, const bp_sgd_args *a) noexcept nogil
         int (*adam_f32)(Py_ssize_t n, float *w, const float *g, float *m, float *v,
                          float *vmax, const bp_adam_args *a) noexcept nogil
         int (*adam_f64)(Py_ssize_t n, double *w, const double *g, double *m, double *v,

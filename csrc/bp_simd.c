@@ -6,9 +6,9 @@
 ATTR static int sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                     \
                                     const bp_sgd_args *a)                                       \
     { return sgd_body_##SUF(n, w, g, v, a); }                                                         \
-ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t n, T *w, T x, const T *d, T *v,                \
-                                     const bp_sgd_args *a)                                      \
-    { return sgd1_body_##SUF(n, w, x, d, v, a); }                                                     \
+ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, \
+                                     T *v, const bp_sgd_args *a)                                \
+    { return sgd1_body_##SUF(rows, n, w, x, d, v, a); }                                        \
 ATTR static int adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
                                      const bp_adam_args *a)                                     \
     { return adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \

@@ -83,9 +83,10 @@ typedef struct {
      * if any value they wrote is NaN or infinite */                                           \
     typedef int (*bp_sgd_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *v,                     \
                                       const bp_sgd_args *a);                                    \
-    /* the same update for a batch of one, with gradient row x * d[j] */                      \
-    typedef int (*bp_sgd1_##SUF##_fn)(ptrdiff_t n, T *w, T x, const T *d, T *v,              \
-                                       const bp_sgd_args *a);                                   \
+    /* the same update for a batch of one over rows of n weights one after another (v's      \
+     * alike), row r's gradient x[r] * d[j] */                                                 \
+    typedef int (*bp_sgd1_##SUF##_fn)(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x,         \
+                                       const T *d, T *v, const bp_sgd_args *a);                 \
     /* the Adam update of w (n) from gradient g, moments m and v, vmax (NULL without amsgrad) */\
     typedef int (*bp_adam_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,    \
                                        const bp_adam_args *a);                                  \

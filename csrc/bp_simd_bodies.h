@@ -100,29 +100,35 @@ BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_a
     /* a non-finite v makes w non-finite in the same update: checking w covers both */       \
     return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE int sgd1_body_##SUF(ptrdiff_t n, T *w, T x, const T *d, T *v,                      \
+BP_INLINE int sgd1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, T *v, \
                                const bp_sgd_args *a) {                                          \
-    /* the update for a batch of one: the gradient row is x * d, formed in registers */       \
-    ptrdiff_t i;                                                                               \
-    const T c = (T)a->lr * x, mom = (T)a->momentum;                                            \
+    /* the update for a batch of one, over rows of n weights one after another (v's alike):    \
+     * row r's gradient is x[r] * d, formed in registers. One call for all the rows: a call    \
+     * per row cost 7 % of the loop's time over the tutorial network's first layer */          \
+    ptrdiff_t i, r;                                                                            \
+    const T mom = (T)a->momentum;                                                              \
     UINT top = 0;                                                                              \
     int bad = 0;                                                                               \
     if (mom != 0 && !a->nesterov && a->weight_decay == 0 && a->keep == 1) {                    \
-        for (i = 0; i < n; i++) {                                                              \
-            T vi = mom * v[i] - c * d[i];                                                      \
-            vi = FLUSH_##SUF(vi);                                                              \
-            v[i] = vi;                                                                         \
-            T wi = w[i] + vi;                                                                  \
-            w[i] = wi;                                                                         \
-            top = max_##SUF(top, expbits_##SUF(wi));                                           \
+        for (r = 0; r < rows; r++, w += n, v += n) {                                           \
+            const T c = (T)a->lr * x[r];                                                       \
+            for (i = 0; i < n; i++) {                                                          \
+                T vi = mom * v[i] - c * d[i];                                                  \
+                vi = FLUSH_##SUF(vi);                                                          \
+                v[i] = vi;                                                                     \
+                T wi = w[i] + vi;                                                              \
+                w[i] = wi;                                                                     \
+                top = max_##SUF(top, expbits_##SUF(wi));                                       \
+            }                                                                                  \
         }                                                                                      \
-        bad = top == EXPMASK;                                                                  \
-    } else {                                                                                   \
+        return top == EXPMASK;                                                                 \
+    }                                                                                          \
+    for (r = 0; r < rows; r++, w += n) {                                                       \
         T g[256];                                                                              \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
             ptrdiff_t m = n - j0 < 256 ? n - j0 : 256;                                         \
-            for (i = 0; i < m; i++) g[i] = x * d[j0 + i];                                      \
-            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + j0 : v, a);                            \
+            for (i = 0; i < m; i++) g[i] = x[r] * d[j0 + i];                                   \
+            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + r * n + j0 : v, a);                    \
         }                                                                                      \
     }                                                                                          \
     return bad;                                                                                \

@@ -60,6 +60,29 @@ def test_train_step_equals_layer_api(rng, dtype, n, opt):
     np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_batch_of_one_step_equals_layer_api_at_every_simd_level(rng, dtype, opt):
+    # the fused batch-of-one update runs over all of a thread's rows in one call, in groups of
+    # 16 and a tail per row: widths 33 and 17 (groups and tails), 1 and 3 (tails only)
+    from bpcore import _simd
+    best = _simd.best_level()
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            a = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
+            b = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
+            oa, ob = bpcore.SGD(a, **OPTS[opt]), bpcore.SGD(b, **OPTS[opt])
+            loss = _loss("labels")
+            for step in range(4):
+                X, y = _data(rng, 1, 5, 3, "labels", dtype)
+                a.train_step(X, y, loss, oa)
+                _layer_api_step(b, X, y, loss, ob)
+            np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
+    finally:
+        _simd.set_level(best)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [1, 8, 64, 200])  # every path of the step, with threads in play
 def test_train_step_equals_layer_api_on_a_wide_net(rng, threads, n):

@@ -92,6 +92,34 @@ def test_train_step_whose_update_overflows_raises():
         m.train_step(X[:8] * 1e3, ONE_HOT[:8], MSELoss(), opt)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [5, 16, 17, 33])
+def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+    # the batch-of-one SGD update runs over all of a layer's rows in one call and keeps its
+    # check in running maxima (whole groups of 16 and each row's tail): a weight that overflows
+    # anywhere is reported, at every SIMD level
+    from bpcore import _simd
+    big = np.finfo(dtype).max * 0.6
+    best = _simd.best_level()
+    x = np.zeros((1, 6))
+    x[0, 3] = 1.0  # input 0 is 0: its weights move only by their velocity
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            for col in (0, width // 2, width - 1):
+                m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+                opt = SGD(m, lr=1e-3, momentum=0.9)
+                m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+                velocity = opt.native().state()["momentum_buffer"]
+                m.layers[0].W[0, col] = big
+                velocity[col] = big  # layer 0's W comes first in the flat buffers, row by row
+                with pytest.raises(NonFiniteError, match="update wrote"):
+                    m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+                assert np.isinf(m.layers[0].W[0, col]), (level, col)
+    finally:
+        _simd.set_level(best)
+
+
 # ---------------------------------------------------------------------------------------------
 # fit: raise naming the epoch and batch, or stop, with the weights of before that step
 
