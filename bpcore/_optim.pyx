@@ -101,12 +101,18 @@ cdef void outer_rows_update(const Optimizer *o, int group, Py_ssize_t at, int ro
     cdef const floating *D = <const floating *>src.D
     cdef int r, j0, jj, bw
     cdef Py_ssize_t row
-    if o.rule == SGD_RULE and src.rows == 1 and mask == NULL:
-        # a batch of one: each row's gradient x[r] * D formed in registers, all rows in one call
+    if src.rows == 1 and mask == NULL:
+        # a batch of one: each row's gradient x[r] * D formed as it is used, all rows in one call
         if floating is float:
-            _flag(o, K.sgd1_f32(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group]))
+            _flag(o, K.sgd1_f32(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group])
+                  if o.rule == SGD_RULE else
+                  K.adam1_f32(rows, cols, w, x, D, _state(o.s0, at, w), _state(o.s1, at, w),
+                              _state(o.s2, at, w), &o.adam[group]))
         else:
-            _flag(o, K.sgd1_f64(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group]))
+            _flag(o, K.sgd1_f64(rows, cols, w, x, D, _state(o.s0, at, w), &o.sgd[group])
+                  if o.rule == SGD_RULE else
+                  K.adam1_f64(rows, cols, w, x, D, _state(o.s0, at, w), _state(o.s1, at, w),
+                              _state(o.s2, at, w), &o.adam[group]))
         return
     for r in range(rows):
         row = <Py_ssize_t>r * cols

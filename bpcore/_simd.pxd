@@ -33,6 +33,12 @@ cdef extern from "bp_simd.h":
                          float *vmax, const bp_adam_args *a) noexcept nogil
         int (*adam_f64)(Py_ssize_t n, double *w, const double *g, double *m, double *v,
                          double *vmax, const bp_adam_args *a) noexcept nogil
+        int (*adam1_f32)(Py_ssize_t rows, Py_ssize_t n, float *w, const float *x,
+                          const float *d, float *m, float *v, float *vmax,
+                          const bp_adam_args *a) noexcept nogil
+        int (*adam1_f64)(Py_ssize_t rows, Py_ssize_t n, double *w, const double *x,
+                          const double *d, double *m, double *v, double *vmax,
+                          const bp_adam_args *a) noexcept nogil
         double (*sumsq_f32)(Py_ssize_t n, const float *x) noexcept nogil
         double (*sumsq_f64)(Py_ssize_t n, const double *x) noexcept nogil
         void (*outer_f32)(Py_ssize_t n, int k, Py_ssize_t stride, const float *x,

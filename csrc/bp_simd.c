@@ -12,6 +12,9 @@ ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *
 ATTR static int adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
                                      const bp_adam_args *a)                                     \
     { return adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \
+ATTR static int adam1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x,           \
+                                     const T *d, T *m, T *v, T *vmax, const bp_adam_args *a)    \
+    { return adam1_body_##SUF(rows, n, w, x, d, m, v, vmax, a); }                              \
 ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                              \
     { return sumsq_body_##SUF(n, x); }                                                         \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
@@ -41,6 +44,7 @@ ATTR static void undrop_##SUF##_##NAME(ptrdiff_t n, const unsigned char *mask, T
         t->sgd_f32 = sgd_f32_##NAME; t->sgd_f64 = sgd_f64_##NAME;                               \
         t->sgd1_f32 = sgd1_f32_##NAME; t->sgd1_f64 = sgd1_f64_##NAME;                           \
         t->adam_f32 = adam_f32_##NAME; t->adam_f64 = adam_f64_##NAME;                           \
+        t->adam1_f32 = adam1_f32_##NAME; t->adam1_f64 = adam1_f64_##NAME;                       \
         t->sumsq_f32 = sumsq_f32_##NAME; t->sumsq_f64 = sumsq_f64_##NAME;                       \
         t->outer_f32 = outer_f32_##NAME; t->outer_f64 = outer_f64_##NAME;                       \
         t->act_f32 = act_f32_##NAME; t->act_f64 = act_f64_##NAME;                               \

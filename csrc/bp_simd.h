@@ -90,6 +90,11 @@ typedef struct {
     /* the Adam update of w (n) from gradient g, moments m and v, vmax (NULL without amsgrad) */\
     typedef int (*bp_adam_##SUF##_fn)(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,    \
                                        const bp_adam_args *a);                                  \
+    /* the same update for a batch of one over rows of n weights one after another (the       \
+     * moments alike), row r's gradient x[r] * d[j] */                                         \
+    typedef int (*bp_adam1_##SUF##_fn)(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x,        \
+                                        const T *d, T *m, T *v, T *vmax,                        \
+                                        const bp_adam_args *a);                                 \
     /* sum of x[j]^2, accumulated in double */                                                 \
     typedef double (*bp_sumsq_##SUF##_fn)(ptrdiff_t n, const T *x);                            \
     /* g[j] += sum_r x[r * stride] * D[r * ld + j]: a row segment of X.T @ D */               \
@@ -136,6 +141,7 @@ typedef struct {
     bp_sgd_f32_fn sgd_f32;          bp_sgd_f64_fn sgd_f64;
     bp_sgd1_f32_fn sgd1_f32;        bp_sgd1_f64_fn sgd1_f64;
     bp_adam_f32_fn adam_f32;        bp_adam_f64_fn adam_f64;
+    bp_adam1_f32_fn adam1_f32;      bp_adam1_f64_fn adam1_f64;
     bp_sumsq_f32_fn sumsq_f32;      bp_sumsq_f64_fn sumsq_f64;
     bp_outer_f32_fn outer_f32;      bp_outer_f64_fn outer_f64;
     bp_act_f32_fn act_f32;          bp_act_f64_fn act_f64;

@@ -170,6 +170,22 @@ BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax
     return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 0)                               \
                  : adam_loop_##SUF(n, w, g, m, v, vmax, a, 0, 0);                              \
 }                                                                                              \
+BP_INLINE int adam1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, T *m, \
+                               T *v, T *vmax, const bp_adam_args *a) {                          \
+    /* Adam's update for a batch of one, over rows of n weights one after another (the moments \
+     * alike): row r's gradient x[r] * d, formed a block at a time on the stack */              \
+    T g[256];                                                                                  \
+    int bad = 0;                                                                               \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += 256) {                                            \
+            const ptrdiff_t cols = n - j0 < 256 ? n - j0 : 256, at = r * n + j0;               \
+            for (ptrdiff_t i = 0; i < cols; i++) g[i] = x[r] * d[j0 + i];                      \
+            bad |= adam_body_##SUF(cols, w + at, g, m + at, v + at, vmax ? vmax + at : vmax,   \
+                                   a);                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    return bad;                                                                                \
+}                                                                                              \
 BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
     /* BP_SUMSQ_LANES running sums, element i in lane i % BP_SUMSQ_LANES, added up in lane   \
      * order at the end: one sum would wait on each addition's latency (measured 270 us for  \

@@ -60,11 +60,18 @@ def test_train_step_equals_layer_api(rng, dtype, n, opt):
     np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
 
 
+BATCH_OF_ONE_OPTS = {**{k: lambda m, kw=kw: bpcore.SGD(m, **kw) for k, kw in OPTS.items()},
+                     "adam": lambda m: bpcore.Adam(m, lr=0.01),
+                     "amsgrad+l2": lambda m: bpcore.Adam(m, lr=0.01, amsgrad=True,
+                                                         weight_decay=0.01),
+                     "adamw": lambda m: bpcore.AdamW(m, lr=0.01, weight_decay=0.1)}
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("opt", list(OPTS))
+@pytest.mark.parametrize("opt", list(BATCH_OF_ONE_OPTS))
 def test_batch_of_one_step_equals_layer_api_at_every_simd_level(rng, dtype, opt):
-    # the fused batch-of-one update runs over all of a thread's rows in one call, in groups of
-    # 16 and a tail per row: widths 33 and 17 (groups and tails), 1 and 3 (tails only)
+    # the fused batch-of-one update runs over all of a thread's rows of a layer in one call:
+    # widths 33 and 17 (whole vectors and tails), 1 and 3 (tails only)
     from bpcore import _simd
     best = _simd.best_level()
     try:
@@ -72,7 +79,7 @@ def test_batch_of_one_step_equals_layer_api_at_every_simd_level(rng, dtype, opt)
             _simd.set_level(level)
             a = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
             b = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
-            oa, ob = bpcore.SGD(a, **OPTS[opt]), bpcore.SGD(b, **OPTS[opt])
+            oa, ob = BATCH_OF_ONE_OPTS[opt](a), BATCH_OF_ONE_OPTS[opt](b)
             loss = _loss("labels")
             for step in range(4):
                 X, y = _data(rng, 1, 5, 3, "labels", dtype)
