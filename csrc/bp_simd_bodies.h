@@ -54,6 +54,20 @@ BP_INLINE UINT expbits_##SUF(T x) {                                             
     return bits & EXPMASK;                                                                     \
 }                                                                                              \
 BP_INLINE UINT max_##SUF(UINT a, UINT b) { return a > b ? a : b; }                             \
+BP_INLINE UINT momentum_run_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, const T *u) {          \
+    /* SGD with momentum, no decay (the common case): v = mom * v - s * u, w += v; w cannot     \
+     * shrink geometrically, only v can. Returns the largest exponent written to w */          \
+    UINT top = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                        \
+        T vi = mom * v[i] - s * u[i];                                                          \
+        vi = FLUSH_##SUF(vi);                                                                  \
+        v[i] = vi;                                                                             \
+        T wi = w[i] + vi;                                                                      \
+        w[i] = wi;                                                                             \
+        top = max_##SUF(top, expbits_##SUF(wi));                                               \
+    }                                                                                          \
+    return top;                                                                                \
+}                                                                                              \
 BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {    \
     ptrdiff_t i;                                                                               \
     const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;  \
@@ -77,15 +91,7 @@ BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_a
             top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     } else if (wd == 0 && keep == 1) {                                                         \
-        /* the common case, with no decay: w cannot shrink geometrically, only v can */       \
-        for (i = 0; i < n; i++) {                                                              \
-            T vi = mom * v[i] - lr * g[i];                                                     \
-            vi = FLUSH_##SUF(vi);                                                              \
-            v[i] = vi;                                                                         \
-            T wi = w[i] + vi;                                                                  \
-            w[i] = wi;                                                                         \
-            top = max_##SUF(top, expbits_##SUF(wi));                                           \
-        }                                                                                      \
+        top = momentum_run_##SUF(n, w, v, mom, lr, g);                                         \
     } else {                                                                                   \
         for (i = 0; i < n; i++) {                                                              \
             T gi = g[i] + wd * w[i];                                                           \
@@ -110,17 +116,8 @@ BP_INLINE int sgd1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, con
     UINT top = 0;                                                                              \
     int bad = 0;                                                                               \
     if (mom != 0 && !a->nesterov && a->weight_decay == 0 && a->keep == 1) {                    \
-        for (r = 0; r < rows; r++, w += n, v += n) {                                           \
-            const T c = (T)a->lr * x[r];                                                       \
-            for (i = 0; i < n; i++) {                                                          \
-                T vi = mom * v[i] - c * d[i];                                                  \
-                vi = FLUSH_##SUF(vi);                                                          \
-                v[i] = vi;                                                                     \
-                T wi = w[i] + vi;                                                              \
-                w[i] = wi;                                                                     \
-                top = max_##SUF(top, expbits_##SUF(wi));                                       \
-            }                                                                                  \
-        }                                                                                      \
+        for (r = 0; r < rows; r++, w += n, v += n)                                             \
+            top = max_##SUF(top, momentum_run_##SUF(n, w, v, mom, (T)a->lr * x[r], d));       \
         return top == EXPMASK;                                                                 \
     }                                                                                          \
     for (r = 0; r < rows; r++, w += n) {                                                       \
