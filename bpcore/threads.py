@@ -136,7 +136,8 @@ def _blas_controller():
     objects = _threads.loaded_objects()
     if _scan["controller"] is None or objects < 0 or objects != _scan["objects"]:
         from threadpoolctl import ThreadpoolController
-        _scan["controller"], _scan["objects"] = ThreadpoolController(), objects
+        _scan["controller"] = ThreadpoolController()
+        _scan["objects"] = _threads.loaded_objects()  # after the scan: it may load one itself
     return _scan["controller"]
 
 
