@@ -50,7 +50,5 @@ def clip_factor(norm: float, max_norm: float) -> float:
 
 def py_global_norm(x: npt.NDArray[_F]) -> float:
     """The L2 norm of x (overflow-safe)."""
-def py_sum_of_squares(x: npt.NDArray[_F]) -> float:
-    """The sum of x's squares, in double."""
 def py_scale(x: npt.NDArray[_F], scale: float) -> None:
     """x *= scale, in place."""

@@ -339,16 +339,6 @@ def py_global_norm(const floating[::1] x not None):
     return norm
 
 
-def py_sum_of_squares(const floating[::1] x not None):
-    """The sum of x's squares, in double (the native sum_of_squares)."""
-    if x.shape[0] == 0:
-        return 0.0
-    cdef double total
-    with nogil:
-        total = sum_of_squares(x.shape[0], &x[0])
-    return total
-
-
 def py_scale(floating[::1] x not None, double scale):
     """x *= scale, in place."""
     if x.shape[0] == 0:

@@ -558,10 +558,11 @@ class LBFGS:
 
 
 def squared_norm(arrays):
-    """The sum of the squares of the elements of arrays (float32 or float64), taken natively in
-    double: an L2 penalty's |W|^2 between epochs, without NumPy's BLAS (whose own thread pool
-    would start between bpcore's calls) or a NumPy call per array's overhead."""
-    return sum(_optim.py_sum_of_squares(np.ascontiguousarray(a).reshape(-1)) for a in arrays)
+    """The sum of the squares of the elements of arrays (float32 or float64), by the native
+    global norm (in double): an L2 penalty's |W|^2 between epochs, without NumPy's BLAS (whose
+    own thread pool would start between bpcore's calls) or a NumPy call per array's overhead."""
+    norms = [_optim.py_global_norm(np.ascontiguousarray(a).reshape(-1)) for a in arrays]
+    return sum(n * n for n in norms)  # a product, where ** would raise on overflow
 
 
 def clip_grad_norm(params, max_norm):
