@@ -13,6 +13,8 @@ from libc.stdlib cimport calloc, free
 
 import numpy as np
 
+from bpcore import _buffers
+
 from bpcore._simd cimport bp_simd_table, simd
 from bpcore._threads cimport threads_for
 
@@ -242,7 +244,8 @@ cdef class OptimizerState:
         for i in range(self.o.nparams):
             self.o.group_of[i] = group_of[i]
         names = _STATE_NAMES[rule] if rule == SGD_RULE or amsgrad else _STATE_NAMES[rule][:2]
-        self.buffers = [np.zeros(at, self.dtype) for _ in names]
+        # on a cache line, like the parameters: the update loops load whole vectors of both
+        self.buffers = [_buffers.aligned_zeros(at, self.dtype) for _ in names]
         cdef void **slots[3]
         slots[0], slots[1], slots[2] = &self.o.s0, &self.o.s1, &self.o.s2
         for i in range(3):

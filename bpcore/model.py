@@ -10,12 +10,13 @@ import weakref
 import numpy as np
 
 from bpcore import io, training
+from bpcore._buffers import aligned_zeros
 from bpcore._claims import Claimed
 from bpcore._validation import (as_matrix, assign_array, check_choice, check_init_scale,
                                 check_int, resolve_dtype)
 from bpcore.layers import ACTIVATIONS, GELU, NAMED_LAYERS, Activation, Dense, Dropout, Module
 from bpcore.optim import Optimizer
-from bpcore.params import aligned_zeros, as_generator
+from bpcore.params import as_generator
 
 __all__ = ["Sequential", "MLP", "load", "load_optimizer", "load_extra", "activation_layer"]
 

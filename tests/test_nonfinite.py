@@ -96,8 +96,8 @@ def test_train_step_whose_update_overflows_raises():
 @pytest.mark.parametrize("width", [5, 16, 17, 33])
 def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, width):
     # the batch-of-one SGD update runs over all of a layer's rows in one call and keeps its
-    # check in running maxima (whole groups of 16 and each row's tail): a weight that overflows
-    # anywhere is reported, at every SIMD level
+    # check running across them (whole vectors, and each row's remainder): a weight that
+    # overflows anywhere is reported, at every SIMD level
     from bpcore import _simd
     big = np.finfo(dtype).max * 0.6
     best = _simd.best_level()
@@ -116,6 +116,90 @@ def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, widt
                 with pytest.raises(NonFiniteError, match="update wrote"):
                     m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
                 assert np.isinf(m.layers[0].W[0, col]), (level, col)
+    finally:
+        _simd.set_level(best)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [5, 16, 17, 33])
+def test_batch_of_one_plain_sgd_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+    # plain SGD's batch-of-one update (w -= lr * x[r] * d, row by row): one input is huge and
+    # its weights zero, so the forward pass is finite; only hidden unit `col` has a nonzero
+    # delta (the next layer's other rows are zero), so only W[row, col] overflows, not its bias
+    from bpcore import _simd
+    huge = np.finfo(dtype).max * 0.5
+    best = _simd.best_level()
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            for row in (0, 5):
+                for col in (0, width // 2, width - 1):
+                    m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+                    m.layers[0].W[row, :] = 0
+                    m.layers[0].b[:] = 0.5
+                    m.layers[2].W[:] = 0
+                    m.layers[2].W[col, :] = 100
+                    x = np.zeros((1, 6))
+                    x[0, row] = huge
+                    with pytest.raises(NonFiniteError, match="update wrote"):
+                        m.train_step(x, ONE_HOT[:1], MSELoss(), SGD(m, lr=1.0))
+                    W = m.layers[0].W
+                    assert np.isinf(W[row, col]), (level, row, col)
+                    assert np.isfinite(m.layers[0].b).all()
+    finally:
+        _simd.set_level(best)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [5, 16, 17, 33])
+def test_batch_of_one_adam_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+    # Adam's batch-of-one update (whole vectors of each row, then the rest): input 0 is 0, so
+    # row 0's gradient is 0 and its weights move by their moments alone; one of them is given a
+    # huge first moment and no second, which makes its step overflow
+    from bpcore import _simd
+    big = np.finfo(dtype).max * 0.5
+    best = _simd.best_level()
+    x = np.zeros((1, 6))
+    x[0, 3] = 1.0
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            for col in (0, width // 2, width - 1):
+                m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+                opt = Adam(m, lr=1e-3)
+                m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+                state = opt.native().state()
+                state["exp_avg"][col] = big  # layer 0's W comes first, row by row
+                state["exp_avg_sq"][col] = 0
+                with pytest.raises(NonFiniteError, match="update wrote"):
+                    m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+                assert np.isinf(m.layers[0].W[0, col]), (level, col)
+                assert np.isfinite(np.delete(m.flat_params, col)).all(), (level, col)
+    finally:
+        _simd.set_level(best)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_step_finds_an_overflow_at_any_position(dtype, momentum):
+    # the layer API's update of the flat buffer: whole vectors (16 or 8 lanes) and the
+    # remainder; one gradient overflows its weight's update, wherever it is
+    from bpcore import _simd
+    best = _simd.best_level()
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            m = MLP([3, 33, 2], seed=0, dtype=dtype)
+            n = m.flat_params.size
+            for at in (0, 7, 15, 16, 17, 40, n - 1):
+                m = MLP([3, 33, 2], seed=0, dtype=dtype)
+                opt = SGD(m, lr=float(np.finfo(dtype).max) * 0.5, momentum=momentum)
+                m.flat_grads[:] = 0
+                m.flat_grads[at] = 4
+                with pytest.raises(NonFiniteError, match="update wrote"):
+                    opt.step()
+                assert np.isinf(m.flat_params[at]), (level, at)
+                assert np.isfinite(np.delete(m.flat_params, at)).all(), (level, at)
     finally:
         _simd.set_level(best)
 
