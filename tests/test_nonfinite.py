@@ -93,11 +93,12 @@ def test_train_step_whose_update_overflows_raises():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("width", [5, 16, 17, 33])
+@pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
 def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, width):
-    # the batch-of-one SGD update runs over all of a layer's rows in one call and keeps its
-    # check running across them (whole vectors, and each row's remainder): a weight that
-    # overflows anywhere is reported, at every SIMD level
+    # the batch-of-one SGD update runs over all of a layer's rows in one call (short rows a
+    # block of whole rows at a time) and keeps its check running across them (whole vectors,
+    # and each row's remainder): a weight that overflows anywhere is reported, at every SIMD
+    # level
     from bpcore import _simd
     big = np.finfo(dtype).max * 0.6
     best = _simd.best_level()
@@ -121,7 +122,7 @@ def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, widt
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("width", [5, 16, 17, 33])
+@pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
 def test_batch_of_one_plain_sgd_update_finds_an_overflow_in_any_row_and_column(dtype, width):
     # plain SGD's batch-of-one update (w -= lr * x[r] * d, row by row): one input is huge and
     # its weights zero, so the forward pass is finite; only hidden unit `col` has a nonzero
@@ -151,9 +152,10 @@ def test_batch_of_one_plain_sgd_update_finds_an_overflow_in_any_row_and_column(d
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("width", [5, 16, 17, 33])
+@pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
 def test_batch_of_one_adam_update_finds_an_overflow_in_any_row_and_column(dtype, width):
-    # Adam's batch-of-one update (whole vectors of each row, then the rest): input 0 is 0, so
+    # Adam's batch-of-one update (short rows in blocks of whole rows; long ones a row at a
+    # time, whole vectors and then the rest): input 0 is 0, so
     # row 0's gradient is 0 and its weights move by their moments alone; one of them is given a
     # huge first moment and no second, which makes its step overflow
     from bpcore import _simd
@@ -175,6 +177,38 @@ def test_batch_of_one_adam_update_finds_an_overflow_in_any_row_and_column(dtype,
                     m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
                 assert np.isinf(m.layers[0].W[0, col]), (level, col)
                 assert np.isfinite(np.delete(m.flat_params, col)).all(), (level, col)
+    finally:
+        _simd.set_level(best)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=1e-9), lambda m: SGD(m, lr=1e-9, momentum=0.9),
+                                      lambda m: Adam(m, lr=1e-3)])
+def test_batch_of_one_update_with_weights_of_two_and_more_is_not_a_false_alarm(dtype, make_opt):
+    # the vector loops keep an OR of the weights' bits; weights of 2 or more beside smaller ones
+    # fill its exponent too, and then every weight is looked at: no error, the same weights as
+    # the layer API's steps
+    from bpcore import _simd
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10, 40))
+    best = _simd.best_level()
+    try:
+        for level in range(best + 1):
+            _simd.set_level(level)
+            models = [MLP([40, 300, 64, 2], activation="relu", seed=2, dtype=dtype) for _ in range(2)]
+            for m in models:
+                m.flat_params *= 40  # weights from about 0.01 to 8
+            fused, layered = models
+            opt_fused, opt_layered = make_opt(fused), make_opt(layered)
+            for i in range(10):
+                fused.train_step(x[i:i + 1], ONE_HOT[i:i + 1], MSELoss(), opt_fused)
+                opt_layered.zero_grad()
+                loss = MSELoss()
+                loss(layered(x[i:i + 1]), ONE_HOT[i:i + 1])
+                layered.backward(loss.backward())
+                opt_layered.step()
+            assert np.abs(fused.flat_params).max() > 2
+            np.testing.assert_allclose(fused.flat_params, layered.flat_params, rtol=1e-5, atol=1e-6)
     finally:
         _simd.set_level(best)
 
