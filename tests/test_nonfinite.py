@@ -31,6 +31,21 @@ def _same_state(a, b):
     assert a[2] == b[2]
 
 
+
+@pytest.fixture
+def simd_levels():
+    """Each SIMD level this CPU has, set in turn by iterating simd_levels(); the best one is
+    set again after the test, whatever it raised."""
+    from bpcore import _simd
+    best = _simd.best_level()
+
+    def levels():
+        for level in range(best + 1):
+            _simd.set_level(level)
+            yield level
+    yield levels
+    _simd.set_level(best)
+
 # ---------------------------------------------------------------------------------------------
 # kernels keep NaN
 
@@ -94,148 +109,123 @@ def test_train_step_whose_update_overflows_raises():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
-def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+def test_batch_of_one_update_finds_an_overflow_in_any_row_and_column(dtype, width, simd_levels):
     # the batch-of-one SGD update runs over all of a layer's rows in one call (short rows a
     # block of whole rows at a time) and keeps its check running across them (whole vectors,
     # and each row's remainder): a weight that overflows anywhere is reported, at every SIMD
     # level
-    from bpcore import _simd
     big = np.finfo(dtype).max * 0.6
-    best = _simd.best_level()
     x = np.zeros((1, 6))
     x[0, 3] = 1.0  # input 0 is 0: its weights move only by their velocity
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
-            for col in (0, width // 2, width - 1):
-                m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
-                opt = SGD(m, lr=1e-3, momentum=0.9)
+    for level in simd_levels():
+        for col in (0, width // 2, width - 1):
+            m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+            opt = SGD(m, lr=1e-3, momentum=0.9)
+            m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+            velocity = opt.native().state()["momentum_buffer"]
+            m.layers[0].W[0, col] = big
+            velocity[col] = big  # layer 0's W comes first in the flat buffers, row by row
+            with pytest.raises(NonFiniteError, match="update wrote"):
                 m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
-                velocity = opt.native().state()["momentum_buffer"]
-                m.layers[0].W[0, col] = big
-                velocity[col] = big  # layer 0's W comes first in the flat buffers, row by row
-                with pytest.raises(NonFiniteError, match="update wrote"):
-                    m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
-                assert np.isinf(m.layers[0].W[0, col]), (level, col)
-    finally:
-        _simd.set_level(best)
+            assert np.isinf(m.layers[0].W[0, col]), (level, col)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
-def test_batch_of_one_plain_sgd_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+def test_batch_of_one_plain_sgd_update_finds_an_overflow_in_any_row_and_column(dtype, width,
+                                                                               simd_levels):
     # plain SGD's batch-of-one update (w -= lr * x[r] * d, row by row): one input is huge and
     # its weights zero, so the forward pass is finite; only hidden unit `col` has a nonzero
     # delta (the next layer's other rows are zero), so only W[row, col] overflows, not its bias
-    from bpcore import _simd
     huge = np.finfo(dtype).max * 0.5
-    best = _simd.best_level()
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
-            for row in (0, 5):
-                for col in (0, width // 2, width - 1):
-                    m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
-                    m.layers[0].W[row, :] = 0
-                    m.layers[0].b[:] = 0.5
-                    m.layers[2].W[:] = 0
-                    m.layers[2].W[col, :] = 100
-                    x = np.zeros((1, 6))
-                    x[0, row] = huge
-                    with pytest.raises(NonFiniteError, match="update wrote"):
-                        m.train_step(x, ONE_HOT[:1], MSELoss(), SGD(m, lr=1.0))
-                    W = m.layers[0].W
-                    assert np.isinf(W[row, col]), (level, row, col)
-                    assert np.isfinite(m.layers[0].b).all()
-    finally:
-        _simd.set_level(best)
+    for level in simd_levels():
+        for row in (0, 5):
+            for col in (0, width // 2, width - 1):
+                m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+                m.layers[0].W[row, :] = 0
+                m.layers[0].b[:] = 0.5
+                m.layers[2].W[:] = 0
+                m.layers[2].W[col, :] = 100
+                x = np.zeros((1, 6))
+                x[0, row] = huge
+                with pytest.raises(NonFiniteError, match="update wrote"):
+                    m.train_step(x, ONE_HOT[:1], MSELoss(), SGD(m, lr=1.0))
+                W = m.layers[0].W
+                assert np.isinf(W[row, col]), (level, row, col)
+                assert np.isfinite(m.layers[0].b).all()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("width", [5, 16, 17, 33, 150])
-def test_batch_of_one_adam_update_finds_an_overflow_in_any_row_and_column(dtype, width):
+def test_batch_of_one_adam_update_finds_an_overflow_in_any_row_and_column(dtype, width,
+                                                                          simd_levels):
     # Adam's batch-of-one update (short rows in blocks of whole rows; long ones a row at a
     # time, whole vectors and then the rest): input 0 is 0, so
     # row 0's gradient is 0 and its weights move by their moments alone; one of them is given a
     # huge first moment and no second, which makes its step overflow
-    from bpcore import _simd
     big = np.finfo(dtype).max * 0.5
-    best = _simd.best_level()
     x = np.zeros((1, 6))
     x[0, 3] = 1.0
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
-            for col in (0, width // 2, width - 1):
-                m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
-                opt = Adam(m, lr=1e-3)
+    for level in simd_levels():
+        for col in (0, width // 2, width - 1):
+            m = MLP([6, width, 2], activation="tanh", seed=1, dtype=dtype)
+            opt = Adam(m, lr=1e-3)
+            m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
+            state = opt.native().state()
+            state["exp_avg"][col] = big  # layer 0's W comes first, row by row
+            state["exp_avg_sq"][col] = 0
+            with pytest.raises(NonFiniteError, match="update wrote"):
                 m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
-                state = opt.native().state()
-                state["exp_avg"][col] = big  # layer 0's W comes first, row by row
-                state["exp_avg_sq"][col] = 0
-                with pytest.raises(NonFiniteError, match="update wrote"):
-                    m.train_step(x, ONE_HOT[:1], MSELoss(), opt)
-                assert np.isinf(m.layers[0].W[0, col]), (level, col)
-                assert np.isfinite(np.delete(m.flat_params, col)).all(), (level, col)
-    finally:
-        _simd.set_level(best)
+            assert np.isinf(m.layers[0].W[0, col]), (level, col)
+            assert np.isfinite(np.delete(m.flat_params, col)).all(), (level, col)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=1e-9), lambda m: SGD(m, lr=1e-9, momentum=0.9),
+@pytest.mark.parametrize("make_opt", [lambda m: SGD(m, lr=1e-9),
+                                      lambda m: SGD(m, lr=1e-9, momentum=0.9),
                                       lambda m: Adam(m, lr=1e-3)])
-def test_batch_of_one_update_with_weights_of_two_and_more_is_not_a_false_alarm(dtype, make_opt):
+def test_batch_of_one_update_with_weights_of_two_and_more_is_not_a_false_alarm(dtype, make_opt,
+                                                                               simd_levels):
     # the vector loops keep an OR of the weights' bits; weights of 2 or more beside smaller ones
     # fill its exponent too, and then every weight is looked at: no error, the same weights as
     # the layer API's steps
-    from bpcore import _simd
     rng = np.random.default_rng(3)
     x = rng.standard_normal((10, 40))
-    best = _simd.best_level()
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
-            models = [MLP([40, 300, 64, 2], activation="relu", seed=2, dtype=dtype) for _ in range(2)]
-            for m in models:
-                m.flat_params *= 40  # weights from about 0.01 to 8
-            fused, layered = models
-            opt_fused, opt_layered = make_opt(fused), make_opt(layered)
-            for i in range(10):
-                fused.train_step(x[i:i + 1], ONE_HOT[i:i + 1], MSELoss(), opt_fused)
-                opt_layered.zero_grad()
-                loss = MSELoss()
-                loss(layered(x[i:i + 1]), ONE_HOT[i:i + 1])
-                layered.backward(loss.backward())
-                opt_layered.step()
-            assert np.abs(fused.flat_params).max() > 2
-            np.testing.assert_allclose(fused.flat_params, layered.flat_params, rtol=1e-5, atol=1e-6)
-    finally:
-        _simd.set_level(best)
+    for level in simd_levels():
+        models = [MLP([40, 300, 64, 2], activation="relu", seed=2, dtype=dtype) for _ in range(2)]
+        for m in models:
+            m.flat_params *= 40  # weights from about 0.01 to 8
+        fused, layered = models
+        opt_fused, opt_layered = make_opt(fused), make_opt(layered)
+        for i in range(10):
+            fused.train_step(x[i:i + 1], ONE_HOT[i:i + 1], MSELoss(), opt_fused)
+            opt_layered.zero_grad()
+            loss = MSELoss()
+            loss(layered(x[i:i + 1]), ONE_HOT[i:i + 1])
+            layered.backward(loss.backward())
+            opt_layered.step()
+        assert np.abs(fused.flat_params).max() > 2
+        np.testing.assert_allclose(fused.flat_params, layered.flat_params, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"SIMD level {level}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_step_finds_an_overflow_at_any_position(dtype, momentum):
+def test_step_finds_an_overflow_at_any_position(dtype, momentum, simd_levels):
     # the layer API's update of the flat buffer: whole vectors (16 or 8 lanes) and the
     # remainder; one gradient overflows its weight's update, wherever it is
-    from bpcore import _simd
-    best = _simd.best_level()
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
+    for level in simd_levels():
+        m = MLP([3, 33, 2], seed=0, dtype=dtype)
+        n = m.flat_params.size
+        for at in (0, 7, 15, 16, 17, 40, n - 1):
             m = MLP([3, 33, 2], seed=0, dtype=dtype)
-            n = m.flat_params.size
-            for at in (0, 7, 15, 16, 17, 40, n - 1):
-                m = MLP([3, 33, 2], seed=0, dtype=dtype)
-                opt = SGD(m, lr=float(np.finfo(dtype).max) * 0.5, momentum=momentum)
-                m.flat_grads[:] = 0
-                m.flat_grads[at] = 4
-                with pytest.raises(NonFiniteError, match="update wrote"):
-                    opt.step()
-                assert np.isinf(m.flat_params[at]), (level, at)
-                assert np.isfinite(np.delete(m.flat_params, at)).all(), (level, at)
-    finally:
-        _simd.set_level(best)
+            opt = SGD(m, lr=float(np.finfo(dtype).max) * 0.5, momentum=momentum)
+            m.flat_grads[:] = 0
+            m.flat_grads[at] = 4
+            with pytest.raises(NonFiniteError, match="update wrote"):
+                opt.step()
+            assert np.isinf(m.flat_params[at]), (level, at)
+            assert np.isfinite(np.delete(m.flat_params, at)).all(), (level, at)
 
 
 # ---------------------------------------------------------------------------------------------
