@@ -2,19 +2,19 @@
  * into one wrapper per target; bp_simd_fill() points the table at one target's wrappers. */
 #include "bp_simd_bodies.h"
 
-#define BP_WRAPPERS(NAME, ATTR, T, SUF)                                                         \
+#define BP_WRAPPERS(NAME, ATTR, T, SUF, VEC)                                                         \
 ATTR static int sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                     \
                                     const bp_sgd_args *a)                                       \
-    { return sgd_body_##SUF(n, w, g, v, a); }                                                         \
+    { return sgd_body_##SUF(n, w, g, v, a, VEC); }                                                         \
 ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, \
                                      T *v, const bp_sgd_args *a)                                \
-    { return sgd1_body_##SUF(rows, n, w, x, d, v, a); }                                        \
+    { return sgd1_body_##SUF(rows, n, w, x, d, v, a, VEC); }                                        \
 ATTR static int adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,      \
                                      const bp_adam_args *a)                                     \
-    { return adam_body_##SUF(n, w, g, m, v, vmax, a); }                                               \
+    { return adam_body_##SUF(n, w, g, m, v, vmax, a, VEC); }                                               \
 ATTR static int adam1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x,           \
                                      const T *d, T *m, T *v, T *vmax, const bp_adam_args *a)    \
-    { return adam1_body_##SUF(rows, n, w, x, d, m, v, vmax, a); }                              \
+    { return adam1_body_##SUF(rows, n, w, x, d, m, v, vmax, a, VEC); }                              \
 ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                              \
     { return sumsq_body_##SUF(n, x); }                                                         \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,       \
@@ -37,9 +37,9 @@ ATTR static void drop_##SUF##_##NAME(ptrdiff_t n, const T *u, T *out, unsigned c
 ATTR static void undrop_##SUF##_##NAME(ptrdiff_t n, const unsigned char *mask, T scale, T *d) \
     { undrop_body_##SUF(n, mask, scale, d); }
 
-#define BP_TARGET(NAME, ATTR)                                                                   \
-    BP_WRAPPERS(NAME, ATTR, float, f32)                                                         \
-    BP_WRAPPERS(NAME, ATTR, double, f64)                                                        \
+#define BP_TARGET(NAME, ATTR, VEC)                                                                   \
+    BP_WRAPPERS(NAME, ATTR, float, f32, VEC)                                                         \
+    BP_WRAPPERS(NAME, ATTR, double, f64, VEC)                                                        \
     static void fill_##NAME(bp_simd_table *t) {                                                 \
         t->sgd_f32 = sgd_f32_##NAME; t->sgd_f64 = sgd_f64_##NAME;                               \
         t->sgd1_f32 = sgd1_f32_##NAME; t->sgd1_f64 = sgd1_f64_##NAME;                           \
@@ -55,12 +55,12 @@ ATTR static void undrop_##SUF##_##NAME(ptrdiff_t n, const unsigned char *mask, T
         t->undrop_f32 = undrop_f32_##NAME; t->undrop_f64 = undrop_f64_##NAME;                   \
     }
 
-BP_TARGET(generic, )
+BP_TARGET(generic, , 0)
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define BP_X86_LEVELS 1
-BP_TARGET(avx2, __attribute__((target("avx2,fma"))))
-BP_TARGET(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))))
+BP_TARGET(avx2, __attribute__((target("avx2,fma"))), 1)
+BP_TARGET(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), 1)
 #else
 #define BP_X86_LEVELS 0
 #endif

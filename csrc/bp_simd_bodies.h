@@ -44,7 +44,7 @@
 #define LOG1P_f64(x) log1p(x)
 
 #if defined(__GNUC__) && !defined(BP_PORTABLE_LOOPS)
-/* GCC's (and Clang's) vector extensions, 64 bytes, which each target compiles to its own
+/* GCC's (and Clang's) vector extensions, 32 bytes, which each target compiles to its own
  * registers. The common batch-of-one updates (SGD and SGD with momentum without decay, Adam
  * without decay or AMSGrad) do whole vectors of each row with them (the *_bulk loops), and the
  * scalar loops (the *_run loops, adam_loop) do the rest: autovectorised, a loop repeated its
@@ -52,12 +52,14 @@
  * first layer has 784 rows of 256 weights). The check is an OR of the weights' bits kept across
  * the rows (note_written). Measured (784-256-128-10, float32, batch 1, one thread, AVX-512
  * EPYC, with the optimizer state on a cache line): plain SGD 63.0 -> 43-46 us a step, with
- * momentum 75.4 -> 59-61, Adam 151 -> 110. */
-typedef float bp_vec_f32 __attribute__((vector_size(64)));
-typedef double bp_vec_f64 __attribute__((vector_size(64)));
-typedef uint32_t bp_uvec_f32 __attribute__((vector_size(64)));
-typedef uint64_t bp_uvec_f64 __attribute__((vector_size(64)));
-#define BP_BULK(T, SUF, UINT)                                                                      \
+ * momentum 75.4 -> 59-61, Adam 151 -> 110. 32-byte vectors: 64-byte ones were split lane by
+ * lane on AVX2 (compares, square roots). The generic target (SSE2, and every other CPU) does
+ * not use them (vec 0 in BP_TARGET): split in two there, they took 1.6 times as long. */
+typedef float bp_vec_f32 __attribute__((vector_size(32)));
+typedef double bp_vec_f64 __attribute__((vector_size(32)));
+typedef uint32_t bp_uvec_f32 __attribute__((vector_size(32)));
+typedef uint64_t bp_uvec_f64 __attribute__((vector_size(32)));
+#define BP_BULK(T, SUF, UINT)                                                                  \
 enum { LANES_##SUF = sizeof(bp_vec_##SUF) / sizeof(T) };                                       \
 BP_INLINE void flushv_##SUF(bp_vec_##SUF *x) {                                                 \
     /* FLUSH on a vector: NaN compares false and is kept */                                    \
@@ -69,19 +71,19 @@ BP_INLINE void flushv_##SUF(bp_vec_##SUF *x) {                                  
     bits &= ~(bp_uvec_##SUF)(size < FLUSH_MIN_##SUF);                                          \
     memcpy(x, &bits, sizeof bits);                                                             \
 }                                                                                              \
-BP_INLINE void note_written_##SUF(bp_uvec_##SUF *written, const bp_vec_##SUF *w) {           \
-    /* ORs in w's bits: one instruction a vector, no reduction per row. Measured in the step  \
+BP_INLINE void note_written_##SUF(bp_uvec_##SUF *written, const bp_vec_##SUF *w) {             \
+    /* ORs in w's bits: one instruction a vector, no reduction per row. Measured in the step   \
      * (batch of one, plain SGD): about nothing, where the bits of w - w (exact, two           \
-     * instructions) cost 5 % and a running sum of w * 0 (one multiply-add, waiting on the   \
-     * last one's latency) 10 % */                                                            \
+     * instructions) cost 5 % and a running sum of w * 0 (one multiply-add, waiting on the     \
+     * last one's latency) 10 % */                                                             \
     bp_uvec_##SUF bits;                                                                        \
     memcpy(&bits, w, sizeof bits);                                                             \
     *written |= bits;                                                                          \
 }                                                                                              \
-BP_INLINE int written_maybe_nonfinite_##SUF(const bp_uvec_##SUF *written, UINT expmask) {     \
-    /* the OR's exponent is all ones when a weight written is NaN or infinite, and also when \
-     * weights of 2 or more met others whose exponents fill the rest: written_nonfinite then  \
-     * looks at each one (a layer holding a weight of 2 or more pays that pass every step) */ \
+BP_INLINE int written_maybe_nonfinite_##SUF(const bp_uvec_##SUF *written, UINT expmask) {      \
+    /* the OR's exponent is all ones when a weight written is NaN or infinite, and also when   \
+     * weights of 2 or more met others whose exponents fill the rest: written_nonfinite then   \
+     * looks at each one (a layer holding a weight of 2 or more pays that pass every step) */  \
     UINT any = 0;                                                                              \
     for (int j = 0; j < LANES_##SUF; j++) any |= (*written)[j];                                \
     return (any & expmask) == expmask;                                                         \
@@ -103,7 +105,7 @@ BP_INLINE ptrdiff_t momentum_bulk_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, con
     }                                                                                          \
     return i;                                                                                  \
 }                                                                                              \
-BP_INLINE ptrdiff_t descent_bulk_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u,             \
+BP_INLINE ptrdiff_t descent_bulk_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u,              \
                                        bp_uvec_##SUF *written) {                               \
     ptrdiff_t i = 0;                                                                           \
     for (; i + LANES_##SUF <= n; i += LANES_##SUF) {                                           \
@@ -116,7 +118,7 @@ BP_INLINE ptrdiff_t descent_bulk_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u
     }                                                                                          \
     return i;                                                                                  \
 }                                                                                              \
-BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T *u,          \
+BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T *u,           \
                                     const bp_adam_args *a, bp_uvec_##SUF *written) {           \
     /* adam_loop without decay or AMSGrad, on the gradient xr * u (the same arithmetic) */     \
     const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
@@ -136,7 +138,7 @@ BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T
         flushv_##SUF(&vi);                                                                     \
         memcpy(m + i, &mi, sizeof mi);                                                         \
         memcpy(v + i, &vi, sizeof vi);                                                         \
-        for (int j = 0; j < LANES_##SUF; j++) root[j] = SQRT_##SUF(vi[j]);  /* vectorised */    \
+        for (int j = 0; j < LANES_##SUF; j++) root[j] = SQRT_##SUF(vi[j]);  /* vectorised */   \
         wi = wi - step * mi / (root * inv_sqrt_bc2 + eps);                                     \
         memcpy(w + i, &wi, sizeof wi);                                                         \
         note_written_##SUF(written, &wi);                                                      \
@@ -148,24 +150,24 @@ BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T
  * the row runs below do every weight, autovectorised */
 typedef uint32_t bp_uvec_f32;
 typedef uint64_t bp_uvec_f64;
-#define BP_BULK(T, SUF, UINT)                                                                      \
-BP_INLINE int written_maybe_nonfinite_##SUF(const bp_uvec_##SUF *written, UINT expmask) {     \
+#define BP_BULK(T, SUF, UINT)                                                                  \
+BP_INLINE int written_maybe_nonfinite_##SUF(const bp_uvec_##SUF *written, UINT expmask) {      \
     (void)written; (void)expmask;                                                              \
     return 0;                                                                                  \
 }                                                                                              \
 BP_INLINE ptrdiff_t momentum_bulk_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, const T *u,       \
                                         bp_uvec_##SUF *written) {                              \
-    (void)n; (void)w; (void)v; (void)mom; (void)s; (void)u; (void)written;                    \
+    (void)n; (void)w; (void)v; (void)mom; (void)s; (void)u; (void)written;                     \
     return 0;                                                                                  \
 }                                                                                              \
-BP_INLINE ptrdiff_t descent_bulk_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u,             \
+BP_INLINE ptrdiff_t descent_bulk_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u,              \
                                        bp_uvec_##SUF *written) {                               \
-    (void)n; (void)w; (void)lr; (void)xr; (void)u; (void)written;                             \
+    (void)n; (void)w; (void)lr; (void)xr; (void)u; (void)written;                              \
     return 0;                                                                                  \
 }                                                                                              \
-BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T *u,          \
+BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T *u,           \
                                     const bp_adam_args *a, bp_uvec_##SUF *written) {           \
-    (void)n; (void)w; (void)m; (void)v; (void)xr; (void)u; (void)a; (void)written;            \
+    (void)n; (void)w; (void)m; (void)v; (void)xr; (void)u; (void)a; (void)written;             \
     return 0;                                                                                  \
 }
 #endif
@@ -184,17 +186,17 @@ static inline int sgd_without_decay(const bp_sgd_args *a) {
 
 #define BP_BODIES(T, SUF, UINT, EXPMASK)                                                       \
 BP_INLINE UINT expbits_##SUF(T x) {                                                            \
-    /* x's exponent bits: all ones (EXPMASK) exactly for NaN and infinity. The updates keep  \
-     * the largest they wrote, an integer max that vectorises with the loop, and report     \
-     * whether any value they wrote is non-finite: the check costs no pass of its own */     \
+    /* x's exponent bits: all ones (EXPMASK) exactly for NaN and infinity. The updates keep    \
+     * the largest they wrote, an integer max that vectorises with the loop, and report        \
+     * whether any value they wrote is non-finite: the check costs no pass of its own */       \
     UINT bits;                                                                                 \
     memcpy(&bits, &x, sizeof bits);                                                            \
     return bits & EXPMASK;                                                                     \
 }                                                                                              \
 BP_INLINE UINT max_##SUF(UINT a, UINT b) { return a > b ? a : b; }                             \
 BP_INLINE int nonfinite_body_##SUF(ptrdiff_t n, const T *x) {                                  \
-    /* the exponent bits are all ones exactly for NaN and infinity: an integer max over the  \
-     * masked exponents vectorises, where an early-exit isfinite() loop does not */           \
+    /* the exponent bits are all ones exactly for NaN and infinity: an integer max over the    \
+     * masked exponents vectorises, where an early-exit isfinite() loop does not */            \
     UINT top = 0;                                                                              \
     for (ptrdiff_t i = 0; i < n; i++) {                                                        \
         UINT bits;                                                                             \
@@ -208,14 +210,14 @@ BP_BULK(T, SUF, UINT)                                                           
 BP_INLINE int written_nonfinite_##SUF(const bp_uvec_##SUF *written, ptrdiff_t n, const T *w) { \
     /* whether one of the n weights from w, written by the bulk loops (their OR in written)    \
      * or checked by the scalar runs, is not finite */                                         \
-    return written_maybe_nonfinite_##SUF(written, EXPMASK) && nonfinite_body_##SUF(n, w);     \
+    return written_maybe_nonfinite_##SUF(written, EXPMASK) && nonfinite_body_##SUF(n, w);      \
 }                                                                                              \
 /* The two common SGD updates without decay, over `rows` rows of n weights one after another   \
  * (v alike), row r's gradient x[r] * u (u when x is NULL: one row); each returns 1 if a       \
  * weight it wrote is not finite. The *_run loops (any n) do what the vector *_bulk loops      \
  * leave of each row. With momentum: v = mom * v - (lr * x[r]) * u, w += v (w cannot shrink    \
  * geometrically, only v can); without: w -= lr * (x[r] * u). */                               \
-BP_INLINE int momentum_run_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, const T *u) {           \
+BP_INLINE int momentum_run_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, const T *u) {            \
     UINT top = 0;                                                                              \
     for (ptrdiff_t i = 0; i < n; i++) {                                                        \
         T vi = mom * v[i] - s * u[i];                                                          \
@@ -227,7 +229,7 @@ BP_INLINE int momentum_run_##SUF(ptrdiff_t n, T *w, T *v, T mom, T s, const T *u
     }                                                                                          \
     return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE int descent_run_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u) {                  \
+BP_INLINE int descent_run_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u) {                   \
     UINT top = 0;                                                                              \
     for (ptrdiff_t i = 0; i < n; i++) {                                                        \
         T wi = w[i] - lr * (xr * u[i]);                                                        \
@@ -236,26 +238,26 @@ BP_INLINE int descent_run_##SUF(ptrdiff_t n, T *w, T lr, T xr, const T *u) {    
     }                                                                                          \
     return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE int momentum_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr,       \
-                                  const T *x, const T *u) {                                    \
+BP_INLINE int momentum_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr,        \
+                                  const T *x, const T *u, const int vec) {                     \
     T *const first = w;                                                                        \
     bp_uvec_##SUF written = {0};                                                               \
     int bad = 0;                                                                               \
     for (ptrdiff_t r = 0; r < rows; r++, w += n, v += n) {                                     \
         const T s = x ? lr * x[r] : lr;                                                        \
-        const ptrdiff_t i = momentum_bulk_##SUF(n, w, v, mom, s, u, &written);                 \
+        const ptrdiff_t i = vec ? momentum_bulk_##SUF(n, w, v, mom, s, u, &written) : 0;       \
         bad |= momentum_run_##SUF(n - i, w + i, v + i, mom, s, u + i);                         \
     }                                                                                          \
     return bad || written_nonfinite_##SUF(&written, rows * n, first);                          \
 }                                                                                              \
-BP_INLINE int descent_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const T *x,         \
-                                 const T *u) {                                                 \
+BP_INLINE int descent_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const T *x,          \
+                                 const T *u, const int vec) {                                  \
     T *const first = w;                                                                        \
     bp_uvec_##SUF written = {0};                                                               \
     int bad = 0;                                                                               \
     for (ptrdiff_t r = 0; r < rows; r++, w += n) {                                             \
         const T xr = x ? x[r] : 1;                                                             \
-        const ptrdiff_t i = descent_bulk_##SUF(n, w, lr, xr, u, &written);                     \
+        const ptrdiff_t i = vec ? descent_bulk_##SUF(n, w, lr, xr, u, &written) : 0;           \
         bad |= descent_run_##SUF(n - i, w + i, lr, xr, u + i);                                 \
     }                                                                                          \
     return bad || written_nonfinite_##SUF(&written, rows * n, first);                          \
@@ -263,9 +265,9 @@ BP_INLINE int descent_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const 
 BP_INLINE ptrdiff_t row_block_##SUF(ptrdiff_t rows, ptrdiff_t n, T scale, const T *x,          \
                                      const T *u, T *g) {                                       \
     /* g = (scale * x[q]) * u for as many whole rows as BP_ROW_BLOCK values hold: short rows   \
-     * (an output layer's) are updated a block at a time, so that the vector loops run across \
-     * them; row by row, their per-call costs were most of the check's cost (4 % of a batch-  \
-     * of-one step of the tutorial network, Adam) */                                          \
+     * (an output layer's) are updated a block at a time, so that the vector loops run across  \
+     * them; row by row, their per-call costs were most of the check's cost (4 % of a batch-   \
+     * of-one step of the tutorial network, Adam) */                                           \
     const ptrdiff_t k = rows < BP_ROW_BLOCK / n ? rows : BP_ROW_BLOCK / n;                     \
     for (ptrdiff_t q = 0; q < k; q++) {                                                        \
         const T s = scale * x[q];                                                              \
@@ -273,39 +275,40 @@ BP_INLINE ptrdiff_t row_block_##SUF(ptrdiff_t rows, ptrdiff_t n, T scale, const 
     }                                                                                          \
     return k;                                                                                  \
 }                                                                                              \
-BP_INLINE int descent_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const T *x,        \
-                                  const T *u) {                                                \
+BP_INLINE int descent_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const T *x,         \
+                                  const T *u, const int vec) {                                 \
     /* descent_rows on the gradient x u^T (rows of n), short rows a block at a time */         \
     T g[BP_ROW_BLOCK];                                                                         \
     int bad = 0;                                                                               \
     if (n > BP_ROW_BLOCK / 2)                                                                  \
-        return descent_rows_##SUF(rows, n, w, lr, x, u);                                       \
+        return descent_rows_##SUF(rows, n, w, lr, x, u, vec);                                  \
     for (ptrdiff_t r = 0, k; r < rows; r += k) {                                               \
         k = row_block_##SUF(rows - r, n, 1, x + r, u, g);                                      \
-        bad |= descent_rows_##SUF(1, k * n, w + r * n, lr, NULL, g);                           \
+        bad |= descent_rows_##SUF(1, k * n, w + r * n, lr, NULL, g, vec);                      \
     }                                                                                          \
     return bad;                                                                                \
 }                                                                                              \
-BP_INLINE int momentum_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr,      \
-                                   const T *x, const T *u) {                                   \
+BP_INLINE int momentum_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr,       \
+                                   const T *x, const T *u, const int vec) {                    \
     /* momentum_rows likewise (the block holds the steps (lr * x[r]) * u, the same products) */ \
     T g[BP_ROW_BLOCK];                                                                         \
     int bad = 0;                                                                               \
     if (n > BP_ROW_BLOCK / 2)                                                                  \
-        return momentum_rows_##SUF(rows, n, w, v, mom, lr, x, u);                              \
+        return momentum_rows_##SUF(rows, n, w, v, mom, lr, x, u, vec);                         \
     for (ptrdiff_t r = 0, k; r < rows; r += k) {                                               \
         k = row_block_##SUF(rows - r, n, lr, x + r, u, g);                                     \
-        bad |= momentum_rows_##SUF(1, k * n, w + r * n, v + r * n, mom, 1, NULL, g);           \
+        bad |= momentum_rows_##SUF(1, k * n, w + r * n, v + r * n, mom, 1, NULL, g, vec);      \
     }                                                                                          \
     return bad;                                                                                \
 }                                                                                              \
-BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a) {    \
+BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_args *a,        \
+                             const int vec) {                                                  \
     ptrdiff_t i;                                                                               \
-    const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;  \
+    const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;   \
     UINT top = 0;                                                                              \
     if (sgd_without_decay(a))                                                                  \
-        return mom == 0 ? descent_rows_##SUF(1, n, w, lr, NULL, g)                             \
-                        : momentum_rows_##SUF(1, n, w, v, mom, lr, NULL, g);                   \
+        return mom == 0 ? descent_rows_##SUF(1, n, w, lr, NULL, g, vec)                        \
+                        : momentum_rows_##SUF(1, n, w, v, mom, lr, NULL, g, vec);              \
     /* one loop per mode, each branch-free */                                                  \
     if (mom == 0) {                                                                            \
         for (i = 0; i < n; i++) {                                                              \
@@ -335,11 +338,11 @@ BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_a
             top = max_##SUF(top, expbits_##SUF(wi));                                           \
         }                                                                                      \
     }                                                                                          \
-    /* a non-finite v makes w non-finite in the same update: checking w covers both */       \
+    /* a non-finite v makes w non-finite in the same update: checking w covers both */         \
     return top == EXPMASK;                                                                     \
 }                                                                                              \
 BP_INLINE int sgd1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, T *v, \
-                               const bp_sgd_args *a) {                                          \
+                               const bp_sgd_args *a, const int vec) {                          \
     /* the update for a batch of one, over rows of n weights one after another (v's alike):    \
      * row r's gradient is x[r] * d, formed in registers. One call for all the rows: a call    \
      * per row cost 7 % of the loop's time over the tutorial network's first layer */          \
@@ -347,20 +350,20 @@ BP_INLINE int sgd1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, con
     const T mom = (T)a->momentum;                                                              \
     int bad = 0;                                                                               \
     if (sgd_without_decay(a))                                                                  \
-        return mom == 0 ? descent_outer_##SUF(rows, n, w, (T)a->lr, x, d)                      \
-                        : momentum_outer_##SUF(rows, n, w, v, mom, (T)a->lr, x, d);            \
+        return mom == 0 ? descent_outer_##SUF(rows, n, w, (T)a->lr, x, d, vec)                 \
+                        : momentum_outer_##SUF(rows, n, w, v, mom, (T)a->lr, x, d, vec);       \
     for (r = 0; r < rows; r++, w += n) {                                                       \
         T g[BP_ROW_BLOCK];                                                                     \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += BP_ROW_BLOCK) {                                   \
             ptrdiff_t m = n - j0 < BP_ROW_BLOCK ? n - j0 : BP_ROW_BLOCK;                       \
             for (i = 0; i < m; i++) g[i] = x[r] * d[j0 + i];                                   \
-            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + r * n + j0 : v, a);                    \
+            bad |= sgd_body_##SUF(m, w + j0, g, v ? v + r * n + j0 : v, a, vec);               \
         }                                                                                      \
     }                                                                                          \
     return bad;                                                                                \
 }                                                                                              \
-BP_INLINE int adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
-                               const bp_adam_args *a, const int decay, const int ams) {         \
+BP_INLINE int adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,              \
+                               const bp_adam_args *a, const int decay, const int ams) {        \
     const T b1 = (T)a->beta1, b2 = (T)a->beta2, c1 = (T)(1 - a->beta1);                        \
     const T c2 = (T)(1 - a->beta2), eps = (T)a->eps, wd = (T)a->weight_decay;                  \
     const T keep = (T)a->keep, step = (T)a->step, inv_sqrt_bc2 = (T)a->inv_sqrt_bc2;           \
@@ -376,19 +379,19 @@ BP_INLINE int adam_loop_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax
             vi = vmax[i] >= vi ? vmax[i] : vi;  /* so that a NaN in v reaches vmax */          \
             vmax[i] = vi;                                                                      \
         }                                                                                      \
-        T wi = (decay ? w[i] * keep : w[i]) - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps);\
+        T wi = (decay ? w[i] * keep : w[i]) - step * mi / (SQRT_##SUF(vi) * inv_sqrt_bc2 + eps); \
         /* only a decay can shrink w geometrically into subnormals */                          \
         w[i] = decay ? FLUSH_##SUF(wi) : wi;                                                   \
-        /* (w only: checking v too cost 14% more on AVX2; an infinite v, from |g| > 1e19 in   \
-         * float32, stops its weight, which stays finite, as in torch.optim) */               \
+        /* (w only: checking v too cost 14% more on AVX2; an infinite v, from |g| > 1e19 in    \
+         * float32, stops its weight, which stays finite, as in torch.optim) */                \
         top = max_##SUF(top, expbits_##SUF(wi));                                               \
     }                                                                                          \
     return top == EXPMASK;                                                                     \
 }                                                                                              \
-BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,            \
-                               const bp_adam_args *a) {                                         \
-    /* one loop per mode, the mode's tests constants there, so that each vectorises (without  \
-     * relying on the compiler to unswitch a loop grown past its limits) */                   \
+BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,              \
+                               const bp_adam_args *a, const int vec) {                         \
+    /* one loop per mode, the mode's tests constants there, so that each vectorises (without   \
+     * relying on the compiler to unswitch a loop grown past its limits) */                    \
     const int decay = a->weight_decay != 0 || a->keep != 1;                                    \
     if (vmax)                                                                                  \
         return decay ? adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 1)                           \
@@ -396,25 +399,25 @@ BP_INLINE int adam_body_##SUF(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax
     if (decay)                                                                                 \
         return adam_loop_##SUF(n, w, g, m, v, vmax, a, 1, 0);                                  \
     bp_uvec_##SUF written = {0};                                                               \
-    const ptrdiff_t i = adam_bulk_##SUF(n, w, m, v, 1, g, a, &written);                        \
+    const ptrdiff_t i = vec ? adam_bulk_##SUF(n, w, m, v, 1, g, a, &written) : 0;              \
     return adam_loop_##SUF(n - i, w + i, g + i, m + i, v + i, vmax, a, 0, 0)                   \
            || written_nonfinite_##SUF(&written, n, w);                                         \
 }                                                                                              \
 BP_INLINE int adam1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, T *m, \
-                               T *v, T *vmax, const bp_adam_args *a) {                          \
+                               T *v, T *vmax, const bp_adam_args *a, const int vec) {          \
     /* Adam's update for a batch of one, over rows of n weights one after another (the moments \
-     * alike): row r's gradient x[r] * d. Long rows: without decay or AMSGrad adam_bulk does    \
+     * alike): row r's gradient x[r] * d. Long rows: without decay or AMSGrad adam_bulk does   \
      * whole vectors of each row; the rest is formed a block at a time on the stack for        \
      * adam_body */                                                                            \
     T g[BP_ROW_BLOCK];                                                                         \
     bp_uvec_##SUF written = {0};                                                               \
-    const int bulk = a->weight_decay == 0 && a->keep == 1 && !vmax;                            \
+    const int bulk = vec && a->weight_decay == 0 && a->keep == 1 && !vmax;                     \
     int bad = 0;                                                                               \
     if (n <= BP_ROW_BLOCK / 2) {  /* short rows a block at a time (row_block) */               \
         for (ptrdiff_t r = 0, k, at; r < rows; r += k) {                                       \
             k = row_block_##SUF(rows - r, n, 1, x + r, d, g), at = r * n;                      \
             bad |= adam_body_##SUF(k * n, w + at, g, m + at, v + at, vmax ? vmax + at : vmax,  \
-                                   a);                                                          \
+                                   a, vec);                                                    \
         }                                                                                      \
         return bad;                                                                            \
     }                                                                                          \
@@ -426,16 +429,16 @@ BP_INLINE int adam1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, co
             const ptrdiff_t cols = n - j0 < BP_ROW_BLOCK ? n - j0 : BP_ROW_BLOCK, at = row + j0; \
             for (ptrdiff_t i = 0; i < cols; i++) g[i] = x[r] * d[j0 + i];                      \
             bad |= adam_body_##SUF(cols, w + at, g, m + at, v + at, vmax ? vmax + at : vmax,   \
-                                   a);                                                          \
+                                   a, vec);                                                    \
         }                                                                                      \
     }                                                                                          \
     return bad || written_nonfinite_##SUF(&written, rows * n, w);                              \
 }                                                                                              \
-BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                  \
-    /* BP_SUMSQ_LANES running sums, element i in lane i % BP_SUMSQ_LANES, added up in lane   \
-     * order at the end: one sum would wait on each addition's latency (measured 270 us for  \
-     * 235,146 float32 values, against 12 for NumPy's dot); the order is fixed, so the result \
-     * is the same at every SIMD level for float32 (whose squares are exact in double) */    \
+BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                                   \
+    /* BP_SUMSQ_LANES running sums, element i in lane i % BP_SUMSQ_LANES, added up in lane     \
+     * order at the end: one sum would wait on each addition's latency (measured 270 us for    \
+     * 235,146 float32 values, against 12 for NumPy's dot); the order is fixed, so the result  \
+     * is the same at every SIMD level for float32 (whose squares are exact in double) */      \
     double lane[BP_SUMSQ_LANES] = {0}, s = 0;                                                  \
     ptrdiff_t i = 0;                                                                           \
     for (; i + BP_SUMSQ_LANES <= n; i += BP_SUMSQ_LANES)                                       \
@@ -446,7 +449,7 @@ BP_INLINE double sumsq_body_##SUF(ptrdiff_t n, const T *x) {                    
     for (int j = 0; j < BP_SUMSQ_LANES; j++) s += lane[j];                                     \
     return s;                                                                                  \
 }                                                                                              \
-BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,             \
+BP_INLINE void outer_body_##SUF(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,              \
                                 const T *D, ptrdiff_t ld, T *g) {                              \
     for (int r = 0; r < k; r++) {                                                              \
         const T xr = x[r * stride];                                                            \
@@ -491,7 +494,7 @@ BP_INLINE T dact1_##SUF(T x, int kind, T p0, T p1) {                            
 }                                                                                              \
 BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *keep,           \
                               const bp_act *act) {                                             \
-    /* ReLU is written z < 0 ? 0 : z, and its derivative NaN at NaN, so that NaN stays NaN */ \
+    /* ReLU is written z < 0 ? 0 : z, and its derivative NaN at NaN, so that NaN stays NaN */  \
     ptrdiff_t j;                                                                               \
     const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
     if (keep) {                                                                                \
@@ -503,13 +506,13 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *k
         switch (act->kind) {                                                                   \
         case BP_RELU: for (j = 0; j < n; j++) { T z = in[j] + b[j]; out[j] = z < 0 ? 0 : z; }  \
             break;                                                                             \
-        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j])));\
+        case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-(in[j] + b[j]))); \
             break;                                                                             \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j] + b[j]); break;        \
         case BP_LEAKY_RELU: /* the product formed whatever the sign: the select vectorises */  \
-            for (j = 0; j < n; j++) { T z = in[j] + b[j], m = z * p0; out[j] = z > 0 ? z : m; }\
+            for (j = 0; j < n; j++) { T z = in[j] + b[j], m = z * p0; out[j] = z > 0 ? z : m; } \
             break;                                                                             \
-        case BP_IDENTITY: case BP_SOFTMAX: for (j = 0; j < n; j++) out[j] = in[j] + b[j]; break;\
+        case BP_IDENTITY: case BP_SOFTMAX: for (j = 0; j < n; j++) out[j] = in[j] + b[j]; break; \
         default: for (j = 0; j < n; j++) out[j] = act1_##SUF(in[j] + b[j], act->kind, p0, p1); \
         }                                                                                      \
     } else {                                                                                   \
@@ -518,7 +521,7 @@ BP_INLINE void act_body_##SUF(ptrdiff_t n, const T *in, const T *b, T *out, T *k
         case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = 1 / (1 + EXP_##SUF(-in[j])); break;  \
         case BP_TANH: for (j = 0; j < n; j++) out[j] = TANH_##SUF(in[j]); break;               \
         case BP_LEAKY_RELU:                                                                    \
-            for (j = 0; j < n; j++) { T z = in[j], m = z * p0; out[j] = z > 0 ? z : m; } break;\
+            for (j = 0; j < n; j++) { T z = in[j], m = z * p0; out[j] = z > 0 ? z : m; } break; \
         case BP_IDENTITY: case BP_SOFTMAX:                                                     \
             if (out != in) memmove(out, in, (size_t)n * sizeof(T));                            \
             break;                                                                             \
@@ -531,7 +534,7 @@ BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *z, const T *d, 
     ptrdiff_t j;                                                                               \
     const T p0 = (T)act->p0, p1 = (T)act->p1;                                                  \
     switch (act->kind) {                                                                       \
-    case BP_RELU: for (j = 0; j < n; j++) { T aj = a[j]; out[j] = aj > 0 ? d[j] : aj <= 0 ? 0 : aj; }\
+    case BP_RELU: for (j = 0; j < n; j++) { T aj = a[j]; out[j] = aj > 0 ? d[j] : aj <= 0 ? 0 : aj; } \
         break;                                                                                 \
     case BP_SIGMOID: for (j = 0; j < n; j++) out[j] = d[j] * a[j] * (1 - a[j]); break;         \
     case BP_TANH: for (j = 0; j < n; j++) out[j] = d[j] * (1 - a[j] * a[j]); break;            \
@@ -550,23 +553,23 @@ BP_INLINE void dact_body_##SUF(ptrdiff_t n, const T *a, const T *z, const T *d, 
     default: for (j = 0; j < n; j++) out[j] = d[j] * dact1_##SUF(z[j], act->kind, p0, p1);     \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,       \
+BP_INLINE void colsum_body_##SUF(ptrdiff_t n, ptrdiff_t rows, const T *D, ptrdiff_t ld,        \
                                  T *out) {                                                     \
     for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
         const T *d = D + r * ld;                                                               \
         for (ptrdiff_t j = 0; j < n; j++) out[j] += d[j];                                      \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void drop_body_##SUF(ptrdiff_t n, const T *u, T *out, unsigned char *mask,          \
+BP_INLINE void drop_body_##SUF(ptrdiff_t n, const T *u, T *out, unsigned char *mask,           \
                                uint64_t key, uint64_t first, uint32_t threshold, T scale) {    \
     for (ptrdiff_t j = 0; j < n; j++) {                                                        \
         uint64_t h = bp_drop_hash(key + (first + (uint64_t)j) * BP_DROP_STEP);                 \
         unsigned char keep = (uint32_t)(h >> 32) >= threshold;                                 \
         mask[j] = keep;                                                                        \
-        out[j] = u[j] * (keep ? scale : 0); /* a product, as torch's: NaN * 0 stays NaN */      \
+        out[j] = u[j] * (keep ? scale : 0); /* a product, as torch's: NaN * 0 stays NaN */     \
     }                                                                                          \
 }                                                                                              \
-BP_INLINE void undrop_body_##SUF(ptrdiff_t n, const unsigned char *mask, T scale, T *d) {     \
+BP_INLINE void undrop_body_##SUF(ptrdiff_t n, const unsigned char *mask, T scale, T *d) {      \
     for (ptrdiff_t j = 0; j < n; j++) d[j] *= mask[j] ? scale : 0;                             \
 }
 
