@@ -51,8 +51,8 @@
  * alias checks, its remainder and its check's reduction for every row (the tutorial network's
  * first layer has 784 rows of 256 weights). The check is an OR of the weights' bits kept across
  * the rows (note_written). Measured (784-256-128-10, float32, batch 1, one thread, AVX-512
- * EPYC, with the optimizer state on a cache line): plain SGD 63.0 -> 43-46 us a step, with
- * momentum 75.4 -> 59-61, Adam 151 -> 110. 32-byte vectors: 64-byte ones were split lane by
+ * EPYC, with the optimizer state on a cache line): plain SGD 63.5 -> 46.1 us a step, with
+ * momentum 75.1 -> 59.2, Adam 152.0 -> 114.4. 32-byte vectors: 64-byte ones were split lane by
  * lane on AVX2 (compares, square roots). The generic target (SSE2, and every other CPU) does
  * not use them (vec 0 in BP_TARGET): split in two there, they took 1.6 times as long. */
 typedef float bp_vec_f32 __attribute__((vector_size(32)));
@@ -266,8 +266,7 @@ BP_INLINE ptrdiff_t row_block_##SUF(ptrdiff_t rows, ptrdiff_t n, T scale, const 
                                      const T *u, T *g) {                                       \
     /* g = (scale * x[q]) * u for as many whole rows as BP_ROW_BLOCK values hold: short rows   \
      * (an output layer's) are updated a block at a time, so that the vector loops run across  \
-     * them; row by row, their per-call costs were most of the check's cost (4 % of a batch-   \
-     * of-one step of the tutorial network, Adam) */                                           \
+     * them; row by row, each short row paid a loop's setup and its check's reduction */       \
     const ptrdiff_t k = rows < BP_ROW_BLOCK / n ? rows : BP_ROW_BLOCK / n;                     \
     for (ptrdiff_t q = 0; q < k; q++) {                                                        \
         const T s = scale * x[q];                                                              \
