@@ -267,7 +267,8 @@ BP_INLINE ptrdiff_t row_block_##SUF(ptrdiff_t rows, ptrdiff_t n, T scale, const 
     /* g = (scale * x[q]) * u for as many whole rows as BP_ROW_BLOCK values hold: short rows   \
      * (an output layer's) are updated a block at a time, so that the vector loops run across  \
      * them; row by row, each short row paid a loop's setup and its check's reduction */       \
-    const ptrdiff_t k = rows < BP_ROW_BLOCK / n ? rows : BP_ROW_BLOCK / n;                     \
+    const ptrdiff_t fit = n > 0 ? BP_ROW_BLOCK / n : rows;  /* never divides by a width of 0 */ \
+    const ptrdiff_t k = rows < fit ? rows : fit;                                               \
     for (ptrdiff_t q = 0; q < k; q++) {                                                        \
         const T s = scale * x[q];                                                              \
         for (ptrdiff_t j = 0; j < n; j++) g[q * n + j] = s * u[j];                             \
