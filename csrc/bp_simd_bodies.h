@@ -173,7 +173,7 @@ BP_INLINE ptrdiff_t adam_bulk_##SUF(ptrdiff_t n, T *w, T *m, T *v, T xr, const T
 #endif
 
 /* plain SGD, or SGD with (heavy-ball) momentum, neither with decay: the common cases, which
- * descent_rows and momentum_rows do */
+ * sgd_rows does */
 static inline int sgd_without_decay(const bp_sgd_args *a) {
     return a->weight_decay == 0 && a->keep == 1 && !(a->momentum != 0 && a->nesterov);
 }
@@ -275,29 +275,21 @@ BP_INLINE ptrdiff_t row_block_##SUF(ptrdiff_t rows, ptrdiff_t n, T scale, const 
     }                                                                                          \
     return k;                                                                                  \
 }                                                                                              \
-BP_INLINE int descent_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T lr, const T *x,         \
-                                  const T *u, const int vec) {                                 \
-    /* descent_rows on the gradient x u^T (rows of n), short rows a block at a time */         \
+BP_INLINE int sgd_rows_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr, const T *x, \
+                             const T *u, const int vec) {                                      \
+    /* plain SGD (mom 0) or SGD with momentum, no decay, on the gradient x u^T (u when x is    \
+     * NULL: one row). Short rows a block of whole rows at a time (row_block): the block holds \
+     * x[r] * u, or with momentum the steps (lr * x[r]) * u: the products the rows form */     \
     T g[BP_ROW_BLOCK];                                                                         \
     int bad = 0;                                                                               \
-    if (n > BP_ROW_BLOCK / 2)                                                                  \
-        return descent_rows_##SUF(rows, n, w, lr, x, u, vec);                                  \
+    if (!x || n > BP_ROW_BLOCK / 2)                                                            \
+        return mom == 0 ? descent_rows_##SUF(rows, n, w, lr, x, u, vec)                        \
+                        : momentum_rows_##SUF(rows, n, w, v, mom, lr, x, u, vec);              \
     for (ptrdiff_t r = 0, k; r < rows; r += k) {                                               \
-        k = row_block_##SUF(rows - r, n, 1, x + r, u, g);                                      \
-        bad |= descent_rows_##SUF(1, k * n, w + r * n, lr, NULL, g, vec);                      \
-    }                                                                                          \
-    return bad;                                                                                \
-}                                                                                              \
-BP_INLINE int momentum_outer_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, T *v, T mom, T lr,       \
-                                   const T *x, const T *u, const int vec) {                    \
-    /* momentum_rows likewise (the block holds the steps (lr * x[r]) * u, the same products) */ \
-    T g[BP_ROW_BLOCK];                                                                         \
-    int bad = 0;                                                                               \
-    if (n > BP_ROW_BLOCK / 2)                                                                  \
-        return momentum_rows_##SUF(rows, n, w, v, mom, lr, x, u, vec);                         \
-    for (ptrdiff_t r = 0, k; r < rows; r += k) {                                               \
-        k = row_block_##SUF(rows - r, n, lr, x + r, u, g);                                     \
-        bad |= momentum_rows_##SUF(1, k * n, w + r * n, v + r * n, mom, 1, NULL, g, vec);      \
+        k = row_block_##SUF(rows - r, n, mom == 0 ? 1 : lr, x + r, u, g);                      \
+        bad |= mom == 0 ? descent_rows_##SUF(1, k * n, w + r * n, lr, NULL, g, vec)            \
+                        : momentum_rows_##SUF(1, k * n, w + r * n, v + r * n, mom, 1, NULL, g, \
+                                              vec);                                            \
     }                                                                                          \
     return bad;                                                                                \
 }                                                                                              \
@@ -307,8 +299,7 @@ BP_INLINE int sgd_body_##SUF(ptrdiff_t n, T *w, const T *g, T *v, const bp_sgd_a
     const T lr = (T)a->lr, mom = (T)a->momentum, wd = (T)a->weight_decay, keep = (T)a->keep;   \
     UINT top = 0;                                                                              \
     if (sgd_without_decay(a))                                                                  \
-        return mom == 0 ? descent_rows_##SUF(1, n, w, lr, NULL, g, vec)                        \
-                        : momentum_rows_##SUF(1, n, w, v, mom, lr, NULL, g, vec);              \
+        return sgd_rows_##SUF(1, n, w, v, mom, lr, NULL, g, vec);                              \
     /* one loop per mode, each branch-free */                                                  \
     if (mom == 0) {                                                                            \
         for (i = 0; i < n; i++) {                                                              \
@@ -350,8 +341,7 @@ BP_INLINE int sgd1_body_##SUF(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, con
     const T mom = (T)a->momentum;                                                              \
     int bad = 0;                                                                               \
     if (sgd_without_decay(a))                                                                  \
-        return mom == 0 ? descent_outer_##SUF(rows, n, w, (T)a->lr, x, d, vec)                 \
-                        : momentum_outer_##SUF(rows, n, w, v, mom, (T)a->lr, x, d, vec);       \
+        return sgd_rows_##SUF(rows, n, w, v, mom, (T)a->lr, x, d, vec);                        \
     for (r = 0; r < rows; r++, w += n) {                                                       \
         T g[BP_ROW_BLOCK];                                                                     \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += BP_ROW_BLOCK) {                                   \
