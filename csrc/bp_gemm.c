@@ -100,17 +100,20 @@ BP_ATTR_AVX512 BP_INLINE double hsum_v8d(bp_v8d v) {
 /* Whether nt copies B transposed, a block at a time, and runs nn's tiles instead of dot
  * products: for a short k (the dot products' lane sums and k's tail cost more than their
  * multiply-adds) or many rows (the copy, once per element of B, is shared by all of them).
- * Measured on AVX2 (float32 and float64, C 256 or 784 wide): the copy wins for k within a
- * vector at any m; from m = 16 for k within 4 vectors, m = 40 within 8; m = 64 beyond */
+ * Measured on AVX2 (float32 and float64, C 256 or 784 wide): the copy wins for k under two
+ * vectors at any m (k = 10, the tutorial network's output layer: 1.4-1.7 against 1.4-2.9 us at
+ * 1-8 rows, 2.4 against 6.5 at 32; AMD EPYC Zen 4 at the AVX2 level); from m = 16 for k within
+ * 4 vectors, m = 40 within 8; m = 64 beyond. vl is the dot products' vector length (32 bytes
+ * at AVX2 and AVX-512 alike). */
 static int bp_nt_packs(int m, int k, int vl) {
-    return k <= vl || m >= 64 || (m >= 16 && k <= 4 * vl) || (m >= 40 && k <= 8 * vl);
+    return k < 2 * vl || m >= 64 || (m >= 16 && k <= 4 * vl) || (m >= 40 && k <= 8 * vl);
 }
 
 /* ---- the tiles, once per vector type V of VL lanes of T (VS names it) ---- */
 
 #define BP_GEMM_TILES(ATTR, T, V, VS, VL)                                                       \
-/* C[0:mr, 0:cols] (+)= A[0:mr, 0:k] @ B[0:k, 0:nr*VL]; cols < nr * VL only with nr == 1 (the \
- * last columns of C, B then a zero-padded copy) */                                           \
+/* C[0:mr, 0:cols] (+)= A[0:mr, 0:k] @ B[0:k, 0:nr*VL]; cols < nr * VL only with nr == 1 (the   \
+ * last columns of C, B then a zero-padded copy) */                                             \
 ATTR BP_INLINE void tile_##VS(const int mr, const int nr, ptrdiff_t k, const T *A,              \
                               ptrdiff_t sr, ptrdiff_t sp, const T *B, ptrdiff_t ldb, int acc,   \
                               T *C, ptrdiff_t ldc, int cols) {                                  \
@@ -152,8 +155,8 @@ ATTR BP_INLINE void tile_##VS(const int mr, const int nr, ptrdiff_t k, const T *
         }                                                                                       \
     }                                                                                           \
 }                                                                                               \
-/* C[0:mr, 0:nc] (+)= A[0:mr, 0:k] @ B[0:nc, 0:k].T, k = kv + rem (kv a multiple of VL); the  \
- * rows' last rem elements are read from at and bt (VL apart, zero-padded) */                  \
+/* C[0:mr, 0:nc] (+)= A[0:mr, 0:k] @ B[0:nc, 0:k].T, k = kv + rem (kv a multiple of VL); the    \
+ * rows' last rem elements are read from at and bt (VL apart, zero-padded) */                   \
 ATTR BP_INLINE void dot_##VS(const int mr, const int nc, ptrdiff_t kv, int rem, const T *A,     \
                              ptrdiff_t lda, const T *B, ptrdiff_t ldb, const T *at,             \
                              const T *bt, int acc, T *C, ptrdiff_t ldc) {                       \
@@ -173,7 +176,7 @@ ATTR BP_INLINE void dot_##VS(const int mr, const int nc, ptrdiff_t kv, int rem, 
         }                                                                                       \
     }                                                                                           \
     if (rem) {                                                                                  \
-        BP_UNROLL for (r = 0; r < mr; r++) memcpy(&a[r], at + r * VL, sizeof(V));              \
+        BP_UNROLL for (r = 0; r < mr; r++) memcpy(&a[r], at + r * VL, sizeof(V));               \
         BP_UNROLL for (q = 0; q < nc; q++) {                                                    \
             memcpy(&b, bt + q * VL, sizeof(V));                                                 \
             BP_UNROLL for (r = 0; r < mr; r++) s[r][q] += a[r] * b;                             \
@@ -208,7 +211,8 @@ ATTR BP_INLINE void dot_##VS(const int mr, const int nc, ptrdiff_t kv, int rem, 
 
 /* ---- one level's kernels: the drivers over the tiles, and the epilogue ---- */
 
-#define BP_GEMM_LEVEL(NAME, ATTR, T, SUF, VS, VL, MR, NR, NR1, NR2, TMR, TNC, TNC1, TNC2)      \
+#define BP_GEMM_LEVEL(NAME, ATTR, TILES, T, SUF, VS, VL, MR, NR, NR1, NR2, DVS, DVL, TMR, TNC,  \
+                      TNC1, TNC2)                                                               \
 ATTR static void epilogue_##SUF##_##NAME(int rows, int cols, T *C, ptrdiff_t ldc, ptrdiff_t i0, \
                                          int j0, const bp_gemm_epilogue *epi) {                 \
     static const bp_act identity = {BP_IDENTITY, 0, 0};                                         \
@@ -218,23 +222,23 @@ ATTR static void epilogue_##SUF##_##NAME(int rows, int cols, T *C, ptrdiff_t ldc
     for (int r = 0; r < rows; r++)                                                              \
         act_body_##SUF(cols, C + r * ldc, bias, C + r * ldc, keep ? keep + r * ldc : NULL, act);\
 }                                                                                               \
-ATTR static void tile_##SUF##_##NAME(int mr, int nr, ptrdiff_t k, const T *A, ptrdiff_t sr,     \
+ATTR TILES void tile_##SUF##_##NAME(int mr, int nr, ptrdiff_t k, const T *A, ptrdiff_t sr,      \
                                      ptrdiff_t sp, const T *B, ptrdiff_t ldb, int acc, T *C,    \
                                      ptrdiff_t ldc, int cols) {                                 \
     BP_SELECT(BP_TILE_CALL_##VS, MR, NR, NR1, NR2)                                              \
 }                                                                                               \
-ATTR static void dot_##SUF##_##NAME(int mr, int nr, ptrdiff_t kv, int rem, const T *A,          \
+ATTR TILES void dot_##SUF##_##NAME(int mr, int nr, ptrdiff_t kv, int rem, const T *A,           \
                                     ptrdiff_t lda, const T *B, ptrdiff_t ldb, const T *at,      \
                                     const T *bt, int acc, T *C, ptrdiff_t ldc) {                \
-    BP_SELECT(BP_DOT_CALL_##VS, TMR, TNC, TNC1, TNC2)                                           \
+    BP_SELECT(BP_DOT_CALL_##DVS, TMR, TNC, TNC1, TNC2)                                          \
 }                                                                                               \
-/* C (m x n) (+)= A @ B, A's element (r, p) at A[r * sr + p * sp]; B (k x n), or if bt B.T    \
+/* C (m x n) (+)= A @ B, A's element (r, p) at A[r * sr + p * sp]; B (k x n), or if bt B.T      \
  * with B (n x k), each block of it then copied transposed into the buffer */                   \
 ATTR static void mm_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t sr, ptrdiff_t sp, \
                                    const T *B, ptrdiff_t ldb, int bt, int accumulate, T *C,     \
                                    ptrdiff_t ldc, const bp_gemm_epilogue *epi) {                \
     T pack[BP_PACK_BYTES / sizeof(T)];                                                          \
-    /* one or two rows: wider tiles, for enough independent sums */                            \
+    /* one or two rows: wider tiles, for enough independent sums */                             \
     const int nrm = m >= MR ? NR : m == 1 ? NR1 : m == 2 ? NR2 : NR;                            \
     int i0, j0, cw, nr, mr, l;                                                                  \
     ptrdiff_t k0, kk, kc, p;                                                                    \
@@ -285,42 +289,43 @@ ATTR static void mm_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t sr
 ATTR static void gemm_nn_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
                                         ptrdiff_t ldc, const bp_gemm_epilogue *epi) {           \
-    mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, 0, accumulate, C, ldc, epi);                     \
+    mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, 0, accumulate, C, ldc, epi);                  \
 }                                                                                               \
 ATTR static void gemm_tn_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
                                         ptrdiff_t ldc, const bp_gemm_epilogue *epi) {           \
-    mm_##SUF##_##NAME(m, n, k, A, 1, lda, B, ldb, 0, accumulate, C, ldc, epi);                     \
+    mm_##SUF##_##NAME(m, n, k, A, 1, lda, B, ldb, 0, accumulate, C, ldc, epi);                  \
 }                                                                                               \
 ATTR static void gemm_nt_##SUF##_##NAME(int m, int n, int k, const T *A, ptrdiff_t lda,         \
                                         const T *B, ptrdiff_t ldb, int accumulate, T *C,        \
                                         ptrdiff_t ldc, const bp_gemm_epilogue *epi) {           \
-    T at[BP_NT_ROWS * VL], bt[BP_NR_MAX * VL];                                                  \
+    T at[BP_NT_ROWS * DVL], bt[BP_NR_MAX * DVL];                                                \
     const int ncm = m >= TMR ? TNC : m == 1 ? TNC1 : m == 2 ? TNC2 : TNC;                       \
-    const ptrdiff_t kv = k > 0 ? (ptrdiff_t)k / VL * VL : 0;                                    \
+    const ptrdiff_t kv = k > 0 ? (ptrdiff_t)k / DVL * DVL : 0;                                  \
     const int rem = k > 0 ? k - (int)kv : 0;                                                    \
     int i0, i1, ic, j0, nc, mr, q, l;                                                           \
     if (m <= 0 || n <= 0) return;                                                               \
-    if (bp_nt_packs(m, k, VL)) {                                                                \
+    if (bp_nt_packs(m, k, DVL)) {                                                               \
         mm_##SUF##_##NAME(m, n, k, A, lda, 1, B, ldb, 1, accumulate, C, ldc, epi);              \
         return;                                                                                 \
     }                                                                                           \
     for (i1 = 0; i1 < m; i1 += BP_NT_ROWS) {                                                    \
         ic = m - i1 < BP_NT_ROWS ? m - i1 : BP_NT_ROWS;                                         \
         for (q = 0; q < ic && rem; q++) {                                                       \
-            for (l = 0; l < rem; l++) at[q * VL + l] = A[(ptrdiff_t)(i1 + q) * lda + kv + l];   \
-            for (; l < VL; l++) at[q * VL + l] = 0;                                             \
+            for (l = 0; l < rem; l++) at[q * DVL + l] = A[(ptrdiff_t)(i1 + q) * lda + kv + l];  \
+            for (; l < DVL; l++) at[q * DVL + l] = 0;                                           \
         }                                                                                       \
         for (j0 = 0; j0 < n; j0 += nc) {                                                        \
             nc = n - j0 >= ncm ? ncm : n - j0 >= TNC ? TNC : 1;                                 \
             for (q = 0; q < nc && rem; q++) {                                                   \
-                for (l = 0; l < rem; l++) bt[q * VL + l] = B[(ptrdiff_t)(j0 + q) * ldb + kv + l];\
-                for (; l < VL; l++) bt[q * VL + l] = 0;                                         \
+                for (l = 0; l < rem; l++)                                                       \
+                    bt[q * DVL + l] = B[(ptrdiff_t)(j0 + q) * ldb + kv + l];                    \
+                for (; l < DVL; l++) bt[q * DVL + l] = 0;                                       \
             }                                                                                   \
             for (i0 = i1; i0 < i1 + ic; i0 += TMR) {                                            \
                 mr = i1 + ic - i0 < TMR ? i1 + ic - i0 : TMR;                                   \
                 dot_##SUF##_##NAME(mr, nc, kv, rem, A + (ptrdiff_t)i0 * lda, lda,               \
-                                   B + (ptrdiff_t)j0 * ldb, ldb, at + (i0 - i1) * VL, bt,       \
+                                   B + (ptrdiff_t)j0 * ldb, ldb, at + (i0 - i1) * DVL, bt,      \
                                    accumulate, C + (ptrdiff_t)i0 * ldc + j0, ldc);              \
             }                                                                                   \
         }                                                                                       \
@@ -347,8 +352,8 @@ BP_GEMM_TILES(, double, bp_v2d, v2d, 2)
 #define BP_DOT_CALL_v4f(R, N) BP_DOT_CALL(v4f, R, N)
 #define BP_TILE_CALL_v2d(R, N) BP_TILE_CALL(v2d, R, N)
 #define BP_DOT_CALL_v2d(R, N) BP_DOT_CALL(v2d, R, N)
-BP_GEMM_LEVEL(generic, , float, f32, v4f, 4, 4, 2, 4, 4, 3, 3, 8, 4)
-BP_GEMM_LEVEL(generic, , double, f64, v2d, 2, 4, 2, 4, 4, 3, 3, 8, 4)
+BP_GEMM_LEVEL(generic, , static, float, f32, v4f, 4, 4, 2, 4, 4, v4f, 4, 3, 3, 8, 4)
+BP_GEMM_LEVEL(generic, , static, double, f64, v2d, 2, 4, 2, 4, 4, v2d, 2, 3, 3, 8, 4)
 #else
 BP_GEMM_TILES(, float, float, sf, 1)
 BP_GEMM_TILES(, double, double, sd, 1)
@@ -356,8 +361,8 @@ BP_GEMM_TILES(, double, double, sd, 1)
 #define BP_DOT_CALL_sf(R, N) BP_DOT_CALL(sf, R, N)
 #define BP_TILE_CALL_sd(R, N) BP_TILE_CALL(sd, R, N)
 #define BP_DOT_CALL_sd(R, N) BP_DOT_CALL(sd, R, N)
-BP_GEMM_LEVEL(generic, , float, f32, sf, 1, 4, 4, 4, 4, 3, 3, 3, 3)
-BP_GEMM_LEVEL(generic, , double, f64, sd, 1, 4, 4, 4, 4, 3, 3, 3, 3)
+BP_GEMM_LEVEL(generic, , static, float, f32, sf, 1, 4, 4, 4, 4, sf, 1, 3, 3, 3, 3)
+BP_GEMM_LEVEL(generic, , static, double, f64, sd, 1, 4, 4, 4, 4, sd, 1, 3, 3, 3, 3)
 #endif
 BP_FILL(generic)
 
@@ -370,19 +375,28 @@ BP_GEMM_TILES(BP_ATTR_AVX2, double, bp_v4d, v4d, 4)
 #define BP_DOT_CALL_v8f(R, N) BP_DOT_CALL(v8f, R, N)
 #define BP_TILE_CALL_v4d(R, N) BP_TILE_CALL(v4d, R, N)
 #define BP_DOT_CALL_v4d(R, N) BP_DOT_CALL(v4d, R, N)
-BP_GEMM_LEVEL(avx2, BP_ATTR_AVX2, float, f32, v8f, 8, 6, 2, 8, 4, 3, 3, 8, 4)
-BP_GEMM_LEVEL(avx2, BP_ATTR_AVX2, double, f64, v4d, 4, 6, 2, 8, 4, 3, 3, 8, 4)
+BP_GEMM_LEVEL(avx2, BP_ATTR_AVX2, static, float, f32, v8f, 8, 6, 2, 8, 4, v8f, 8, 3, 3, 8, 4)
+BP_GEMM_LEVEL(avx2, BP_ATTR_AVX2, static, double, f64, v4d, 4, 6, 2, 8, 4, v4d, 4, 3, 3, 8, 4)
 BP_FILL(avx2)
 
-/* AVX-512: 32 registers of 16 floats or 8 doubles. nn/tn: 8 x 3 vectors; nt: 4 x 4 */
+/* AVX-512: 32 registers of 16 floats or 8 doubles. nn/tn: 8 x 3 vectors, the tiles inlined
+ * into their driver; nt: 4 x 4 dot products of 32-byte vectors. Measured on an AMD EPYC Zen 4
+ * (784-256-128-10 float32, one thread, SGD with momentum): 64-byte dot products spent more on
+ * their lane sums than on their multiply-adds (dZ @ W.T of the 256 x 128 layer at 32 rows:
+ * 57 us, against 28 on 32-byte vectors), and the tiles called one at a time made the step at
+ * batch 8, 32 and 64 take 8 %, 5 % and 5 % longer; inlined at the AVX2 level they made it
+ * 3-5 % slower (its 16 registers), so there they stay functions. With both: the step at batch
+ * 8 154 -> 142 us, 32 414 -> 361, 64 705 -> 659 */
 BP_GEMM_TILES(BP_ATTR_AVX512, float, bp_v16f, v16f, 16)
 BP_GEMM_TILES(BP_ATTR_AVX512, double, bp_v8d, v8d, 8)
 #define BP_TILE_CALL_v16f(R, N) BP_TILE_CALL(v16f, R, N)
 #define BP_DOT_CALL_v16f(R, N) BP_DOT_CALL(v16f, R, N)
 #define BP_TILE_CALL_v8d(R, N) BP_TILE_CALL(v8d, R, N)
 #define BP_DOT_CALL_v8d(R, N) BP_DOT_CALL(v8d, R, N)
-BP_GEMM_LEVEL(avx512, BP_ATTR_AVX512, float, f32, v16f, 16, 8, 3, 8, 4, 4, 4, 8, 6)
-BP_GEMM_LEVEL(avx512, BP_ATTR_AVX512, double, f64, v8d, 8, 8, 3, 8, 4, 4, 4, 8, 6)
+BP_GEMM_LEVEL(avx512, BP_ATTR_AVX512, BP_INLINE, float, f32, v16f, 16, 8, 3, 8, 4, v8f, 8, 4, 4, 8,
+              6)
+BP_GEMM_LEVEL(avx512, BP_ATTR_AVX512, BP_INLINE, double, f64, v8d, 8, 8, 3, 8, 4, v4d, 4, 4, 4, 8,
+              6)
 BP_FILL(avx512)
 #endif
 
