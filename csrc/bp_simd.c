@@ -2,19 +2,34 @@
  * into one wrapper per target; bp_simd_fill() points the table at one target's wrappers. */
 #include "bp_simd_bodies.h"
 
+#if BP_FLUSH_MODE
+#include <xmmintrin.h>
+/* an update, in the flush-to-zero mode (bp_simd_bodies.h), the caller's mode restored after */
+#define BP_UPDATE(body)                                                                        \
+    {                                                                                          \
+        const unsigned int mode = _mm_getcsr();                                                \
+        _mm_setcsr(mode | _MM_FLUSH_ZERO_ON);                                                  \
+        const int bad = body;                                                                  \
+        _mm_setcsr(mode);                                                                      \
+        return bad;                                                                            \
+    }
+#else
+#define BP_UPDATE(body) { return body; }
+#endif
+
 #define BP_WRAPPERS(NAME, ATTR, T, SUF, VEC)                                                   \
 ATTR static int sgd_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *v,                        \
                                     const bp_sgd_args *a)                                      \
-    { return sgd_body_##SUF(n, w, g, v, a, VEC); }                                             \
+    BP_UPDATE(sgd_body_##SUF(n, w, g, v, a, VEC))                                              \
 ATTR static int sgd1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x, const T *d, \
                                      T *v, const bp_sgd_args *a)                               \
-    { return sgd1_body_##SUF(rows, n, w, x, d, v, a, VEC); }                                   \
+    BP_UPDATE(sgd1_body_##SUF(rows, n, w, x, d, v, a, VEC))                                    \
 ATTR static int adam_##SUF##_##NAME(ptrdiff_t n, T *w, const T *g, T *m, T *v, T *vmax,        \
                                      const bp_adam_args *a)                                    \
-    { return adam_body_##SUF(n, w, g, m, v, vmax, a, VEC); }                                   \
+    BP_UPDATE(adam_body_##SUF(n, w, g, m, v, vmax, a, VEC))                                    \
 ATTR static int adam1_##SUF##_##NAME(ptrdiff_t rows, ptrdiff_t n, T *w, const T *x,            \
                                      const T *d, T *m, T *v, T *vmax, const bp_adam_args *a)   \
-    { return adam1_body_##SUF(rows, n, w, x, d, m, v, vmax, a, VEC); }                         \
+    BP_UPDATE(adam1_body_##SUF(rows, n, w, x, d, m, v, vmax, a, VEC))                          \
 ATTR static double sumsq_##SUF##_##NAME(ptrdiff_t n, const T *x)                               \
     { return sumsq_body_##SUF(n, x); }                                                         \
 ATTR static void outer_##SUF##_##NAME(ptrdiff_t n, int k, ptrdiff_t stride, const T *x,        \

@@ -17,14 +17,29 @@
 #define BP_INLINE static inline
 #endif
 
-/* Results below the smallest normal number are flushed to zero: a weight whose gradient stays
- * zero (a pixel that is always blank) has its velocity decay geometrically into subnormals,
- * which x86 processes about a hundred times slower. Branch-free, so the loops vectorise; the
- * test is written so that NaN (every comparison false) stays NaN. */
+/* The optimizers' results below the smallest normal number are flushed to zero: a weight whose
+ * gradient stays zero (a pixel that is always blank) has its velocity or moments decay
+ * geometrically into subnormals, which x86 processes about a hundred times slower.
+ * On x86-64 the updates run in the processor's flush-to-zero mode (MXCSR's FTZ bit, set by
+ * bp_simd.c's wrappers for the call and restored after): each result is flushed as it is
+ * formed, at no cost, where flushing what the loops store took 4 of the 8 vector instructions
+ * of the batch-of-one momentum loop (measured on an AMD EPYC Zen 4, 784-256-128-10 float32,
+ * one thread: at batch 1 SGD with momentum 59.0 -> 56.1 us a step, Adam 113.9 -> 104.7; at
+ * batch 32 Adam 406.5 -> 398.8). Elsewhere, or built with -DBP_EXPLICIT_FLUSH, the loops
+ * flush what they store (FLUSH, flushv): branch-free, so that they vectorise, and written so
+ * that NaN (every comparison false) stays NaN. Either way a stored state is 0 or normal; the
+ * mode gives a negative result's zero its sign (-0.0), the explicit flush +0.0. */
 #define FLUSH_MIN_f32 FLT_MIN
 #define FLUSH_MIN_f64 DBL_MIN
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BP_EXPLICIT_FLUSH)
+#define BP_FLUSH_MODE 1
+#define FLUSH_f32(x) (x)
+#define FLUSH_f64(x) (x)
+#else
+#define BP_FLUSH_MODE 0
 #define FLUSH_f32(x) (fabsf(x) < FLUSH_MIN_f32 ? 0.0f : (x))
 #define FLUSH_f64(x) (fabs(x) < FLUSH_MIN_f64 ? 0.0 : (x))
+#endif
 #define SQRT_f32(x) sqrtf(x)
 #define SQRT_f64(x) sqrt(x)
 #define EXP_f32(x) expf(x)
@@ -63,6 +78,7 @@ typedef uint64_t bp_uvec_f64 __attribute__((vector_size(32)));
 enum { LANES_##SUF = sizeof(bp_vec_##SUF) / sizeof(T) };                                       \
 BP_INLINE void flushv_##SUF(bp_vec_##SUF *x) {                                                 \
     /* FLUSH on a vector: NaN compares false and is kept */                                    \
+    if (BP_FLUSH_MODE) return;                                                                 \
     bp_uvec_##SUF bits, size_bits = {0};                                                       \
     bp_vec_##SUF size;                                                                         \
     memcpy(&bits, x, sizeof bits);                                                             \

@@ -16,6 +16,21 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def simd_levels():
+    """Each SIMD level this CPU has, set in turn by iterating simd_levels(); the best one is
+    set again after the test, whatever it raised."""
+    from bpcore import _simd
+    best = _simd.best_level()
+
+    def levels():
+        for level in range(best + 1):
+            _simd.set_level(level)
+            yield level
+    yield levels
+    _simd.set_level(best)
+
+
 # ---------------------------------------------------------------------------------------------
 # Hypothesis profiles for the property-based fuzz tests (tests/test_fuzz.py).
 # "ci" (the default): a bounded number of examples per property, derandomized so every run

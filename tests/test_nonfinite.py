@@ -31,21 +31,6 @@ def _same_state(a, b):
     assert a[2] == b[2]
 
 
-
-@pytest.fixture
-def simd_levels():
-    """Each SIMD level this CPU has, set in turn by iterating simd_levels(); the best one is
-    set again after the test, whatever it raised."""
-    from bpcore import _simd
-    best = _simd.best_level()
-
-    def levels():
-        for level in range(best + 1):
-            _simd.set_level(level)
-            yield level
-    yield levels
-    _simd.set_level(best)
-
 # ---------------------------------------------------------------------------------------------
 # kernels keep NaN
 
