@@ -30,20 +30,34 @@ cdef bp_simd_table *K = simd()
 # float64, every product on the kernels over BLAS: batch 1: 0.72; 8: 0.85, 0.86; 16: 0.90;
 #   24: 1.01; 32: 1.05-1.14; 64: 1.21 (OpenBLAS's dgemm runs these shapes at 73 % of the peak,
 #   the register tiles at about 55 %, as in float32, where sgemm is slower at small batch).
-# So float32: nn and nt up to 96 rows, tn up to 64; float64: every product up to 16.
+# So float32: nn and nt up to 96 rows, tn up to 64; float64: every product up to 16. These are
+# also the portable level's (never measured apart).
+#
+# At the AVX-512 level (the tiles inlined, nt's dot products on 32-byte vectors; AMD EPYC Zen 4,
+# scipy's OpenBLAS 0.3.30 on its SkylakeX kernels, 2026-12-06), every product on the kernels
+# over every product on BLAS, float32, 1 thread: batch 64: 0.83; 96: 0.87; 128: 0.87; 160:
+# 0.88; 192: 0.89; 256: 0.89, 0.90; 384: 0.91; 512: 0.91; 2 threads: 64: 0.80; 96: 0.82; 128:
+# 0.79; 192: 0.83; 256: 0.82. float64, 1 thread: 8: 0.82; 16: 0.85; 24: 0.90; 32: 0.88; 48:
+# 0.90; 64: 0.91; 96: 0.94; 128: 0.95. So there: float32 every product up to 256 rows, float64
+# up to 64 (an Intel Xeon's AVX-512, with two 512-bit multiply-add units where Zen 4 splits
+# each into two halves, was not measured).
 cdef enum:
     PRODUCT_NN = 0
     PRODUCT_NT = 1
     PRODUCT_TN = 2
 
-# [dtype: float32, float64][product]
-cdef int small_rows[2][3]
-small_rows[0] = [96, 96, 64]
-small_rows[1] = [16, 16, 16]
+# [SIMD level: portable, AVX2+FMA, AVX-512][dtype: float32, float64][product]
+cdef int small_rows[3][2][3]
+small_rows[0][0] = [96, 96, 64]
+small_rows[0][1] = [16, 16, 16]
+small_rows[1][0] = [96, 96, 64]
+small_rows[1][1] = [16, 16, 16]
+small_rows[2][0] = [256, 256, 256]
+small_rows[2][1] = [64, 64, 64]
 
 
 cdef inline int _rows_of(int product, bint wide) noexcept nogil:
-    return small_rows[1 if wide else 0][product]
+    return small_rows[K.level][1 if wide else 0][product]
 
 
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
@@ -248,15 +262,16 @@ def py_matmul(str ta, str tb, double alpha, const floating[:, ::1] A, const floa
 
 
 def _set_small_rows(rows):
-    """Move the crossovers: one count for every product and dtype (0 puts every product on
-    BLAS, a large count on the kernels), or {"float32": (nn, nt, tn), "float64": (...)}, as
-    returned (the previous values). For the benchmark that measures them and for the tests,
-    not an option: set it between steps only."""
-    previous = {"float32": tuple(small_rows[0]), "float64": tuple(small_rows[1])}
+    """Move the current SIMD level's crossovers: one count for every product and dtype (0 puts
+    every product on BLAS, a large count on the kernels), or {"float32": (nn, nt, tn),
+    "float64": (...)}, as returned (the previous values). For the benchmark that measures them
+    and for the tests, not an option: set it between steps only."""
+    cdef int level = K.level
+    previous = {"float32": tuple(small_rows[level][0]), "float64": tuple(small_rows[level][1])}
     if isinstance(rows, int):
         rows = {"float32": (rows,) * 3, "float64": (rows,) * 3}
     for name, values in rows.items():
         d = ("float32", "float64").index(name)
         for p in range(3):
-            small_rows[d][p] = max(int(values[p]), 0)
+            small_rows[level][d][p] = max(int(values[p]), 0)
     return previous
