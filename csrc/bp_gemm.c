@@ -384,7 +384,7 @@ BP_FILL(avx2)
  * (784-256-128-10 float32, one thread, SGD with momentum): 64-byte dot products spent more on
  * their lane sums than on their multiply-adds (dZ @ W.T of the 256 x 128 layer at 32 rows:
  * 57 us, against 28 on 32-byte vectors), and the tiles called one at a time made the step at
- * batch 8, 32 and 64 take 8 %, 5 % and 5 % longer; inlined at the AVX2 level they made it
+ * batch 8, 32 and 64 take 2 %, 5 % and 7 % longer; inlined at the AVX2 level they made it
  * 3-5 % slower (its 16 registers), so there they stay functions. With both: the step at batch
  * 8 154 -> 142 us, 32 414 -> 361, 64 705 -> 659 */
 BP_GEMM_TILES(BP_ATTR_AVX512, float, bp_v16f, v16f, 16)
