@@ -227,6 +227,36 @@ def test_the_engine_products_take_blas_above_the_crossover_and_the_kernels_below
     assert _blas._set_small_rows(crossover) == moved
 
 
+def test_each_simd_level_has_its_own_crossovers(crossover, simd_levels):
+    # measured per level (bpcore/_blas.pyx): moving one level's leaves the others' alone, and
+    # the engine's products follow the level that is set
+    shipped = {}
+    for level in simd_levels():
+        shipped[level] = _blas._set_small_rows(0)
+        _blas._set_small_rows(shipped[level])
+    assert shipped[0] == {"float32": (96, 96, 64), "float64": (16, 16, 16)}
+    if 1 in shipped:
+        assert shipped[1] == shipped[0]
+    if 2 in shipped:
+        assert shipped[2] == {"float32": (256, 256, 256), "float64": (64, 64, 64)}
+    rng = np.random.default_rng(6)
+    A, B, _, _ = _operands(rng, "nn", 200, 40, 33, np.float32)
+    kept = {}
+    try:
+        for level in simd_levels():
+            _blas._set_small_rows(0 if level == 0 else 1 << 20)
+            got, blas, own = (np.empty((200, 33), np.float32) for _ in range(3))
+            _blas.py_matmul("n", "n", 1.0, A, B, 0.0, got)
+            _blas.py_gemm("n", "n", 1.0, A, B, 0.0, blas)
+            _simd.small_gemm("nn", level, A, B, own)
+            np.testing.assert_array_equal(got, blas if level == 0 else own)
+    finally:
+        for level in simd_levels():
+            kept[level] = _blas._set_small_rows(shipped[level])
+    for level, moved in kept.items():  # each level kept what was set for it
+        assert moved["float32"] == ((0,) * 3 if level == 0 else (1 << 20,) * 3)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [1, 3, 17, 33, 130])
 def test_training_steps_on_either_path_agree(crossover, dtype, batch):
