@@ -38,9 +38,10 @@ cdef bp_simd_table *K = simd()
 # over every product on BLAS, float32, 1 thread: batch 64: 0.83; 96: 0.87; 128: 0.87; 160:
 # 0.88; 192: 0.89; 256: 0.89, 0.90; 384: 0.91; 512: 0.91; 2 threads: 64: 0.80; 96: 0.82; 128:
 # 0.79; 192: 0.83; 256: 0.82. float64, 1 thread: 8: 0.82; 16: 0.85; 24: 0.90; 32: 0.88; 48:
-# 0.90; 64: 0.91; 96: 0.94; 128: 0.95. So there: float32 every product up to 256 rows, float64
-# up to 64 (an Intel Xeon's AVX-512, with two 512-bit multiply-add units where Zen 4 splits
-# each into two halves, was not measured).
+# 0.90; 64: 0.91; 96: 0.94; 128: 0.95; a second run, float32: 1 thread 384: 0.88; 512: 0.89;
+# 768: 0.90; 2 threads 384: 0.90; 512: 0.88; 768: 0.89. So there: float32 every product up to
+# 512 rows, float64 up to 64 (an Intel Xeon's AVX-512, with two 512-bit multiply-add units
+# where Zen 4 splits each into two halves, was not measured).
 cdef enum:
     PRODUCT_NN = 0
     PRODUCT_NT = 1
@@ -52,7 +53,7 @@ small_rows[0][0] = [96, 96, 64]
 small_rows[0][1] = [16, 16, 16]
 small_rows[1][0] = [96, 96, 64]
 small_rows[1][1] = [16, 16, 16]
-small_rows[2][0] = [256, 256, 256]
+small_rows[2][0] = [512, 512, 512]
 small_rows[2][1] = [64, 64, 64]
 
 

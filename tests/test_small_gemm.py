@@ -238,7 +238,7 @@ def test_each_simd_level_has_its_own_crossovers(crossover, simd_levels):
     if 1 in shipped:
         assert shipped[1] == shipped[0]
     if 2 in shipped:
-        assert shipped[2] == {"float32": (256, 256, 256), "float64": (64, 64, 64)}
+        assert shipped[2] == {"float32": (512, 512, 512), "float64": (64, 64, 64)}
     rng = np.random.default_rng(6)
     A, B, _, _ = _operands(rng, "nn", 200, 40, 33, np.float32)
     kept = {}
