@@ -69,25 +69,19 @@ BATCH_OF_ONE_OPTS = {**{k: lambda m, kw=kw: bpcore.SGD(m, **kw) for k, kw in OPT
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("opt", list(BATCH_OF_ONE_OPTS))
-def test_batch_of_one_step_equals_layer_api_at_every_simd_level(rng, dtype, opt):
+def test_batch_of_one_step_equals_layer_api_at_every_simd_level(rng, dtype, opt, simd_levels):
     # the fused batch-of-one update runs over all of a thread's rows of a layer in one call:
     # widths 33 and 17 (whole vectors and tails), 1 and 3 (tails only)
-    from bpcore import _simd
-    best = _simd.best_level()
-    try:
-        for level in range(best + 1):
-            _simd.set_level(level)
-            a = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
-            b = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
-            oa, ob = BATCH_OF_ONE_OPTS[opt](a), BATCH_OF_ONE_OPTS[opt](b)
-            loss = _loss("labels")
-            for step in range(4):
-                X, y = _data(rng, 1, 5, 3, "labels", dtype)
-                a.train_step(X, y, loss, oa)
-                _layer_api_step(b, X, y, loss, ob)
-            np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
-    finally:
-        _simd.set_level(best)
+    for level in simd_levels():
+        a = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
+        b = bpcore.MLP([5, 33, 17, 1, 3], activation="tanh", dtype=dtype, seed=4)
+        oa, ob = BATCH_OF_ONE_OPTS[opt](a), BATCH_OF_ONE_OPTS[opt](b)
+        loss = _loss("labels")
+        for step in range(4):
+            X, y = _data(rng, 1, 5, 3, "labels", dtype)
+            a.train_step(X, y, loss, oa)
+            _layer_api_step(b, X, y, loss, ob)
+        np.testing.assert_allclose(a.flat_params, b.flat_params, **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -315,24 +315,17 @@ def test_nonfinite_error_is_a_floating_point_error():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_global_norm_against_an_exact_sum_at_every_simd_level(dtype):
+def test_global_norm_against_an_exact_sum_at_every_simd_level(dtype, simd_levels):
     # the sum of squares runs in 16 lanes added up in a fixed order: whole lanes, tails of
     # every length, the threads' chunks; float32's squares are exact in double, so every level
     # gives the same bits there
     import math
-    from bpcore import _optim, _simd
+    from bpcore import _optim
     rng = np.random.default_rng(8)
-    best = _simd.best_level()
     for n in (0, 1, 15, 16, 17, 33, 1000, 235_146):
         x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)).astype(dtype)
         exact = math.sqrt(math.fsum(float(v) * float(v) for v in x))
-        norms = []
-        try:
-            for level in range(best + 1):
-                _simd.set_level(level)
-                norms.append(_optim.py_global_norm(x))
-        finally:
-            _simd.set_level(best)
+        norms = [_optim.py_global_norm(x) for _ in simd_levels()]
         for norm in norms:
             assert norm == pytest.approx(exact, rel=1e-14, abs=0), (n, norms, exact)
         if dtype == np.float32:
