@@ -751,7 +751,8 @@ CSRC = BENCHMARKS.parent / "csrc"
 def test_update_loop_builds_and_times_every_level(tmp_path):
     """benchmarks/update_loop.c, built with its own command line (at -O1: a smoke test, 5 s of
     compiling instead of 13), prints SGD's and Adam's ns per weight at each SIMD level this CPU
-    runs, for the L1 block and the whole network."""
+    runs, for the L1 block and the whole network, the traffic floors, and what each update adds
+    to the first layer's gradient products at batch 32, chunk by chunk."""
     from bpcore import _simd
     exe = tmp_path / "update_loop"
     subprocess.run(["cc", "-O1", "-fno-math-errno", "-fno-trapping-math", f"-I{CSRC}",
@@ -760,7 +761,7 @@ def test_update_loop_builds_and_times_every_level(tmp_path):
     out = subprocess.run([str(exe), "0.01"], check=True, capture_output=True, text=True,
                          timeout=120)
     assert out.stderr == ""  # no update wrote a non-finite weight
-    table, floors = out.stdout.split("\n\n")
+    table, floors, after = out.stdout.split("\n\n")
     rows = [line.split() for line in table.splitlines()[1:]]
     levels = ["portable", "AVX2+FMA", "AVX-512"][:_simd.best_level() + 1]
     assert [(r[0], r[1]) for r in rows] == [(lv, n) for lv in levels for n in ("6144", "235146")]
@@ -768,3 +769,8 @@ def test_update_loop_builds_and_times_every_level(tmp_path):
     read, two, three, sgd, adam = map(float, re.findall(r"[0-9]+\.[0-9]", floors))
     assert all(positive(x) for x in (read, two, three))
     assert (sgd, adam) == (pytest.approx(read + two, abs=0.11), pytest.approx(read + three, abs=0.11))
+    chunks = [re.fullmatch(r"chunk +([0-9]+) rows: +([0-9.]+) +\+ +(-?[0-9.]+) +\+ +(-?[0-9.]+)",
+                           line) for line in after.splitlines()[1:]]
+    assert [c and int(c[1]) for c in chunks] == [8, 24, 96, 784]
+    assert all(positive(float(c[2])) for c in chunks)  # the products; an update's cost may be
+    # below the timer's noise at 0.01 of the calls
