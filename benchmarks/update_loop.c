@@ -27,12 +27,14 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* the updates every timing here runs: plain SGD, Adam without decay (lr 1e-3) */
+static const bp_sgd_args SGD = {1e-3, 0.0, 0.0, 1.0, 0};
+static const bp_adam_args ADAM = {1e-3, 1.0, 0.9, 0.999, 1e-8, 0.0, 1.0, 0};
+
 /* ns per weight of `calls` updates of n weights, median of 7 */
 static double time_loop(bp_simd_table *t, int adam, ptrdiff_t n, int calls) {
     float *w = malloc(n * sizeof *w), *g = malloc(n * sizeof *g);
     float *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
-    bp_sgd_args sgd = {1e-3, 0.0, 0.0, 1.0, 0};
-    bp_adam_args am = {1e-3, 1.0, 0.9, 0.999, 1e-8, 0.0, 1.0, 0};
     double runs[7];
     for (ptrdiff_t i = 0; i < n; i++) {
         w[i] = 0.01f * (float)(i % 7);
@@ -42,7 +44,7 @@ static double time_loop(bp_simd_table *t, int adam, ptrdiff_t n, int calls) {
         double t0 = now();
         int bad = 0;
         for (int c = 0; c < calls; c++)
-            bad |= adam ? t->adam_f32(n, w, g, m, v, NULL, &am) : t->sgd_f32(n, w, g, NULL, &sgd);
+            bad |= adam ? t->adam_f32(n, w, g, m, v, NULL, &ADAM) : t->sgd_f32(n, w, g, NULL, &SGD);
         runs[r] = (now() - t0) / calls / (double)n * 1e9;
         if (bad) fprintf(stderr, "a non-finite weight\n");
     }
@@ -125,9 +127,9 @@ static void traffic_floors(double scale) {
 
 /* The batch-32 step's pattern at the best level: the first layer's gradient (784 x 256, from 32
  * rows) formed a chunk of rows at a time by bpcore's tn kernel, each chunk updated right after
- * (the engine's chunk is 24 rows). Microseconds, median of 15: the products alone, and what SGD
- * and Adam add to them. Whether an update overlaps the next chunk's product shows as a cost
- * that shrinks with the chunk. */
+ * (as the engine's row-split step does, its chunk set by GRADIENT_CHUNK_ROWS in _engine.pyx).
+ * Microseconds, median of 15: the products alone, and what SGD and Adam add to them. Whether an
+ * update overlaps the next chunk's product shows as a cost that shrinks with the chunk. */
 static void after_gradient(double scale) {
     enum { FAN_IN = 784, FAN_OUT = 256, ROWS = 32 };
     static const int chunks[] = {8, 24, 96, FAN_IN};
@@ -135,8 +137,6 @@ static void after_gradient(double scale) {
     float *x = malloc(sizeof(float) * ROWS * FAN_IN), *d = malloc(sizeof(float) * ROWS * FAN_OUT);
     float *g = malloc(n * sizeof *g), *w = malloc(n * sizeof *w);
     float *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
-    bp_sgd_args sgd = {1e-9, 0.0, 0.0, 1.0, 0};
-    bp_adam_args am = {1e-9, 1.0, 0.9, 0.999, 1e-8, 0.0, 1.0, 0};
     const int calls = (int)(20 * scale) + 1;
     bp_simd_table t;
     bp_simd_fill(&t, bp_simd_best_level());
@@ -157,8 +157,8 @@ static void after_gradient(double scale) {
                         const ptrdiff_t at = (ptrdiff_t)q0 * FAN_OUT, size = (ptrdiff_t)q * FAN_OUT;
                         t.gemm_tn_f32(q, FAN_OUT, ROWS, x + q0, FAN_IN, d, FAN_OUT, 0, g + at,
                                       FAN_OUT, NULL);
-                        if (rule == 1) bad |= t.sgd_f32(size, w + at, g + at, NULL, &sgd);
-                        if (rule == 2) bad |= t.adam_f32(size, w + at, g + at, m + at, v + at, NULL, &am);
+                        if (rule == 1) bad |= t.sgd_f32(size, w + at, g + at, NULL, &SGD);
+                        if (rule == 2) bad |= t.adam_f32(size, w + at, g + at, m + at, v + at, NULL, &ADAM);
                     }
                 runs[rule][r] = (now() - t0) / calls * 1e6;
                 if (bad) fprintf(stderr, "a non-finite weight\n");
