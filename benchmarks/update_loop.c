@@ -143,8 +143,8 @@ static void after_gradient(double scale) {
     for (ptrdiff_t i = 0; i < ROWS * FAN_IN; i++) x[i] = 0.01f * (float)(i % 17);
     for (ptrdiff_t i = 0; i < ROWS * FAN_OUT; i++) d[i] = 1e-3f * (float)(i % 13 - 6);
     for (ptrdiff_t i = 0; i < n; i++) w[i] = 0.01f * (float)(i % 7);
-    printf("\nfirst layer's gradient at batch %d, chunk by chunk, us: the products, + SGD, + Adam\n",
-           ROWS);
+    printf("\nfirst layer's gradient at batch %d, chunk by chunk, us: the products, + SGD,"
+           " + Adam\n", ROWS);
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
         double runs[3][15];
         for (int r = 0; r < 15; r++)
@@ -158,7 +158,8 @@ static void after_gradient(double scale) {
                         t.gemm_tn_f32(q, FAN_OUT, ROWS, x + q0, FAN_IN, d, FAN_OUT, 0, g + at,
                                       FAN_OUT, NULL);
                         if (rule == 1) bad |= t.sgd_f32(size, w + at, g + at, NULL, &SGD);
-                        if (rule == 2) bad |= t.adam_f32(size, w + at, g + at, m + at, v + at, NULL, &ADAM);
+                        if (rule == 2)
+                            bad |= t.adam_f32(size, w + at, g + at, m + at, v + at, NULL, &ADAM);
                     }
                 runs[rule][r] = (now() - t0) / calls * 1e6;
                 if (bad) fprintf(stderr, "a non-finite weight\n");
