@@ -29,3 +29,16 @@ def peak_bytes(call, repeats=1, warmup=0):
         if was_enabled:
             gc.enable()
     return peak - start
+
+
+# A training step's own Python objects (its float result, argument tuples) measured up to 1.8 KB
+# in some test orders; 4 KB still catches any array of a batch of 200 (its outputs alone are
+# 8 KB) and a workspace re-grown at any batch (tens of KB), not a fixed tiny array.
+STEP_BYTES_BOUND = 4096
+
+
+def steady_step_bytes(step):
+    """peak_bytes over 50 calls of step() after 50 traced warm-up calls: enough to refill the
+    free lists that the tests before drained (with 3, a batch-of-one step measured 4,208 bytes
+    in one full run, 0.8-3.1 KB in others)."""
+    return peak_bytes(step, 50, warmup=50)

@@ -19,7 +19,7 @@ from scipy.special import expit
 import bpcore
 from bpcore import _losses
 from bpcore.training import loss_and_gradient
-from memory import peak_bytes
+from memory import STEP_BYTES_BOUND, steady_step_bytes
 from test_gradcheck import assert_grad_close, check_model, numeric_grad
 
 TORCH_TOL = {"float64": 1e-12, "float32": 1e-5}
@@ -386,9 +386,8 @@ def test_steady_state_train_step_allocates_no_arrays(rng, n):
         step()
     # pos_weight is converted once per dtype and width, then handed over as it is
     assert loss.native_pos_weight(np.float32, 10) is loss.native_pos_weight(np.float32, 10)
-    # the bound of tests/test_engine.py (a step's Python objects stay below it; a copy of the
-    # target or the gradient of a batch of 200 rows, 8 KB, would not); warmup: see peak_bytes
-    assert peak_bytes(step, 50, warmup=50) < 4096
+    # a copy of the target or the gradient of a batch of 200 rows, 8 KB, would not fit
+    assert steady_step_bytes(step) < STEP_BYTES_BOUND
 
 
 # ---------------------------------------------------------------------------------------------

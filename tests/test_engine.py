@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bpcore
-from memory import peak_bytes
+from memory import STEP_BYTES_BOUND, peak_bytes, steady_step_bytes
 
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
 
@@ -338,11 +338,8 @@ def test_steady_state_train_step_allocates_no_arrays(rng, n):
     X, y = _data(rng, n, 50, 10, "labels", "float32")
     for _ in range(3):  # the workspaces grow to this batch here
         model.train_step(X, y, loss, opt)
-    # NumPy reports its buffers to tracemalloc. A step's Python objects (its float result,
-    # argument tuples, free lists refilled) measured up to 1.8 KB in some test orders, so the
-    # bound is 4 KB: it catches any array of a batch of 200 (its outputs alone are 8 KB) and a
-    # workspace re-grown at any batch (tens of KB), not a fixed tiny array
-    assert peak_bytes(lambda: model.train_step(X, y, loss, opt), 50, warmup=3) < 4096
+    # NumPy reports its buffers to tracemalloc (the bound's reasons: tests/memory.py)
+    assert steady_step_bytes(lambda: model.train_step(X, y, loss, opt)) < STEP_BYTES_BOUND
     # the check can fail: the layer API's step makes arrays
     assert peak_bytes(lambda: _layer_api_step(model, X, y, loss, opt), 50) > 40 * n
 
